@@ -1,0 +1,19 @@
+rule prepare_data:
+    output:
+        prepared=directory(PREPARED),
+    params:
+        source=config["data"]["source"],
+        path=config["data"].get("path", "resources/mnist-download"),
+        url=config["data"]["url"],
+    log:
+        "logs/prepare_data.log",
+    benchmark:
+        "benchmarks/prepare_data.tsv"
+    threads: 1
+    resources:
+        **rule_resources("prepare_data", mem_mb=2000, runtime=30),
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/prepare_data.py"
