@@ -1,0 +1,83 @@
+"""Shared fixtures: the real MNIST, throwaway workspaces, and the real snakemake CLI.
+
+Real MNIST comes from $GRADATLAS_MNIST, or ../shared/data/mnist beside the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+MNIST = Path(os.environ.get("GRADATLAS_MNIST", REPO.parent / "shared" / "data" / "mnist"))
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+# what a workspace needs of the repository (never results/, resources/ or .snakemake/)
+WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "scripts", "gradatlas", "envs", "studies", "profiles"]
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    if not (MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real MNIST not found at {MNIST} (set GRADATLAS_MNIST)")
+    return MNIST
+
+
+def make_workspace(where: Path) -> Path:
+    """A copy of the workflow in `where`, so a test's results never touch the repository's."""
+    where.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, where / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, where / name)
+    return where
+
+
+def write_config(ws: Path, overlay: dict, name: str = "test.yaml") -> Path:
+    path = ws / name
+    path.write_text(yaml.safe_dump(overlay, sort_keys=False))
+    return path
+
+
+def run_snakemake(ws: Path, *args: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+    """The real snakemake CLI in workspace `ws`; output captured, failure shown in the assertion."""
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [str(SNAKEMAKE), *args], cwd=ws, capture_output=True, text=True, timeout=timeout, env=env
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+SMALL_STUDY = {
+    "study": "small",
+    "data": {"source": "idx", "validation_size": 500, "train_subset": 3000},
+    "model": {"depth": 4, "width": 32},
+    "train": {"epochs": 2, "threads": 1},
+    "diagnostics": {"probe_size": 500, "early_steps": [1, 10]},
+    "grid": {
+        "initializer": ["glorot_uniform", "he_normal"],
+        "activation": ["sigmoid", "relu"],
+        "optimizer": ["sgd", "adam"],
+        "regularizer": ["none", "dropout"],
+    },
+    "seeds": [0],
+}
+
+
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory, mnist_dir) -> Path:
+    """A real 2x2x2x2 study over real MNIST, run once per test session; returns its workspace."""
+    ws = make_workspace(tmp_path_factory.mktemp("small-study"))
+    overlay = dict(SMALL_STUDY, data=dict(SMALL_STUDY["data"], path=str(mnist_dir)))
+    config = write_config(ws, overlay)
+    run_snakemake(ws, "--cores", "2", "--configfile", str(config))
+    return ws
