@@ -35,6 +35,7 @@ AXIS_DEFAULTS = {
     "clipnorm": ("train", "clipnorm"),
     "clipvalue": ("train", "clipvalue"),
 }
+DOWNLOAD_CACHE = "resources/mnist-download"
 SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -63,7 +64,8 @@ def _unknown_name(key: str, value: str, allowed) -> ConfigError:
 
 
 def check(config: dict) -> dict:
-    """Catalog and consistency checks of a schema-validated config; returns it unchanged."""
+    """Catalog and consistency checks of a schema-validated config; fills in `data.path` for a
+    download (its cache folder) and returns the config."""
     from gradatlas import catalog
 
     grid = config["grid"]
@@ -106,6 +108,7 @@ def check(config: dict) -> dict:
     data = config["data"]
     if data["source"] in ("idx", "npz") and "path" not in data:
         raise ConfigError(f"config key data.path: required when data.source is '{data['source']}'")
+    data.setdefault("path", DOWNLOAD_CACHE)
     if data["train_subset"] is not None and data["validation_size"] >= data["train_subset"]:
         raise ConfigError(
             f"config key data.validation_size: {data['validation_size']} must be smaller than "
@@ -121,6 +124,14 @@ def check(config: dict) -> dict:
         if axis in FACTORS:
             raise ConfigError(f"config key report.nuisance: '{axis}' is a studied factor, it cannot be a nuisance")
     return config
+
+
+def data_key(data: dict) -> str:
+    """A folder name that identifies where the data comes from (source + path/url)."""
+    import hashlib
+
+    origin = f"{data['source']}|{data['path']}|{data['url'] if data['source'] == 'download' else ''}"
+    return f"mnist-{data['source']}-{hashlib.sha1(origin.encode()).hexdigest()[:10]}"
 
 
 def axes(config: dict) -> list[str]:

@@ -4,11 +4,11 @@ rule aggregate:
     output:
         tables=TABLES,
     params:
-        out_dir=f"{RESULTS}/tables",
+        out_dir=lambda wildcards, output: os.path.dirname(output.tables[0]),
     log:
-        "logs/aggregate.log",
+        f"{RESULTS}/logs/aggregate.log",
     benchmark:
-        "benchmarks/aggregate.tsv"
+        f"{RESULTS}/benchmarks/aggregate.tsv"
     threads: 1
     resources:
         **rule_resources("aggregate", mem_mb=4000, runtime=30),

@@ -4,9 +4,8 @@ import sys
 
 from snakemake.utils import Paramspace, validate
 
-# gradatlas is importable by the Snakefile and by every job's script, installed or not
+# gradatlas is importable here whether or not it is installed (scripts do the same for themselves)
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 
 from gradatlas import config as gaconfig
 
@@ -15,7 +14,8 @@ validate(config, "../schemas/config.schema.yaml")
 gaconfig.check(config)
 
 RESULTS = config["results"]
-PREPARED = "resources/mnist"
+# one prepared copy per data origin, so studies over different data never overwrite each other's
+PREPARED = f"resources/prepared/{gaconfig.data_key(config['data'])}"
 paramspace = Paramspace(gaconfig.grid_frame(config))
 RUN = f"{RESULTS}/runs/{paramspace.wildcard_pattern}"
 RUNS = expand(f"{RESULTS}/runs/{{cell}}/run.json", cell=paramspace.instance_patterns)
@@ -31,3 +31,16 @@ wildcard_constraints:
 def rule_resources(rule_name, **defaults):
     """Resources of a rule: its defaults, overridden by config `resources.<rule>`."""
     return defaults | {k: v for k, v in config["resources"].get(rule_name, {}).items() if v is not None}
+
+
+def train_resources():
+    """A training's resources: a whole GPU (optionally of a model), or a SLURM GPU shard when
+    `resources.train.trainings_per_gpu` > 1, plus memory and minutes per training."""
+    wanted = rule_resources("train", mem_mb=1500, runtime=30, gpu=1, trainings_per_gpu=1, shards_per_gpu=None)
+    per_gpu, shards = wanted.pop("trainings_per_gpu"), wanted.pop("shards_per_gpu", None)
+    if per_gpu > 1:
+        wanted.pop("gpu")
+        wanted["gres"] = f"shard:{(shards or per_gpu) // per_gpu}"
+    elif not wanted["gpu"]:
+        wanted.pop("gpu")
+    return wanted

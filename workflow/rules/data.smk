@@ -3,12 +3,12 @@ rule prepare_data:
         prepared=directory(PREPARED),
     params:
         source=config["data"]["source"],
-        path=config["data"].get("path", "resources/mnist-download"),
+        path=config["data"]["path"],
         url=config["data"]["url"],
     log:
-        "logs/prepare_data.log",
+        f"{PREPARED}.log",
     benchmark:
-        "benchmarks/prepare_data.tsv"
+        f"{PREPARED}.benchmark.tsv"
     threads: 1
     resources:
         **rule_resources("prepare_data", mem_mb=2000, runtime=30),

@@ -11,12 +11,13 @@ rule train:
         cell=lambda wc: gaconfig.typed_cell(config, wc),
         spec=lambda wc: gaconfig.run_spec(config, gaconfig.typed_cell(config, wc)),
     log:
-        f"logs/train/{paramspace.wildcard_pattern}.log",
+        f"{RESULTS}/logs/train/{paramspace.wildcard_pattern}.log",
     benchmark:
-        f"benchmarks/train/{paramspace.wildcard_pattern}.tsv"
+        f"{RESULTS}/benchmarks/train/{paramspace.wildcard_pattern}.tsv"
     threads: config["train"]["threads"]
     resources:
-        **rule_resources("train", mem_mb=1500, runtime=60),
+        group_slot=1,  # packed trainings run one after another in their cluster job (profiles/README.md)
+        **train_resources(),
     group:
         "train"
     conda:

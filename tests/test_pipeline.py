@@ -1,0 +1,116 @@
+"""The spine end to end: the real snakemake CLI on a small real-MNIST study, and the physics of
+vanishing gradients and saturation at initialization."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO, run_snakemake, write_config
+from gradatlas import backend, config as gaconfig, data, model as gamodel
+from gradatlas.diagnostics import layer_statistics
+
+pytestmark = pytest.mark.integration
+RUN = "results/runs/initializer~he_normal/activation~relu/optimizer~adam/regularizer~none/seed~0"
+
+
+def test_tables_have_one_row_per_run_and_documented_columns(small_study):
+    runs = pd.read_parquet(small_study / "results/tables/runs.parquet")
+    assert len(runs) == 16
+    for column in ["initializer", "activation", "optimizer", "regularizer", "seed", "test_accuracy", "test_loss",
+                   "best_val_accuracy", "best_epoch", "epochs_run", "epochs_to_target", "status", "train_seconds",
+                   "samples_per_second", "vanishing_ratio_init", "vanishing_ratio_final"]:  # fmt: skip
+        assert column in runs.columns
+    assert set(runs["status"]) <= {"converged", "stalled", "diverged"}
+    assert runs[["initializer", "activation", "optimizer", "regularizer"]].drop_duplicates().shape[0] == 16
+    curves = pd.read_parquet(small_study / "results/tables/curves.parquet")
+    assert len(curves) == runs["epochs_run"].sum()
+    assert {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"} <= set(curves.columns)
+    diag = pd.read_parquet(small_study / "results/tables/diagnostics.parquet")
+    assert set(diag["phase"]) == {"init", "early", "epoch"}
+    assert sorted(diag["step"].unique())[:3] == [0, 1, 10]
+    assert (diag.groupby(["initializer", "activation", "optimizer", "regularizer", "step"]).size() == 5).all()
+    assert pd.read_csv(small_study / "results/tables/runs.csv").shape == runs.shape
+
+
+def test_run_folder_holds_outputs_and_provenance(small_study):
+    run = small_study / RUN
+    for name in ["run.json", "history.csv", "diagnostics.parquet", "model.keras"]:
+        assert (run / name).is_file()
+    assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert not (run / "_resume").exists()
+    record = json.loads((run / "run.json").read_text())
+    prov = record["provenance"]
+    assert {"keras", "python", "numpy"} <= set(prov["versions"]) and prov["hostname"] and prov["device"]
+    assert prov["git_commit"]
+    assert record["spec"]["depth"] == 4 and record["cell"]["seed"] == 0
+    assert record["summary"]["test_accuracy"] > 0.5  # he_normal + relu + adam learns even in 2 short epochs
+
+
+def test_report_is_one_self_contained_file(small_study):
+    html = (small_study / "results/report/index.html").read_text()
+    sources = re.findall(r'<img[^>]+src="([^"]+)"', html)
+    assert len(sources) >= 3 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<script" not in html
+
+
+def test_finished_study_has_nothing_to_do_and_a_new_seed_trains_only_new_cells(small_study):
+    again = run_snakemake(small_study, "-n", "--cores", "1", "--configfile", "test.yaml")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    write_config(small_study, {"seeds": [0, 1]}, "more-seeds.yaml")
+    plan = run_snakemake(small_study, "-n", "--cores", "1", "--configfile", "test.yaml", "more-seeds.yaml")
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, flags=re.M))
+    assert counts["train"] == "16", plan.stdout
+
+
+def test_default_config_plans_one_training_per_cell_and_seed(tmp_path):
+    from conftest import make_workspace
+
+    ws = make_workspace(tmp_path / "ws")
+    plan = run_snakemake(ws, "-n", "--cores", "1")
+    cfg = gaconfig.check(gaconfig.validate_schema(__import__("yaml").safe_load((REPO / "config.yaml").read_text())))
+    expected = math.prod(len(v) for v in cfg["grid"].values()) * len(cfg["seeds"])
+    assert dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, flags=re.M))["train"] == str(expected)
+
+
+@pytest.fixture(scope="module")
+def probe_batch(mnist_dir):
+    split = data.split(data.read_idx_folder(mnist_dir), validation_size=5000)
+    return split.x_train[:1000], split.y_train[:1000]
+
+
+def init_statistics(probe_batch, initializer, activation):
+    """Per-layer diagnostics at step 0 of the default 5x100 MLP."""
+    cfg = {"data": {"source": "idx", "path": "unused"},
+           "grid": {"initializer": [initializer], "activation": [activation], "optimizer": ["adam"], "regularizer": ["none"]},
+           "seeds": [0]}  # fmt: skip
+    gaconfig.check(gaconfig.validate_schema(cfg))
+    spec = gaconfig.run_spec(cfg, gaconfig.typed_cell(cfg, gaconfig.grid_frame(cfg).iloc[0].to_dict()))
+    model = gamodel.build(spec)
+    x, y = probe_batch
+    records, dz, dW = backend.probe_gradients(model, x, y)[:3]
+    kernels = [np.asarray(layer.kernel) for layer in gamodel.dense_layers(model)]
+    return pd.DataFrame(layer_statistics(records, dz, dW, kernels, None, activation, spec["activation_params"]))
+
+
+def test_sigmoid_with_glorot_vanishes_far_more_than_relu_with_he(probe_batch):
+    def ratio(frame):
+        hidden = frame[frame.layer_kind == "hidden"]
+        return hidden.delta_norm.iloc[0] / hidden.delta_norm.iloc[-1]
+
+    glorot_sigmoid = ratio(init_statistics(probe_batch, "glorot_uniform", "sigmoid"))
+    he_relu = ratio(init_statistics(probe_batch, "he_normal", "relu"))
+    assert he_relu / glorot_sigmoid >= 100
+    # delta shrinks by roughly the sigmoid's slope (<= 1/4) times the weights' gain at every layer
+    per_layer = glorot_sigmoid ** (1 / 4)
+    assert 0.1 < per_layer < 0.5
+
+
+def test_naive_init_saturates_sigmoid_units(probe_batch):
+    naive = init_statistics(probe_batch, "random_normal", "sigmoid")
+    glorot = init_statistics(probe_batch, "glorot_uniform", "sigmoid")
+    hidden = lambda f: f[f.layer_kind == "hidden"].saturated_frac.mean()
+    assert hidden(naive) >= hidden(glorot) + 0.2
