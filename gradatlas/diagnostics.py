@@ -33,8 +33,14 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def layer_statistics(records, dz, dW, weights, previous_weights, activation: str, act_params: dict) -> list[dict]:
-    """The per-layer rows of one probe, from the arrays `backend.probe_gradients` returns."""
+def layer_statistics(
+    records, dz, dW, weights, previous_weights, activation: str, act_params: dict, slopes=None
+) -> list[dict]:
+    """The per-layer rows of one probe, from the arrays `backend.probe_gradients` returns.
+
+    `slopes[k]` is the activation's derivative at hidden layer k's input u, when the probe has
+    already computed it (None: computed here).
+    """
     act = catalog.ACTIVATIONS[activation]
     n = len(dz[0])
     rows = []
@@ -60,7 +66,10 @@ def layer_statistics(records, dz, dW, weights, previous_weights, activation: str
             row["update_ratio"] = float(np.linalg.norm(w - before) / max(np.linalg.norm(before), 1e-30))
         if not is_output:
             u = rec["u"]
-            slope = keras.ops.convert_to_numpy(act.derivative(keras.ops.convert_to_tensor(u), act_params))
+            if slopes is not None:
+                slope = slopes[index]
+            else:
+                slope = keras.ops.convert_to_numpy(act.derivative(keras.ops.convert_to_tensor(u), act_params))
             peak = act.max_derivative(act_params)
             flat = u < 0 if act.inactive_is_saturated else slope < SATURATION_LEVEL * peak
             row["saturated_frac"] = float(flat.mean())
@@ -87,12 +96,16 @@ class Diagnostics(keras.callbacks.Callback):
         self.previous_weights = None
         self.seconds = 0.0  # time spent probing, to report the probe's cost
         self.journal = journal
+        self.epoch_start_step = 0
+        act = catalog.ACTIVATIONS[activation]
+        self._derivative = lambda u: act.derivative(u, act_params)  # compiled into the probe
 
     def probe(self, step: int, phase: str) -> None:
         start = time.perf_counter()
-        weights = [keras.ops.convert_to_numpy(layer.kernel) for layer in self._dense()]
-        records, dz, dW = backend.probe_gradients(self.model, self.x, self.y)
-        stats = layer_statistics(records, dz, dW, weights, self.previous_weights, self.activation, self.act_params)
+        records, dz, dW, weights, slopes = backend.probe(self.model, self.x, self.y, self._derivative)
+        stats = layer_statistics(
+            records, dz, dW, weights, self.previous_weights, self.activation, self.act_params, slopes
+        )
         for row in stats:
             row.update(step=step, epoch=step / self.steps_per_epoch, phase=phase)
         self.rows.extend(stats)
@@ -109,14 +122,17 @@ class Diagnostics(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         # after every on_train_begin, so a restored training is seen with its restored weights
-        step = self._step()
+        step = self.epoch_start_step = self._step()
         self.pending = [s for s in self.pending if s > step]
         if step == 0 and not self.rows:
             self.probe(0, "init")
 
     def on_train_batch_end(self, batch, logs=None):
         if self.pending:
-            step = self._step()
+            # counted, not read from the optimizer: no device sync per batch (and under JAX the
+            # optimizer's variables are not up to date inside an epoch); `batch` is the last
+            # step of the execution, capped at the epoch's length
+            step = self.epoch_start_step + min(batch + 1, self.steps_per_epoch)
             if step >= self.pending[0]:
                 self.pending = [s for s in self.pending if s > step]
                 self.probe(step, "early")

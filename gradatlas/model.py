@@ -47,6 +47,8 @@ def build(spec: dict) -> keras.Sequential:
 
 
 def compile_model(model: keras.Model, spec: dict, steps_per_epoch: int) -> keras.Model:
+    from gradatlas import backend
+
     schedule = catalog.lr_schedule(
         spec["lr_schedule"], spec["lr_schedule_params"], spec["learning_rate"], steps_per_epoch, spec["epochs"]
     )
@@ -57,6 +59,7 @@ def compile_model(model: keras.Model, spec: dict, steps_per_epoch: int) -> keras
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         steps_per_execution=spec["steps_per_execution"],
+        **backend.fit_options(),
     )
     return model
 
