@@ -1,0 +1,363 @@
+"""Faults and bad inputs, through the real snakemake CLI (or the library where that is the point).
+
+Each case is one row of docs/reliability.md ("what happens when..."). Kill-and-resume lives in
+tests/test_resume.py.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import gzip
+import http.server
+import shutil
+import struct
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, make_workspace, run_snakemake, write_config
+
+FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+TINY_GRID = {"initializer": ["he_normal"], "activation": ["relu"], "optimizer": ["sgd"], "regularizer": ["none"]}
+
+
+def study(data: dict, **overrides) -> dict:
+    base = {
+        "study": "faults",
+        "data": {"validation_size": 200, "train_subset": 1000} | data,
+        "model": {"depth": 2, "width": 16},
+        "train": {"epochs": 2, "threads": 1},
+        "diagnostics": {"probe_size": 100, "early_steps": [1]},
+        "grid": dict(TINY_GRID),
+        "seeds": [0],
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = base[key] | value
+        else:
+            base[key] = value
+    return base
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> Path:
+    return make_workspace(tmp_path_factory.mktemp("faults"))
+
+
+def idx_bytes(array: np.ndarray, magic_type: int = 0x08) -> bytes:
+    return struct.pack(">HBB", 0, magic_type, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+@functools.cache
+def mnist_arrays(mnist_dir: Path) -> dict[str, np.ndarray]:
+    from gradatlas import data
+
+    mnist = data.read_idx_folder(mnist_dir)
+    return {key: getattr(mnist, key) for key in FILES}
+
+
+def fails_cleanly(ws: Path, overlay: dict, name: str, *expected: str) -> str:
+    """Run the study; it must stop with an error naming `expected`, before any training, with no
+    prepared data (complete-looking or half-written) left in resources/."""
+    config = write_config(ws, overlay, f"{name}.yaml")
+    proc = run_snakemake(ws, "--cores", "1", "--configfile", str(config), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    for text in expected:
+        assert text in out, f"{text!r} not in snakemake's output:\n{out[-4000:]}"
+    assert not list((ws / "results").rglob("history.csv")), "a training ran on bad data"
+    prepared = [p for p in (ws / "resources").rglob("*") if "mnist-download" not in p.parts]
+    assert not [p for p in prepared if p.suffix == ".npy" or p.name.startswith(".")], prepared
+    return out
+
+
+# --- bad data -------------------------------------------------------------------------------------
+def bad_idx_folder(ws: Path, mnist_dir: Path, name: str, key: str, content: bytes, gz: bool) -> Path:
+    """A copy of MNIST whose `key` file is replaced by `content` (raw or gzip'ed)."""
+    folder = ws / "data" / name
+    folder.mkdir(parents=True)
+    for other, stem in FILES.items():
+        if other != key:
+            shutil.copy(mnist_dir / f"{stem}.gz", folder / f"{stem}.gz")
+    target = folder / (FILES[key] + (".gz" if gz else ""))
+    target.write_bytes(gzip.compress(content) if gz else content)
+    return folder
+
+
+def test_truncated_idx_file(ws, mnist_dir):
+    folder = ws / "data" / "truncated"
+    folder.mkdir(parents=True)
+    for stem in FILES.values():
+        shutil.copy(mnist_dir / f"{stem}.gz", folder / f"{stem}.gz")
+    whole = (mnist_dir / "train-images-idx3-ubyte.gz").read_bytes()
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(whole[: len(whole) // 3])
+    fails_cleanly(ws, study({"source": "idx", "path": str(folder)}), "truncated", "DataError", "train-images-idx3-ubyte.gz")
+
+
+def test_corrupt_gzip(ws, mnist_dir):
+    folder = ws / "data" / "corrupt"
+    folder.mkdir(parents=True)
+    for stem in FILES.values():
+        shutil.copy(mnist_dir / f"{stem}.gz", folder / f"{stem}.gz")
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)) * 8)
+    fails_cleanly(ws, study({"source": "idx", "path": str(folder)}), "corrupt", "t10k-labels-idx1-ubyte.gz", "gzip")
+
+
+def test_wrong_magic(ws, mnist_dir):
+    labels = mnist_arrays(mnist_dir)["y_train"]
+    content = b"\x12\x34" + idx_bytes(labels)[2:]
+    folder = bad_idx_folder(ws, mnist_dir, "magic", "y_train", content, gz=False)
+    fails_cleanly(ws, study({"source": "idx", "path": str(folder)}), "magic", "train-labels-idx1-ubyte")
+
+
+def test_wrong_image_shape(ws, mnist_dir):
+    images = mnist_arrays(mnist_dir)["x_test"][:, :, :27].copy()
+    folder = bad_idx_folder(ws, mnist_dir, "shape", "x_test", idx_bytes(images), gz=True)
+    fails_cleanly(ws, study({"source": "idx", "path": str(folder)}), "shape", "t10k-images-idx3-ubyte", "28 x 28")
+
+
+def test_label_out_of_range(ws, mnist_dir):
+    labels = mnist_arrays(mnist_dir)["y_train"].copy()
+    labels[3] = 10
+    folder = bad_idx_folder(ws, mnist_dir, "labels", "y_train", idx_bytes(labels), gz=True)
+    fails_cleanly(ws, study({"source": "idx", "path": str(folder)}), "labels", "train-labels-idx1-ubyte", "label 10 at position 3")
+
+
+def test_missing_folder(ws):
+    missing = ws / "data" / "no-such-folder"
+    fails_cleanly(ws, study({"source": "idx", "path": str(missing)}), "missing", str(missing), "not found")
+
+
+def test_npz_missing_array(ws, mnist_dir):
+    arrays = mnist_arrays(mnist_dir)
+    path = ws / "data" / "missing-array.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x_train=arrays["x_train"], y_train=arrays["y_train"], x_test=arrays["x_test"])
+    fails_cleanly(ws, study({"source": "npz", "path": str(path)}), "npz-missing", "missing-array.npz", "y_test")
+
+
+def test_npz_wrong_shape_and_not_a_zip(ws, mnist_dir):
+    arrays = dict(mnist_arrays(mnist_dir))
+    arrays["x_train"] = arrays["x_train"].reshape(len(arrays["x_train"]), -1)  # flattened 784
+    path = ws / "data" / "flat.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    fails_cleanly(ws, study({"source": "npz", "path": str(path)}), "npz-shape", "flat.npz", "x_train", "28 x 28")
+    garbage = ws / "data" / "garbage.npz"
+    garbage.write_bytes(b"not a zip file at all")
+    fails_cleanly(ws, study({"source": "npz", "path": str(garbage)}), "npz-garbage", "garbage.npz", "not an .npz")
+
+
+@pytest.fixture
+def mnist_server(tmp_path, mnist_dir):
+    """A local HTTP server over a folder of MNIST .gz files: (base url, folder, stop)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    for stem in FILES.values():
+        shutil.copy(mnist_dir / f"{stem}.gz", folder / f"{stem}.gz")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/", folder, server
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_checksum_mismatch_then_cached_data_needs_no_network(ws, mnist_server):
+    url, served, server = mnist_server
+    cache = ws / "download-cache"
+    good = (served / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    (served / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(gzip.decompress(good)[:-1] + b"\x07"))
+    overlay = study({"source": "download", "path": str(cache), "url": url})
+    fails_cleanly(ws, overlay, "checksum", "t10k-labels-idx1-ubyte.gz", "sha256", "discarded")
+    assert not (cache / "t10k-labels-idx1-ubyte.gz").exists() and not list(cache.glob(".*")), "a bad download was kept"
+
+    # the right file: the study prepares its data; then, with the server gone, it prepares again
+    # from the cache alone
+    (served / "t10k-labels-idx1-ubyte.gz").write_bytes(good)
+    config = write_config(ws, overlay, "download.yaml")
+    plan = run_snakemake(ws, "-n", "--configfile", str(config)).stdout
+    target = next(line.split()[-1] for line in plan.splitlines() if "resources/" in line and "output:" in line)
+    run_snakemake(ws, target, "--cores", "1", "--configfile", str(config))
+    server.shutdown()
+    server.server_close()
+    shutil.rmtree(ws / target)
+    run_snakemake(ws, target, "--cores", "1", "--configfile", str(config))
+    assert (ws / target / "x_train.npy").exists()
+
+
+# --- bad config: refused at parse time, before any job (dry-run is enough) ------------------------
+BAD_CONFIGS = {
+    "unknown-name": ({"grid": TINY_GRID | {"activation": ["rleu"]}}, ["grid.activation[0]", "Did you mean 'relu'"]),
+    "unknown-optimizer": ({"grid": TINY_GRID | {"optimizer": ["adamm"]}}, ["grid.optimizer[0]", "Did you mean 'adam'"]),
+    "wrong-type": ({"train": {"epochs": "ten"}}, ["epochs", "'ten' is not of type 'integer'"]),
+    "zero-epochs": ({"train": {"epochs": 0}}, ["epochs", "0 is less than the minimum of 1"]),
+    "negative-batch": ({"train": {"batch_size": -32}}, ["batch_size", "-32 is less than the minimum of 1"]),
+    "zero-width": ({"model": {"width": 0}}, ["width", "0 is less than the minimum of 1"]),
+    "empty-axis": ({"grid": TINY_GRID | {"regularizer": []}}, ["regularizer", "should be non-empty"]),
+    "duplicate-values": ({"seeds": [0, 1, 0]}, ["seeds", "has non-unique elements"]),
+    "unsafe-name": ({"grid": TINY_GRID | {"activation": ["../relu"]}}, ["activation", "does not match"]),
+    "unsafe-results": ({"results": "out/{seed}"}, ["config key results", "wildcards"]),
+    "escaping-results": ({"results": "../../elsewhere"}, ["config key results", ".."]),
+    "unknown-key": ({"train": {"epoch": 3}}, ["Additional properties are not allowed ('epoch' was unexpected)"]),
+    "unknown-parameter": ({"techniques": {"dropout": {"rat": 0.5}}}, ["techniques.dropout.rat", "Allowed: rate"]),
+    "bad-source": ({"data": {"source": "ftp"}}, ["source", "'ftp' is not one of"]),
+}
+
+
+def bad_overlay(mnist_dir: Path, case: str) -> dict:
+    overlay = study({"source": "idx", "path": str(mnist_dir)})
+    for key, value in BAD_CONFIGS[case][0].items():
+        overlay[key] = overlay[key] | value if isinstance(value, dict) and isinstance(overlay.get(key), dict) else value
+    return overlay
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS)
+def test_bad_config_is_refused_by_the_checks(mnist_dir, case):
+    """What the Snakefile runs at parse time (schema with snakemake's validate, then check)."""
+    from gradatlas import config as gaconfig
+
+    with pytest.raises(Exception) as error:
+        gaconfig.check(gaconfig.validate_schema(bad_overlay(mnist_dir, case)))
+    for text in BAD_CONFIGS[case][1]:
+        assert text in str(error.value), f"{text!r} not in {error.value}"
+
+
+@pytest.mark.parametrize("case", ["unknown-name", "wrong-type", "unsafe-results", "unknown-key"])
+def test_bad_config_stops_snakemake_before_any_job(ws, mnist_dir, case):
+    config = write_config(ws, bad_overlay(mnist_dir, case), f"config-{case}.yaml")
+    proc = run_snakemake(ws, "-n", "--configfile", str(config), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-2000:]
+    for text in BAD_CONFIGS[case][1]:
+        assert text in out, f"{text!r} not in:\n{out[-3000:]}"
+    assert "Job stats" not in out and "rule train" not in out  # nothing was scheduled
+
+
+# --- a diverging training, stale and partial run folders, no network ------------------------------
+NO_NETWORK = '''
+import os, socket
+_log = os.environ["GRADATLAS_TEST_NETLOG"]
+def _refuse(self, address, *args):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        with open(_log, "a") as f:
+            f.write(f"{os.getpid()} {address}\\n")
+        raise OSError("network access refused by the test")
+    return _connect(self, address, *args)
+_connect = socket.socket.connect
+socket.socket.connect = _refuse
+socket.socket.connect_ex = _refuse
+'''
+
+
+@pytest.fixture(scope="module")
+def diverging_study(tmp_path_factory, mnist_dir):
+    """A 2-cell study (sgd at lr 1e4 diverges, adam does not), run to the report with the network cut off."""
+    ws = make_workspace(tmp_path_factory.mktemp("diverge"))
+    guard = ws / "netguard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(NO_NETWORK)
+    overlay = study(
+        {"source": "idx", "path": str(mnist_dir)},
+        grid=TINY_GRID | {"optimizer": ["sgd", "adam"]},
+        train={"learning_rate": {"sgd": 10000.0, "adam": 0.001}},
+    )
+    config = write_config(ws, overlay, "diverge.yaml")
+    import os
+
+    netlog = ws / "network.log"
+    env_before = os.environ.copy()
+    os.environ["PYTHONPATH"] = str(guard)
+    os.environ["GRADATLAS_TEST_NETLOG"] = str(netlog)
+    try:
+        run_snakemake(ws, "--cores", "2", "--configfile", str(config))
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    return ws, config, netlog
+
+
+def test_divergence_is_a_result(diverging_study):
+    ws, _, _ = diverging_study
+    runs = pd.read_parquet(ws / "results/tables/runs.parquet").set_index("optimizer")
+    assert runs.loc["sgd", "status"] == "diverged"
+    assert runs.loc["adam", "status"] != "diverged"
+    curves = pd.read_parquet(ws / "results/tables/curves.parquet")
+    kept = curves[curves["optimizer"] == "sgd"]
+    # its history is kept, exploded (or NaN) loss and all
+    assert len(kept) >= 1 and (~np.isfinite(kept["loss"]) | (kept["loss"] > 1e6)).any()
+    assert "diverged" in (ws / "results/report/index.html").read_text()
+
+
+def test_models_load_in_keras_safe_mode(diverging_study):
+    import keras
+
+    ws, _, _ = diverging_study
+    for path in (ws / "results/runs").rglob("model.keras"):
+        model = keras.saving.load_model(path, safe_mode=True)
+        assert model.output_shape == (None, 10)
+
+
+def test_no_network_at_run_time(diverging_study):
+    _, _, netlog = diverging_study
+    assert not netlog.exists(), f"network access during the study: {netlog.read_text()}"
+
+
+def test_partial_files_and_incomplete_runs_are_not_aggregated(diverging_study):
+    ws, config, _ = diverging_study
+    run = next((ws / "results/runs").rglob("run.json")).parent
+    (run / ".history.partial.csv").write_text("epoch,loss\n1,")  # a crash mid-write
+    stray = run.parent / "seed~7"  # a run killed before run.json, not in the config
+    stray.mkdir()
+    (stray / "history.csv").write_text("epoch,loss\n1,0.5\n")
+    run_snakemake(ws, "results/tables/runs.parquet", "--cores", "1", "--forcerun", "aggregate", "--configfile", str(config))
+    runs = pd.read_parquet(ws / "results/tables/runs.parquet")
+    assert len(runs) == 2 and set(runs["seed"]) == {0}
+
+
+def test_stale_run_is_refused_by_aggregation(diverging_study):
+    ws, config, _ = diverging_study
+    overlay = yaml.safe_load(config.read_text())
+    overlay["train"]["patience"] = 7  # not a wildcard: the run folders stay, their spec is stale
+    changed = write_config(ws, overlay, "changed.yaml")
+    proc = run_snakemake(
+        ws, "results/tables/runs.parquet", "--cores", "1", "--forcerun", "aggregate", "--rerun-triggers", "mtime",
+        "--configfile", str(changed), check=False,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "StaleRunError" in out and "patience: ran with 3, config now says 7" in out, out[-3000:]
+    # the failed aggregation leaves no table behind that looks complete
+    assert not (ws / "results/tables/runs.parquet").exists()
+
+
+# --- safety ---------------------------------------------------------------------------------------
+def test_no_eval_or_exec_of_config_values():
+    """No eval/exec/compile, no pickle or unsafe yaml anywhere in the package and scripts."""
+    forbidden_calls = {"eval", "exec", "compile", "__import__"}
+    forbidden_attrs = {("pickle", "load"), ("pickle", "loads"), ("yaml", "load"), ("yaml", "unsafe_load")}
+    for path in [*REPO.glob("gradatlas/**/*.py"), *REPO.glob("scripts/*.py")]:
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                func = node.func
+                if isinstance(func, ast.Name):
+                    assert func.id not in forbidden_calls, f"{path}:{node.lineno}: {func.id}()"
+                if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+                    assert (func.value.id, func.attr) not in forbidden_attrs, f"{path}:{node.lineno}"
+                for kw in node.keywords:
+                    if kw.arg in ("allow_pickle", "safe_mode"):
+                        assert not (isinstance(kw.value, ast.Constant) and kw.value.value is True and kw.arg == "allow_pickle")
+                        assert not (isinstance(kw.value, ast.Constant) and kw.value.value is False and kw.arg == "safe_mode")
