@@ -383,8 +383,9 @@ def findings(runs: pd.DataFrame, factors: list[str], baselines: dict) -> list[st
     """Short plain-language sentences summarising the numbers; a finding is skipped if its data is absent.
 
     Covers: the term explaining most variance in test accuracy, the largest paired effect on test
-    accuracy with its CI, the lowest and highest mean vanishing ratio per cell (as 10^x), divergence
-    counts, and the fastest level to the target accuracy. Like `paired_deltas`, it needs one run
+    accuracy with its CI, the lowest and highest mean vanishing ratio per cell (as 10^x), the best
+    level of each factor against its baseline (paired, with CI), divergence counts, and the fastest
+    level to the target accuracy. Like `paired_deltas`, it needs one run
     per (factors, seed).
     """
     data = outcome_frame(runs)
@@ -395,11 +396,192 @@ def findings(runs: pd.DataFrame, factors: list[str], baselines: dict) -> list[st
     for outcome in ("log10_vanishing_ratio_init", "log10_vanishing_ratio_final"):
         if outcome in data.columns:
             sentences += _vanishing_finding(data, factors, outcome)
+    if "test_accuracy" in data.columns:
+        sentences += _best_level_findings(data, factors, baselines)
     if "status" in data.columns:
         sentences += _divergence_finding(data, factors)
     if {"epochs_to_target", "epochs_run"} <= set(data.columns):
         sentences += _speed_finding(data, factors)
     return sentences
+
+
+# --- the study's analysis tables -------------------------------------------------------------------
+# Columns of every table `study_tables` returns, documented once: the README and the tests read this.
+_LEVEL = "level of the factor, as a string (a missing value reads 'none')"
+TABLE_COLUMNS: dict[str, dict[str, str]] = {
+    "main_effects": {
+        "factor": "grid axis (initializer, activation, optimizer, regularizer, or an extra axis)",
+        "level": _LEVEL,
+        "outcome": "outcome name (see OUTCOMES: test_accuracy, log10_vanishing_ratio_init, ...)",
+        "mean": "mean of the outcome over every run at this level (other factors and seeds pooled)",
+        "ci_low": "lower end of the 95% percentile-bootstrap CI of the mean (NaN with fewer than 2 runs)",
+        "ci_high": "upper end of that CI",
+        "n": "runs at this level with a value of the outcome",
+        "share_nonmissing": "n / runs at this level (below 1 when e.g. diverged runs lack the outcome)",
+    },
+    "paired_deltas": {
+        "factor": "grid axis",
+        "level": "the level compared with the baseline",
+        "baseline": "the factor's baseline level (config report.baselines)",
+        "outcome": "outcome name",
+        "mean_delta": "mean of (level - baseline) over runs paired on every other axis and the seed",
+        "ci_low": "lower end of the 95% bootstrap CI over pairs (an effect is clear when the CI excludes 0)",
+        "ci_high": "upper end of that CI",
+        "n_pairs": "pairs where both runs have the outcome",
+        "n_missing": "pairs where either run lacks it",
+    },
+    "interactions": {
+        "factor_a": "first grid axis of the pair",
+        "level_a": "its level",
+        "factor_b": "second grid axis of the pair",
+        "level_b": "its level",
+        "outcome": "outcome name",
+        "mean": "mean of the outcome over the runs of this (level_a, level_b) cell",
+        "n": "runs of the cell with a value",
+    },
+    "variance_decomposition": {
+        "outcome": "outcome name",
+        "term": "C(f) for a main effect, C(f):C(g) for a two-way interaction, Residual",
+        "sum_sq": "type-II sum of squares of the term",
+        "df": "degrees of freedom",
+        "eta_sq": "share of the total variance the term explains (sum_sq / total sum of squares)",
+        "partial_eta_sq": "sum_sq / (sum_sq + residual sum_sq); NaN for Residual",
+        "F": "F statistic",
+        "p": "p-value of the F test",
+    },
+    "epochs_to_target": {
+        "factor": "grid axis",
+        "level": _LEVEL,
+        "n": "runs at this level",
+        "n_reached": "runs that reached train.target_accuracy on validation",
+        "share_reached": "n_reached / n",
+        "km_median_epochs": "Kaplan-Meier median epochs to target, misses censored (NaN: fewer than half reach it)",
+        "mean_rank": "mean rank of the runs' epochs-to-target over the whole study (1 = fastest, misses last)",
+    },
+    "status_counts": {
+        "factor": "grid axis",
+        "level": _LEVEL,
+        "n": "runs at this level",
+        "converged": "runs that trained normally",
+        "stalled": "runs whose best validation accuracy stayed below train.stall_accuracy",
+        "diverged": "runs stopped by a non-finite loss",
+    },
+    "leaderboard": {
+        "outcome": "outcome the cells are ranked by",
+        "rank_group": "best | worst",
+        "rank": "rank among all cells (1 = best)",
+        "<axes>": "one column per grid axis: the cell",
+        "mean": "mean of the outcome over the cell's seeds",
+        "ci_low": "lower end of the 95% bootstrap CI over seeds (NaN with one seed)",
+        "ci_high": "upper end of that CI",
+        "n_seeds": "seeds with a value",
+    },
+    "nuisance_choices": {
+        "<axes>": "one column per studied (non-nuisance) grid axis",
+        "seed": "the seed",
+        "chosen_<nuisance axis>": "the nuisance value kept for this cell and seed (best validation accuracy)",
+        "best_val_accuracy": "the validation accuracy that chose it",
+        "test_accuracy": "the test accuracy of the chosen run (never used for the choice)",
+    },
+}
+
+# Outcomes ranked on a leaderboard (the others are in main_effects and paired_deltas).
+LEADERBOARD_OUTCOMES = ("test_accuracy", "best_val_accuracy", "log10_vanishing_ratio_init")
+
+
+def study_tables(
+    runs: pd.DataFrame,
+    factors: list[str],
+    baselines: dict,
+    nuisance: list[str] | tuple = (),
+    k: int = 5,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, pd.DataFrame]:
+    """Every analysis table of a study, by name (see `TABLE_COLUMNS` for their columns).
+
+    `factors` lists every non-seed axis of `runs`; the `nuisance` axes among them are first
+    optimized away per cell and seed with `select_nuisance` (on validation accuracy), and every
+    other table describes the chosen runs. Tables: main_effects, paired_deltas, interactions
+    (every pair of factors with more than one level), variance_decomposition, epochs_to_target,
+    status_counts, leaderboard (k best and worst cells for each of LEADERBOARD_OUTCOMES), and
+    nuisance_choices (only with nuisance axes). Outcomes absent from `runs` are skipped.
+    """
+    nuisance = [a for a in nuisance if a in factors]
+    studied = [f for f in factors if f not in nuisance]
+    chosen = select_nuisance(runs, nuisance, studied)
+    data = outcome_frame(chosen)
+    outcomes = [o for o in OUTCOMES if o in data.columns]
+    kw = {"n_boot": n_boot, "seed": seed}
+
+    def stack(frames, columns):
+        frames = [f for f in frames if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+    varying = [f for f in studied if data[f].nunique(dropna=False) > 1]
+    interactions = []
+    for a, b in combinations(varying, 2):
+        for outcome in outcomes:
+            table = interaction_table(data, a, b, outcome)
+            interactions.append(
+                pd.DataFrame(
+                    {
+                        "factor_a": a,
+                        "level_a": table[a].map(_level_label),
+                        "factor_b": b,
+                        "level_b": table[b].map(_level_label),
+                        "outcome": outcome,
+                        "mean": pd.to_numeric(table["mean"], errors="coerce").astype(float),
+                        "n": table["n"].astype(int),
+                    }
+                )
+            )
+    out = {
+        "main_effects": stack(
+            [main_effects(data, studied, o, **kw) for o in outcomes], list(TABLE_COLUMNS["main_effects"])
+        ),
+        "paired_deltas": stack(
+            [paired_deltas(data, studied, o, baselines, **kw) for o in outcomes], list(TABLE_COLUMNS["paired_deltas"])
+        ),
+        "interactions": stack(interactions, list(TABLE_COLUMNS["interactions"])),
+        "variance_decomposition": stack(
+            [variance_decomposition(data, studied, o).assign(outcome=o) for o in outcomes],
+            list(TABLE_COLUMNS["variance_decomposition"]),
+        ),
+        "epochs_to_target": epochs_to_target_summary(data, studied)
+        if {"epochs_to_target", "epochs_run"} <= set(data.columns)
+        else pd.DataFrame(columns=list(TABLE_COLUMNS["epochs_to_target"])),
+        "status_counts": status_counts(data, studied),
+        "leaderboard": stack(
+            [
+                leaderboard(data, studied, o, k=k, **kw).assign(outcome=o)
+                for o in LEADERBOARD_OUTCOMES
+                if o in outcomes
+            ],
+            ["outcome", "rank_group", "rank", *studied, "mean", "ci_low", "ci_high", "n_seeds"],
+        ),
+    }
+    out["variance_decomposition"] = out["variance_decomposition"][list(TABLE_COLUMNS["variance_decomposition"])]
+    board = out["leaderboard"]
+    out["leaderboard"] = board[["outcome", *board.columns.drop("outcome")]]
+    if nuisance:
+        keep = [*studied, "seed", *(f"chosen_{a}" for a in nuisance), "best_val_accuracy", "test_accuracy"]
+        out["nuisance_choices"] = chosen[[c for c in keep if c in chosen.columns]].reset_index(drop=True)
+    return out
+
+
+def chosen_rows(frame: pd.DataFrame, chosen: pd.DataFrame, studied: list[str], nuisance: list[str]) -> pd.DataFrame:
+    """Rows of a per-run table (curves, diagnostics) that belong to the runs `select_nuisance` kept.
+
+    `chosen` is `select_nuisance`'s output (nuisance columns renamed `chosen_<axis>`), `studied`
+    the non-nuisance axes. Without nuisance axes, `frame` itself.
+    """
+    nuisance = [a for a in nuisance if a in frame.columns]
+    if not nuisance:
+        return frame
+    keys = [*studied, "seed", *nuisance]
+    picked = chosen.rename(columns={f"chosen_{a}": a for a in nuisance})[keys].drop_duplicates()
+    return frame.merge(picked, on=keys, how="inner")
 
 
 # --- findings, one helper per sentence -------------------------------------------------------------
@@ -428,6 +610,27 @@ def _delta_finding(data: pd.DataFrame, factors: list[str], baselines: dict) -> l
         f"{top['baseline']} changes it by {top['mean_delta']:+.3f} (95% CI {top['ci_low']:+.3f} to "
         f"{top['ci_high']:+.3f}, {top['n_pairs']} pairs; {verdict})."
     ]
+
+
+def _best_level_findings(data: pd.DataFrame, factors: list[str], baselines: dict) -> list[str]:
+    deltas = paired_deltas(data, factors, "test_accuracy", baselines).dropna(subset=["mean_delta"])
+    sentences = []
+    for factor, group in deltas.groupby("factor", sort=False):
+        top = group.loc[group["mean_delta"].idxmax()]
+        ci = f"95% CI {top['ci_low']:+.3f} to {top['ci_high']:+.3f}" if np.isfinite(top["ci_low"]) else "no CI"
+        numbers = f"{top['mean_delta']:+.3f} test accuracy ({ci}, {top['n_pairs']} pairs)"
+        if top["mean_delta"] > 0 and top["ci_low"] > 0:
+            sentences.append(f"Best {factor} against the baseline {top['baseline']}: {top['level']}, {numbers}.")
+        elif top["mean_delta"] > 0:
+            sentences.append(
+                f"No {factor} clearly beats the baseline {top['baseline']}: the best, {top['level']}, gives "
+                f"{numbers}, and its CI includes 0."
+            )
+        else:
+            sentences.append(
+                f"No {factor} beats the baseline {top['baseline']}: the closest, {top['level']}, gives {numbers}."
+            )
+    return sentences
 
 
 def _vanishing_finding(data: pd.DataFrame, factors: list[str], outcome: str) -> list[str]:

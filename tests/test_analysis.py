@@ -281,3 +281,37 @@ def test_findings_follow_the_data_not_hard_coded_names():
     text = "\n".join(analysis.findings(runs, FACTORS, BASELINES))
     assert text.startswith("optimizer explains")
     assert "optimizer=sgd instead of adam" in text
+
+
+# --- the study's tables, as rule analyze writes them -----------------------------------------------
+def test_study_tables_find_the_planted_effect_and_document_their_columns(runs):
+    tables = analysis.study_tables(runs, FACTORS, BASELINES, n_boot=200)
+    assert set(tables) == {"main_effects", "paired_deltas", "interactions", "variance_decomposition",
+                           "epochs_to_target", "status_counts", "leaderboard"}  # fmt: skip
+    for name, frame in tables.items():
+        documented = [c for c in analysis.TABLE_COLUMNS[name] if "<" not in c]
+        assert set(documented) <= set(frame.columns), name
+    anova = tables["variance_decomposition"].query("outcome == 'test_accuracy'")
+    assert anova.iloc[0]["term"] == "C(activation)"
+    pairs = set(zip(tables["interactions"]["factor_a"], tables["interactions"]["factor_b"]))
+    assert {("initializer", "activation"), ("activation", "regularizer"), ("initializer", "optimizer")} <= pairs
+    assert set(tables["leaderboard"]["outcome"]) == set(analysis.LEADERBOARD_OUTCOMES)
+    delta = tables["paired_deltas"].query("outcome == 'test_accuracy' and level == 'sigmoid'").iloc[0]
+    assert delta["ci_high"] < -0.05
+
+
+def test_study_tables_optimize_nuisance_axes_on_validation(runs):
+    doubled = pd.concat([runs.assign(learning_rate=0.1), runs.assign(learning_rate=0.01)], ignore_index=True)
+    doubled.loc[doubled["learning_rate"] == 0.01, "best_val_accuracy"] += 0.5
+    doubled.loc[doubled["learning_rate"] == 0.01, "test_accuracy"] -= 0.5
+    tables = analysis.study_tables(doubled, [*FACTORS, "learning_rate"], BASELINES, ["learning_rate"], n_boot=50)
+    choices = tables["nuisance_choices"]
+    assert len(choices) == len(runs) and (choices["chosen_learning_rate"] == 0.01).all()
+    assert "learning_rate" not in set(tables["main_effects"]["factor"])
+
+
+def test_findings_give_the_best_level_per_factor_with_its_ci():
+    text = "\n".join(analysis.findings(make_runs(sigmoid_effect=0.1), FACTORS, BASELINES))
+    assert "Best activation against the baseline relu: sigmoid, +0." in text and "95% CI +0." in text
+    text = "\n".join(analysis.findings(make_runs(sigmoid_effect=-0.1), FACTORS, BASELINES))
+    assert "No activation" in text and "beats the baseline relu" in text

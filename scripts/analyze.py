@@ -1,0 +1,17 @@
+"""Snakemake script: the study's analysis tables (effects, CIs, variance decomposition, ...) from runs."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # gradatlas, installed or not
+
+import pandas as pd
+
+from gradatlas import aggregate, analysis
+from gradatlas.files import logged
+
+with logged(snakemake.log[0]):
+    runs = pd.read_parquet(snakemake.input.runs)
+    p = snakemake.params
+    tables = analysis.study_tables(runs, list(p.factors), dict(p.baselines), list(p.nuisance))
+    aggregate.write(tables, Path(p.out_dir))
+    print("wrote " + ", ".join(f"{name} ({len(t)} rows)" for name, t in tables.items()))

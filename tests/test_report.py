@@ -1,0 +1,402 @@
+"""Tests of the figures, the HTML report and the report rules.
+
+Unit tests use small synthetic tables shaped like results/tables/*; the integration test runs the
+real pipeline (the `small_study` fixture) and Snakemake's own report; the browser test renders a
+report in headless Chromium (skipped when Chromium is absent, unless GRADATLAS_REQUIRE_CHROMIUM=1).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import zipfile
+from itertools import product
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from gradatlas import analysis, figures, report
+
+from conftest import REPO, run_snakemake
+
+FACTORS = ["initializer", "activation", "optimizer", "regularizer"]
+BASELINES = {"initializer": "glorot_uniform", "activation": "relu", "optimizer": "adam", "regularizer": "none"}
+CONFIG = {
+    "study": "synthetic",
+    "model": {"depth": 3, "width": 8},
+    "train": {"epochs": 3, "target_accuracy": 0.9},
+    "grid": {
+        "initializer": ["glorot_uniform", "he_normal"],
+        "activation": ["relu", "sigmoid"],
+        "optimizer": ["adam", "sgd"],
+        "regularizer": ["none", "dropout"],
+    },
+    "seeds": [0, 1],
+    "report": {"baselines": BASELINES, "nuisance": []},
+}
+SECTION_PATTERNS = {  # what /work/shared/checks/report looks for, plus the issue's section list
+    "main effects": r"main effect", "variance decomposition": r"variance|η²", "gradient flow": r"gradient flow",
+    "saturation": r"saturat", "dead units": r"dead", "learning curves": r"learning curve",
+    "epochs to target": r"epochs?[- ]to[- ]target", "leaderboard": r"leaderboard", "provenance": r"commit",
+    "atlas": r"atlas", "findings": r"findings",
+}  # fmt: skip
+
+
+def synthetic_tables(extra_axis: dict | None = None, rng_seed: int = 0) -> dict[str, pd.DataFrame]:
+    """runs, curves and diagnostics tables of a fake 2x2x2x2 study x 2 seeds (3 epochs, 3+1 layers).
+
+    sigmoid vanishes (δ shrinks 4x per layer) and learns slowly; one sgd+sigmoid run diverges.
+    `extra_axis` ({name: [values]}) adds a grid axis (e.g. a nuisance learning_rate).
+    """
+    rng = np.random.default_rng(rng_seed)
+    axes = dict(CONFIG["grid"]) | (extra_axis or {})
+    cells = pd.DataFrame(list(product(*axes.values(), [0, 1])), columns=[*axes, "seed"])
+    runs, curves, diags = [], [], []
+    for row in cells.to_dict("records"):
+        sigmoid = row["activation"] == "sigmoid"
+        final = (0.6 if sigmoid else 0.93) + rng.normal(0, 0.01) + 0.02 * (row["optimizer"] == "adam")
+        diverged = sigmoid and row["optimizer"] == "sgd" and row["seed"] == 1 and row["initializer"] == "he_normal"
+        val = [final * (1 - 0.5**e) + 0.1 * 0.5**e for e in (1, 2, 3)]
+        reached = next((e for e, v in zip((1, 2, 3), val) if v >= 0.9), None)
+        runs.append(row | {
+            "status": "diverged" if diverged else ("converged" if final > 0.5 else "stalled"),
+            "test_accuracy": 0.1 if diverged else final, "test_loss": 1 - final, "best_val_accuracy": max(val),
+            "best_epoch": 3.0, "epochs_run": 3, "epochs_to_target": reached, "train_seconds": 2.0,
+            "samples_per_second": 1000.0, "vanishing_ratio_init": 4.0**-3 if sigmoid else 0.9,
+            "vanishing_ratio_final": 4.0**-2 if sigmoid else 1.0, "saturated_frac_epoch1": 0.3 if sigmoid else 0.5,
+            "dead_frac_epoch1": 0.0 if sigmoid else 0.05, "probe_seconds": 0.1,
+        })  # fmt: skip
+        for e, v in zip((1, 2, 3), val):
+            curves.append(row | {"epoch": e, "loss": 1 - v, "accuracy": v, "val_loss": 1 - v, "val_accuracy": v,
+                                 "learning_rate": 0.01, "seconds": 0.5})  # fmt: skip
+        for step, epoch, phase in [(0, 0.0, "init"), (1, 0.1, "early"), (10, 1.0, "epoch"), (20, 2.0, "epoch"),
+                                   (30, 3.0, "epoch")]:  # fmt: skip
+            for layer in range(1, 5):
+                shrink = (0.25 if sigmoid else 0.95) ** (4 - layer)
+                diags.append(row | {
+                    "step": step, "epoch": epoch, "phase": phase, "layer": layer,
+                    "layer_kind": "output" if layer == 4 else "hidden", "units": 8 if layer < 4 else 10,
+                    "grad_w_norm": shrink * (1 + rng.random()), "delta_norm": shrink * (1 + rng.random()),
+                    "delta_rms": shrink, "weight_norm": 3.0, "update_ratio": np.nan if step == 0 else 0.01,
+                    "act_mean": 0.5, "act_std": 0.2, "saturated_frac": np.nan if layer == 4 else (0.3 if sigmoid else 0.5),
+                    "dead_frac": np.nan if layer == 4 else (0.0 if sigmoid else 0.05 * epoch),
+                })  # fmt: skip
+    runs = pd.DataFrame(runs)
+    runs["epochs_to_target"] = runs["epochs_to_target"].astype("Float64")
+    return {"runs": runs, "curves": pd.DataFrame(curves), "diagnostics": pd.DataFrame(diags)}
+
+
+@pytest.fixture(scope="module")
+def tables() -> dict[str, pd.DataFrame]:
+    base = synthetic_tables()
+    return base | analysis.study_tables(base["runs"], FACTORS, BASELINES, n_boot=200)
+
+
+def _assert_labelled(fig) -> None:
+    """The figure has at least one visible axes, and every visible axes with data has both labels."""
+    visible = [ax for ax in fig.axes if ax.axison and ax.get_label() != "<colorbar>"]
+    assert visible, "figure has no visible axes"
+    plotted = [ax for ax in visible if ax.lines or ax.collections or ax.patches or ax.images]
+    assert plotted, "figure draws nothing"
+    # shared axes label only their outer panels: require a label on each row/column, checked per figure
+    assert any(ax.get_xlabel() for ax in plotted) and any(ax.get_ylabel() for ax in plotted)
+    for ax in plotted:
+        assert ax.get_xlabel() or ax.get_ylabel() or ax.get_title(), "an axes with neither labels nor title"
+    plt.close(fig)
+
+
+# --- one test per figure function ------------------------------------------------------------------
+def test_status_overview(tables):
+    _assert_labelled(figures.status_overview(tables["status_counts"]))
+
+
+def test_accuracy_atlas_marks_diverged_cells(tables):
+    fig = figures.accuracy_atlas(tables["runs"])
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any("div." in t for t in texts), "the diverged sgd+sigmoid+he_normal cell is not marked"
+    assert len([ax for ax in fig.axes if ax.axison]) == 4  # 2 optimizers x 2 regularizers
+    _assert_labelled(fig)
+
+
+def test_accuracy_atlas_caps_panels():
+    many = pd.DataFrame(
+        list(product(["a", "b"], ["x", "y"], [f"o{i}" for i in range(5)], [f"r{i}" for i in range(5)], [0])),
+        columns=[*FACTORS, "seed"],
+    ).assign(test_accuracy=0.5, status="converged")
+    fig = figures.accuracy_atlas(many)
+    assert len([ax for ax in fig.axes if ax.axison]) == figures.MAX_PANELS
+    assert "16 of 25 panels" in fig._suptitle.get_text()
+    plt.close(fig)
+
+
+def test_interaction_heatmaps(tables):
+    fig = figures.interaction_heatmaps(tables["interactions"])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "initializer × activation" in titles and "activation × regularizer" in titles
+    _assert_labelled(fig)
+
+
+def test_main_effects_plot(tables):
+    _assert_labelled(figures.main_effects_plot(tables["main_effects"]))
+
+
+def test_paired_delta_forest(tables):
+    fig = figures.paired_delta_forest(tables["paired_deltas"])
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert "activation: sigmoid vs relu" in labels
+    _assert_labelled(fig)
+
+
+def test_variance_bars(tables):
+    _assert_labelled(figures.variance_bars(tables["variance_decomposition"]))
+
+
+def test_gradient_flow(tables):
+    fig = figures.gradient_flow(tables["diagnostics"])
+    assert fig.axes[0].get_ylabel() == "log10 delta_norm"
+    _assert_labelled(fig)
+
+
+def test_contrasting_cells_and_delta_heatmaps(tables):
+    cells = figures.contrasting_cells(tables["runs"], FACTORS)
+    labels = [label for label, _ in cells]
+    assert labels[0].startswith("best #1") and any(label.startswith("worst") for label in labels)
+    assert cells[0][1]["activation"] == "relu"
+    _assert_labelled(figures.delta_heatmaps(tables["diagnostics"], cells))
+
+
+def test_saturation_dead(tables):
+    _assert_labelled(figures.saturation_dead(tables["diagnostics"]))
+
+
+def test_learning_curves(tables):
+    _assert_labelled(figures.learning_curves(tables["curves"], FACTORS))
+
+
+def test_convergence_ecdf_counts_misses(tables):
+    per_run = figures.epochs_to_threshold(tables["curves"], 0.9)
+    sigmoid = per_run[per_run["activation"] == "sigmoid"]
+    assert sigmoid["epochs"].isna().all() and len(sigmoid) == 16
+    fig = figures.convergence_ecdf(tables["curves"], [0.9, 0.5], FACTORS)
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert "sigmoid (0/16)" in legend
+    _assert_labelled(fig)
+
+
+def test_leaderboard_plot(tables):
+    _assert_labelled(figures.leaderboard_plot(tables["leaderboard"]))
+
+
+def test_figure_functions_survive_empty_tables(tables):
+    for fig in [
+        figures.status_overview(tables["status_counts"].iloc[:0]),
+        figures.interaction_heatmaps(tables["interactions"].iloc[:0]),
+        figures.paired_delta_forest(tables["paired_deltas"].iloc[:0]),
+        figures.variance_bars(tables["variance_decomposition"].iloc[:0]),
+        figures.leaderboard_plot(tables["leaderboard"].iloc[:0]),
+    ]:
+        assert fig.axes[0].get_title()
+        plt.close(fig)
+
+
+# --- registry, captions, Snakemake report wiring ---------------------------------------------------
+def test_figure_registry_matches_rules_and_captions():
+    smk = (REPO / "workflow/rules/report.smk").read_text()
+    declared = dict(re.findall(r'^\s+"(\w+)": "([^"]+)",$', smk, flags=re.M))
+    sections = dict(report.SECTIONS)
+    assert list(declared) == [spec.name for spec in figures.FIGURES]
+    for spec in figures.FIGURES:
+        assert declared[spec.name] == sections[spec.section]
+        rst = REPO / "workflow/report" / f"{spec.name}.rst"
+        assert rst.read_text() == report.caption_rst(spec), f"{rst} is out of date with figures.FIGURES"
+        assert "(" in spec.caption and len(spec.caption) > 120, f"caption of {spec.name} lacks units or reading help"
+
+
+def test_table_columns_are_documented(tables):
+    for name, documented in analysis.TABLE_COLUMNS.items():
+        if name not in tables:
+            continue
+        generic = {c for c in documented if c.startswith("<") or "<" in c}
+        plain = [c for c in documented if c not in generic]
+        assert set(plain) <= set(tables[name].columns), name
+        extra = set(tables[name].columns) - set(plain)
+        assert not extra or generic, f"{name}: undocumented columns {extra}"
+
+
+# --- the HTML page ---------------------------------------------------------------------------------
+def _write_tables(tables: dict[str, pd.DataFrame], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        frame.to_parquet(folder / f"{name}.parquet", index=False)
+    return folder
+
+
+def _check_page(page: str) -> None:
+    text = re.sub(r"<[^>]+>", " ", page).lower()
+    missing = [name for name, pattern in SECTION_PATTERNS.items() if not re.search(pattern, text)]
+    assert not missing, f"report lacks sections {missing}"
+    for key, _ in report.SECTIONS:
+        assert f'<section id="{key}">' in page
+    for spec in figures.FIGURES:
+        assert f'id="fig-{spec.name}"' in page, f"figure {spec.name} missing"
+    images = re.findall(r'<img[^>]+src="([^"]+)"', page)
+    assert len(images) == len(figures.FIGURES)
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+    assert "<script" not in page.lower()
+    assert "<details>" in page and "Configuration used" in page
+
+
+@pytest.fixture(scope="module")
+def synthetic_report(tmp_path_factory) -> Path:
+    """The report of the synthetic study, built once (from the base tables only: analysis computed)."""
+    where = tmp_path_factory.mktemp("synthetic-report")
+    run_json = where / "run.json"
+    run_json.write_text('{"provenance": {"git_commit": "abc1234", "device": "CPU", "versions": {"keras": "3"}}}')
+    out = where / "report" / "index.html"
+    report.build(_write_tables(synthetic_tables(), where / "tables"), CONFIG, out, run_jsons=[run_json])
+    return out
+
+
+def test_report_from_synthetic_tables(synthetic_report):
+    out = synthetic_report
+    page = out.read_text(encoding="utf-8")
+    _check_page(page)
+    assert "abc1234" in page and "keras 3" in page
+    assert "sigmoid" in page and "95% CI" in page
+    assert sorted(p.stem for p in (out.parent / "figures").glob("*.png")) == sorted(
+        s.name for s in figures.FIGURES
+    )
+
+
+def test_report_with_nuisance_axis_shows_chosen_values(tmp_path):
+    base = synthetic_tables(extra_axis={"learning_rate": [0.1, 0.01]})
+    # the larger learning rate validates better, but tests worse: the choice must follow validation
+    lr01 = base["runs"]["learning_rate"] == 0.1
+    base["runs"].loc[lr01, "best_val_accuracy"] += 0.1
+    base["runs"].loc[lr01, "test_accuracy"] -= 0.1
+    config = CONFIG | {"grid": CONFIG["grid"] | {"learning_rate": [0.1, 0.01]},
+                       "report": CONFIG["report"] | {"nuisance": ["learning_rate"]}}  # fmt: skip
+    tables_dir = _write_tables(base, tmp_path / "tables")
+    out = tmp_path / "index.html"
+    report.build(tables_dir, config, out)
+    page = out.read_text(encoding="utf-8")
+    _check_page(page)
+    assert "Nuisance axes (learning_rate)" in page and "0.1 (32×)" in page
+    chosen = analysis.study_tables(base["runs"], [*FACTORS, "learning_rate"], BASELINES, ["learning_rate"], n_boot=50)
+    assert (chosen["nuisance_choices"]["chosen_learning_rate"] == 0.1).all()
+
+
+@pytest.mark.integration  # not a pipeline run, but slow (about a minute): 1152 synthetic runs
+def test_report_size_stays_small_for_the_default_grid(tmp_path):
+    """The full default grid (4 x 6 x 4 x 4 cells x 3 seeds, 10 epochs, 5+1 layers) stays far below 15 MB."""
+    default = yaml.safe_load((REPO / "config.yaml").read_text())
+    grid = default["grid"]
+    rng = np.random.default_rng(1)
+    keys = pd.DataFrame(list(product(*grid.values(), default["seeds"])), columns=[*grid, "seed"])
+    n = len(keys)
+    acc = rng.uniform(0.1, 0.98, n)
+    runs = keys.assign(
+        status=np.where(acc < 0.5, "stalled", "converged"), test_accuracy=acc, test_loss=1 - acc,
+        best_val_accuracy=acc, best_epoch=5.0, epochs_run=10,
+        epochs_to_target=pd.array(np.where(acc > 0.95, 4, np.nan), dtype="Float64"), train_seconds=60.0,
+        samples_per_second=3000.0, vanishing_ratio_init=10 ** rng.normal(-1, 1, n),
+        vanishing_ratio_final=10 ** rng.normal(-1, 1, n), saturated_frac_epoch1=rng.random(n),
+        dead_frac_epoch1=rng.random(n) / 5, probe_seconds=1.0,
+    )  # fmt: skip
+    epochs = np.arange(1, 11)
+    curves = keys.loc[keys.index.repeat(10)].assign(epoch=np.tile(epochs, n), val_accuracy=rng.random(n * 10))
+    probes = [(0, 0.0, "init"), (1, 0.0, "early"), (10, 0.02, "early"), (100, 0.2, "early")] + [
+        (430 * e, float(e), "epoch") for e in epochs
+    ]
+    layers = np.arange(1, 7)
+    d = keys.loc[keys.index.repeat(len(probes) * 6)].reset_index(drop=True)
+    m = len(d)
+    d = d.assign(
+        step=np.tile(np.repeat([p[0] for p in probes], 6), n), epoch=np.tile(np.repeat([p[1] for p in probes], 6), n),
+        phase=np.tile(np.repeat([p[2] for p in probes], 6), n), layer=np.tile(layers, n * len(probes)),
+        layer_kind=np.tile(["hidden"] * 5 + ["output"], n * len(probes)), grad_w_norm=10 ** rng.normal(-1, 1, m),
+        delta_norm=10 ** rng.normal(-1, 1, m), saturated_frac=rng.random(m), dead_frac=rng.random(m) / 5,
+    )  # fmt: skip
+    config = default | {"report": default["report"]}
+    tables_dir = _write_tables({"runs": runs, "curves": curves, "diagnostics": d}, tmp_path / "tables")
+    out = tmp_path / "index.html"
+    report.build(tables_dir, config, out)
+    size_mb = out.stat().st_size / 1e6
+    print(f"default-grid report: {n} runs, {size_mb:.1f} MB")
+    assert size_mb < 15
+    _check_page(out.read_text(encoding="utf-8"))
+
+
+# --- headless Chromium -----------------------------------------------------------------------------
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--window-size=1200,3000", "--enable-logging=stderr", "--v=0",
+]  # fmt: skip
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if not found:
+        message = (
+            "headless Chromium not found: install it with "
+            "`apt-get update && apt-get install -y --no-install-recommends chromium`"
+        )
+        if os.environ.get("GRADATLAS_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(message + " (GRADATLAS_REQUIRE_CHROMIUM=1)")
+        pytest.skip(message)
+    return found
+
+
+def screenshot(page: Path, png: Path, profile: Path) -> str:
+    """Render `page` to `png` in headless Chromium; returns its log, fails on a page error."""
+    proc = subprocess.run(
+        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={png}", page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    # the console, network and renderer errors of the page (dbus/GPU noise of the headless host is not)
+    page_errors = [line for line in log.splitlines() if re.search(r"CONSOLE|Uncaught|net::ERR_|Failed to load", line)]
+    assert not page_errors, "\n".join(page_errors)
+    assert png.exists() and png.stat().st_size > 10_000, log[-2000:]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return log
+
+
+def test_report_renders_in_headless_chromium(synthetic_report, tmp_path):
+    binary = chromium()
+    png = tmp_path / "screenshot.png"
+    screenshot(synthetic_report, png, tmp_path / "chromium-profile")
+    # a page that is mostly one colour would mean nothing rendered: the PNG of a rendered report is large
+    assert png.stat().st_size > 50_000, f"{binary} rendered an almost empty page"
+
+
+# --- the real pipeline -----------------------------------------------------------------------------
+@pytest.mark.integration
+def test_small_study_report_and_snakemake_report(small_study):
+    ws = small_study
+    page = (ws / "results/report/index.html").read_text(encoding="utf-8")
+    _check_page(page)
+    assert (ws / "results/report/index.html").stat().st_size < 15e6
+    for name in ["main_effects", "paired_deltas", "interactions", "variance_decomposition", "epochs_to_target",
+                 "status_counts", "leaderboard"]:  # fmt: skip
+        frame = pd.read_parquet(ws / f"results/tables/{name}.parquet")
+        assert (ws / f"results/tables/{name}.csv").exists()
+        plain = [c for c in analysis.TABLE_COLUMNS[name] if "<" not in c]
+        assert set(plain) <= set(frame.columns), f"{name}: missing documented columns"
+        assert len(frame), f"{name} is empty"
+    for spec in figures.FIGURES:
+        assert (ws / f"results/report/figures/{spec.name}.png").stat().st_size > 1000
+    effects = pd.read_parquet(ws / "results/tables/main_effects.parquet")
+    acc = effects[(effects.outcome == "test_accuracy") & (effects.factor == "optimizer")].set_index("level")["mean"]
+    assert acc["adam"] > acc["sgd"], "adam should beat plain sgd after 2 epochs"
+    run_snakemake(ws, "--cores", "1", "--configfile", "test.yaml", "--report", "report.zip", timeout=600)
+    with zipfile.ZipFile(ws / "report.zip") as archive:
+        names = archive.namelist()
+    assert sum(name.endswith(".png") for name in names) >= len(figures.FIGURES), names[:20]
