@@ -1,0 +1,213 @@
+"""End to end on a real SLURM: a small real study through `--profile profiles/slurm`.
+
+A module fixture starts the single-node local SLURM of scripts/slurm/start-local-slurm.sh (root and
+apt, two fake GPUs) and stops it afterwards, if it started it. Where that cannot run the tests are
+skipped, unless GRADATLAS_REQUIRE_SLURM=1 (set by .ci/run): then they fail.
+
+The study (4 trainings, 1 epoch) runs with GRADATLAS_TRAIN_PER_JOB=2, so the trainings travel as two
+packed sbatch jobs of 2. The cancel/retry/resume test (GRADATLAS_SLURM_RESUME_TEST=1) submits a single
+training, scancels it after its first epoch and checks that the retry resumes from there. Snakemake's --verbose output has every `sbatch call:`; the
+resource flags of the train jobs are printed (run with `pytest -s` to see them, and the wall time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, SNAKEMAKE, make_workspace, write_config
+
+pytestmark = [pytest.mark.slurm, pytest.mark.integration]
+
+START = REPO / "scripts" / "slurm" / "start-local-slurm.sh"
+STOP = REPO / "scripts" / "slurm" / "stop-local-slurm.sh"
+RUN_DIR = Path(os.environ.get("GRADATLAS_SLURM_RUN", "/run/gradatlas-slurm"))
+PROFILES = ["--profile", "profiles/slurm", "--profile", "profiles/slurm-local"]
+PER_JOB = 2  # trainings per sbatch job: 4 trainings -> two packed jobs of 2
+STUDY_TIMEOUT = 360  # seconds, for `timeout -k`
+# the env knobs this test sets itself; an outer value must not leak into the runs
+OWN_ENV = ("GRADATLAS_TEST_HANG_AT", "GRADATLAS_TEST_HANG_FLAG", "GRADATLAS_TRAIN_PER_JOB", "GRADATLAS_SLURM_PARTITION")
+
+
+def slurm_study(mnist_dir: Path, results: str = "results", **train) -> dict:
+    return {
+        "study": "slurm-e2e",
+        "results": results,
+        "data": {"source": "idx", "path": str(mnist_dir), "validation_size": 500, "train_subset": 2000},
+        "model": {"depth": 3, "width": 32},
+        "train": {"epochs": 1, "threads": 1, **train},
+        "diagnostics": {"probe_size": 200, "early_steps": [1]},
+        "grid": {
+            "initializer": ["glorot_uniform", "he_normal"],
+            "activation": ["sigmoid", "relu"],
+            "optimizer": ["adam"],
+            "regularizer": ["none"],
+        },
+        "seeds": [0],
+    }
+
+
+def unavailable(reason: str):
+    if os.environ.get("GRADATLAS_REQUIRE_SLURM") == "1":
+        pytest.fail(f"GRADATLAS_REQUIRE_SLURM=1, but the local SLURM cannot run here: {reason}")
+    pytest.skip(f"local SLURM unavailable: {reason} (set GRADATLAS_REQUIRE_SLURM=1 to make this a failure)")
+
+
+@pytest.fixture(scope="module")
+def local_slurm(mnist_dir) -> dict:
+    """Environment for SLURM clients; starts the local SLURM, stops it at the end if started here."""
+    if os.name != "posix" or os.geteuid() != 0:
+        unavailable("scripts/slurm/start-local-slurm.sh must run as root (it installs packages, starts daemons)")
+    if not shutil.which("timeout"):
+        unavailable("coreutils `timeout` not found")
+    if not shutil.which("sbatch") and not shutil.which("apt-get"):
+        unavailable("SLURM is not installed and apt-get is not available to install it")
+    try:
+        proc = subprocess.run(["timeout", "-k", "10", "300", str(START)], capture_output=True, text=True, timeout=330)
+    except subprocess.TimeoutExpired:
+        unavailable("start-local-slurm.sh did not finish in 300 s")
+    if proc.returncode != 0:
+        unavailable(f"start-local-slurm.sh failed (rc {proc.returncode}):\n{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}")
+    print(f"\n[slurm] {proc.stdout.strip()}")
+    started_here = "already running" not in proc.stdout
+    yield {"SLURM_CONF": str(RUN_DIR / "slurm.conf")}
+    if started_here:
+        stop = subprocess.run([str(STOP)], capture_output=True, text=True, timeout=120)
+        print(f"\n[slurm] {stop.stdout.strip()} {stop.stderr.strip()}")
+        assert stop.returncode == 0, f"stop-local-slurm.sh failed:\n{stop.stdout}\n{stop.stderr}"
+
+
+def snakemake_cmd(*args: str, timeout: int = STUDY_TIMEOUT) -> list[str]:
+    return ["timeout", "-k", "15", str(timeout), str(SNAKEMAKE), *PROFILES, "--verbose", *args]
+
+
+def run_env(slurm_env: dict, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in OWN_ENV}
+    return env | slurm_env | {"TF_CPP_MIN_LOG_LEVEL": "2", "GRADATLAS_TRAIN_PER_JOB": str(PER_JOB)} | extra
+
+
+def sbatch_calls(output: str) -> list[str]:
+    """The plugin's `sbatch call:` lines (--verbose), without the long --wrap'ed command."""
+    return [m.group(1).split(" --wrap=")[0].strip() for m in re.finditer(r"sbatch call: (.*)", output)]
+
+
+def flag(call: str, name: str) -> list[str]:
+    """Values of an sbatch option in `call`: `--gpus=1`, `-t 90`, `--mem 1500` forms."""
+    return re.findall(rf"(?:^|\s){re.escape(name)}(?:=|\s+)'?([^\s']+)", call)
+
+
+@pytest.fixture(scope="module")
+def study(local_slurm, mnist_dir, tmp_path_factory) -> dict:
+    ws = make_workspace(tmp_path_factory.mktemp("slurm-study"))
+    config = write_config(ws, slurm_study(mnist_dir))
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        snakemake_cmd("--configfile", str(config)),
+        cwd=ws, capture_output=True, text=True, env=run_env(local_slurm), timeout=STUDY_TIMEOUT + 30,
+    )
+    wall = time.monotonic() - t0
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"snakemake on SLURM failed ({proc.returncode}):\n{output[-8000:]}"
+    calls = sbatch_calls(output)
+    print(f"\n[slurm] study: 4 trainings, {PER_JOB} per job, wall {wall:.1f} s; sbatch calls:")
+    for call in calls:
+        print(f"[slurm]   {call}")
+    runs = {p: json.loads(p.read_text()) for p in sorted((ws / "results" / "runs").rglob("run.json"))}
+    return {"ws": ws, "output": output, "calls": calls, "runs": runs, "wall": wall}
+
+
+def test_every_training_ran_as_a_slurm_job_with_a_gpu(study):
+    assert len(study["runs"]) == 4
+    for path, run in study["runs"].items():
+        env = run["provenance"]["environment"]
+        assert env.get("SLURM_JOB_ID", "").isdigit(), f"{path}: no SLURM job id in {env}"
+        # the local cluster has two fake GPUs (gres.conf): SLURM granted one of them
+        assert env.get("CUDA_VISIBLE_DEVICES") in {"0", "1"}, f"{path}: no granted GPU in {env}"
+
+
+def test_trainings_were_packed_into_fewer_jobs(study):
+    job_ids = {run["provenance"]["environment"]["SLURM_JOB_ID"] for run in study["runs"].values()}
+    assert 1 < len(job_ids) < len(study["runs"]), f"job ids {job_ids} for {len(study['runs'])} trainings"
+    per_job = sorted(
+        sum(r["provenance"]["environment"]["SLURM_JOB_ID"] == j for r in study["runs"].values()) for j in job_ids
+    )
+    assert per_job == [PER_JOB, PER_JOB]
+
+
+def test_every_train_job_asked_for_exactly_one_gpu(study):
+    train_calls = [c for c in study["calls"] if "train" in " ".join(flag(c, "--comment"))]
+    assert len(train_calls) == 2, f"expected 2 sbatch jobs for 4 trainings, {PER_JOB} per job: {study['calls']}"
+    for call in train_calls:
+        assert flag(call, "--gpus") == ["1"], call
+        assert not flag(call, "--gres"), call
+        # members run one after another: one member's cpus and memory, the sum of their runtimes
+        assert flag(call, "--cpus-per-task") == ["1"], call
+        assert flag(call, "--mem") == ["1500"], call
+    assert [int(flag(c, "-t")[0]) for c in train_calls] == [30 * PER_JOB] * 2
+    # aggregate, analyze, report and prepare_data are local rules: nothing else went to SLURM
+    assert len(study["calls"]) == len(train_calls), study["calls"]
+
+
+def test_tables_and_report_were_produced(study):
+    ws = study["ws"]
+    runs = pd.read_parquet(ws / "results" / "tables" / "runs.parquet")
+    assert len(runs) == 4
+    assert (ws / "results" / "report" / "index.html").stat().st_size > 0
+    # the packed jobs' logs were kept (profiles/slurm-local)
+    assert list((ws / ".snakemake" / "slurm_logs").rglob("*.log"))
+
+
+def squeue_jobs_in(ws: Path, env: dict) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%Z"], capture_output=True, text=True, env=env, timeout=30).stdout
+    return [line.split("|")[0] for line in out.splitlines() if line.split("|")[-1].rstrip("/") == str(ws).rstrip("/")]
+
+
+@pytest.mark.skipif(
+    os.environ.get("GRADATLAS_SLURM_RESUME_TEST") != "1",
+    reason="cancel/retry/resume on SLURM takes 1.5-4 more minutes: set GRADATLAS_SLURM_RESUME_TEST=1 to run it",
+)
+def test_cancelled_job_is_retried_and_resumes_from_its_last_epoch(study, local_slurm, mnist_dir):
+    """scancel a training after its first epoch: the profile's `retries` resubmits it, and it
+    resumes from the state in the run's `_resume/` folder instead of starting over."""
+    ws = study["ws"]
+    config = write_config(ws, slurm_study(mnist_dir, results="results-resume", epochs=2, patience=10), "resume.yaml")
+    cell = "initializer~he_normal/activation~relu/optimizer~adam/regularizer~none/seed~0"
+    target = f"results-resume/runs/{cell}/run.json"
+    hang_flag = ws / "hang.flag"
+    env = run_env(local_slurm, GRADATLAS_TEST_HANG_AT="committed-1", GRADATLAS_TEST_HANG_FLAG=str(hang_flag))
+    log = (ws / "resume.log").open("w")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(snakemake_cmd(target, "--configfile", str(config)), cwd=ws, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        while not hang_flag.exists():
+            assert proc.poll() is None, f"snakemake ended before the first epoch:\n{(ws / 'resume.log').read_text()[-5000:]}"
+            assert time.monotonic() - t0 < 180, "no epoch finished within 180 s"
+            time.sleep(1)
+        jobs = squeue_jobs_in(ws, env)
+        assert len(jobs) == 1, f"expected one SLURM job of this workspace, got {jobs}"
+        subprocess.run(["scancel", jobs[0]], check=True, env=env, timeout=30)
+        rc = proc.wait(timeout=STUDY_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    output = (ws / "resume.log").read_text()
+    print(f"\n[slurm] cancel + retry + resume: wall {time.monotonic() - t0:.1f} s, cancelled job {jobs[0]}; sbatch calls:")
+    for call in sbatch_calls(output):
+        print(f"[slurm]   {call}")
+    assert rc == 0, f"snakemake did not recover from the cancelled job ({rc}):\n{output[-8000:]}"
+    run = json.loads((ws / target).read_text())
+    assert run["resumed_from_epoch"] == 1, run["resumed_from_epoch"]
+    assert run["summary"]["epochs_run"] == 2
+    calls = sbatch_calls(output)
+    assert len(calls) == 2 and all(flag(c, "--gpus") == ["1"] and flag(c, "-t") == ["30"] for c in calls), calls
+    assert run["provenance"]["environment"]["SLURM_JOB_ID"] != jobs[0]
+    assert not (ws / target).parent.joinpath("_resume").exists()
