@@ -13,11 +13,15 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/studies.smk"
 
 
 rule all:
     input:
-        TABLES,
-        REPORT,
+        TABLES if RUN_GRID else [],
+        ANALYSIS_TABLES if RUN_GRID else [],
+        REPORT if RUN_GRID else [],
+        STUDY_TARGETS,
     default_target: True

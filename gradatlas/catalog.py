@@ -42,6 +42,11 @@ INITIALIZERS: dict[str, Entry] = {
     "lecun_normal": Entry(
         lambda p, seed: keras.initializers.LecunNormal(seed=seed), {}, "LeCun, var 1/fan_in (for SELU)"
     ),
+    "fan_in_normal": Entry(
+        lambda p, seed: keras.initializers.VarianceScaling(1.0, "fan_in", "untruncated_normal", seed=seed),
+        {},
+        "N(0, 1/fan_in), untruncated (Nielsen's init; lecun_normal is the truncated variant)",
+    ),
     "orthogonal": Entry(
         lambda p, seed: keras.initializers.Orthogonal(gain=p["gain"], seed=seed), {"gain": 1.0}, "orthogonal matrix"
     ),

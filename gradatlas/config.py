@@ -117,6 +117,13 @@ def check(config: dict) -> dict:
     if data["validation_size"] >= 60000:
         raise ConfigError("config key data.validation_size: must be smaller than the 60000 training images")
 
+    results = str(config["results"])
+    if not results.strip() or any(c in results for c in "{}*?[]") or ".." in Path(results).parts:
+        raise ConfigError(
+            f"config key results: {results!r} cannot be the results folder "
+            "(it must not be empty, contain '..', or any of {{}}*?[] that snakemake would read as wildcards)"
+        )
+
     report = config["report"]
     for axis in report["nuisance"]:
         if axis not in grid:

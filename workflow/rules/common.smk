@@ -44,3 +44,18 @@ def train_resources():
     elif not wanted["gpu"]:
         wanted.pop("gpu")
     return wanted
+
+
+# The inputs of a study preset's page (workflow/rules/studies.smk), by preset.
+def study_inputs(wildcards):
+    name, seeds = PRESET["name"], config["seeds"]
+    if name == "nielsen":
+        return {"nielsen": f"{STUDY}/nielsen/gradients.parquet"}
+    if name == "transfer":
+        return {
+            "pretrain": expand(f"{STUDY}/transfer/seed~{{seed}}/pretrain.json", seed=seeds),
+            "variants": expand(f"{STUDY}/transfer/seed~{{seed}}/variants.parquet", seed=seeds),
+        }
+    if name == "batch_norm":
+        return {"curves": expand(f"{STUDY}/batch_norm/{{variant}}/seed~{{seed}}/curve.parquet", variant=BN_VARIANTS, seed=seeds)}
+    return {name: f"{RESULTS}/tables/{name}.parquet" for name in ("runs", "curves", "diagnostics")}

@@ -1,0 +1,214 @@
+"""Study presets (studies/*.yaml): they plan, their library functions measure what they claim on
+real MNIST, and one preset runs end to end through the real snakemake CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, SNAKEMAKE, make_workspace, run_snakemake, write_config
+
+PRESETS = sorted(p.name for p in (REPO / "studies").glob("*.yaml"))
+MINE = ["batch_norm.yaml", "depth_init.yaml", "nielsen.yaml", "transfer.yaml"]
+
+
+@pytest.fixture(scope="module")
+def mnist_split(mnist_dir):
+    from gradatlas import data
+
+    return data.split(data.read_idx_folder(mnist_dir), validation_size=1000, train_subset=7000)
+
+
+def test_every_preset_plans(tmp_path):
+    """`snakemake -n --configfile studies/X.yaml` succeeds for every preset (run side by side)."""
+    assert set(MINE) <= set(PRESETS)
+    ws = make_workspace(tmp_path / "ws")
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    procs = {p: subprocess.Popen([str(SNAKEMAKE), "-n", "--cores", "1", "--configfile", f"studies/{p}", "--nolock"],
+                                 cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+             for p in PRESETS}  # fmt: skip
+    for preset, proc in procs.items():
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{preset}:\n{out[-3000:]}"
+        if preset in MINE:
+            assert "study_report" in out, f"{preset} does not plan its study page"
+    assert any("transfer" in (REPO / "studies" / p).read_text() for p in PRESETS)
+
+
+def test_preset_section_is_checked_by_the_schema():
+    from gradatlas import config as gaconfig
+
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    ok = dict(base, preset={"name": "nielsen"})
+    gaconfig.validate_schema(ok)
+    assert ok["preset"]["nielsen"]["hidden_layers"] == [2, 3, 4] and ok["preset"]["main_grid"] is False
+    with pytest.raises(Exception):
+        gaconfig.validate_schema(dict(base, preset={"name": "nielsen", "nielsen": {"hidden": [2]}}))
+    with pytest.raises(Exception):
+        gaconfig.validate_schema(dict(base, preset={"name": "dropout_paper"}))
+
+
+def test_fan_in_normal_is_untruncated_with_variance_one_over_fan_in():
+    from gradatlas import catalog
+
+    w = np.asarray(catalog.initializer("fan_in_normal", {}, 3)((400, 300)))
+    assert w.var() == pytest.approx(1 / 400, rel=0.03)
+    # a truncated normal has nothing beyond 2 sigma; N(0, 1/n) has 4.55% there
+    assert np.mean(np.abs(w) > 2 / np.sqrt(400)) == pytest.approx(0.0455, abs=0.004)
+
+
+def test_nielsen_norms_probe_and_numpy_agree_and_shrink_toward_the_input(mnist_split):
+    from gradatlas.studies import nielsen
+
+    x, y = mnist_split.x_train[:1000], mnist_split.y_train[:1000]
+    norms = nielsen.gradient_norms(x, y, [3], 30, [0, 1])
+    ga = norms[norms["head"] == "gradatlas"]
+    # our numpy backward pass and the project's probe give the same dL/dz
+    np.testing.assert_allclose(ga["norm"], ga["probe_norm"], rtol=1e-4)
+    res = nielsen.assess(norms).set_index("head")
+    for head in nielsen.HEADS:
+        assert all(r > 1 for r in res.loc[head, "adjacent_ratios"])  # gradients vanish toward the input
+    # his head gives his magnitudes: last hidden layer around 0.28
+    assert 0.1 < res.loc["nielsen", "ours"][-1] < 0.6
+
+
+def test_nielsen_verdict_uses_the_tolerance():
+    from gradatlas.studies import nielsen
+
+    def table(norms):
+        return pd.DataFrame([{"hidden_layers": len(norms), "seed": 0, "head": "nielsen", "layer": i + 1, "norm": n}
+                             for i, n in enumerate(norms)])  # fmt: skip
+
+    assert nielsen.assess(table([0.07, 0.31]))["reproduced"].item()
+    assert not nielsen.assess(table([0.07, 0.8]))["reproduced"].item()  # ratio 11x: outside 3-7x
+    assert not nielsen.assess(table([0.012, 0.03, 0.283]))["reproduced"].item()
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, mnist_split):
+    from gradatlas import backend
+    from gradatlas.studies import transfer
+
+    spec = _tiny_spec()
+    backend.configure(1, True, 0)
+    model, record = transfer.pretrain(spec, mnist_split, epochs=1, patience=1)
+    path = tmp_path_factory.mktemp("transfer") / "pretrained.keras"
+    model.save(path)
+    assert record["test_accuracy_a"] > 0.8
+    return path, model
+
+
+def _tiny_spec():
+    from gradatlas import config as gaconfig
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["data"].update(source="idx", path="unused")
+    gaconfig.validate_schema(cfg)
+    cell = {"initializer": "he_normal", "activation": "elu", "optimizer": "adam", "regularizer": "none", "seed": 0,
+            "depth": 3, "width": 16}  # fmt: skip
+    return gaconfig.run_spec(cfg, cell) | {"batch_size": 64}
+
+
+def test_transfer_variants_set_trainable_flags_and_reuse_weights(pretrained):
+    from gradatlas.studies import transfer
+
+    path, original = pretrained
+    expected = {"frozen_all": [False] * 3, "frozen_cached": [False] * 3, "frozen_all_but_top1": [False, False, True],
+                "frozen_all_but_top2": [False, True, True], "fine_tuned": [True] * 3}  # fmt: skip
+    for variant, flags in expected.items():
+        model = transfer.variant_model(variant, path, _tiny_spec(), 5)
+        dense = transfer.hidden_dense(model)
+        assert [d.trainable for d in dense] == flags, variant
+        assert model.layers[-1].trainable and model.layers[-1].units == 5
+        for reused, source in zip(dense, transfer.hidden_dense(original)):
+            np.testing.assert_array_equal(np.asarray(reused.kernel), np.asarray(source.kernel))
+        assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == (
+            16 * 5 + 5 + sum(d.kernel.shape[0] * 16 + 16 for d, f in zip(dense, flags) if f))
+    scratch = transfer.variant_model("scratch", path, _tiny_spec(), 5)
+    assert all(d.trainable for d in transfer.hidden_dense(scratch))
+    assert not np.array_equal(np.asarray(transfer.hidden_dense(scratch)[0].kernel), np.asarray(transfer.hidden_dense(original)[0].kernel))
+
+
+def test_cached_features_equal_recomputed_ones_after_training(pretrained, mnist_split):
+    from gradatlas.model import compile_model
+    from gradatlas.studies import transfer
+
+    path, _ = pretrained
+    x, y = transfer.task(mnist_split.x_train, mnist_split.y_train, transfer.TASK_B, 20)
+    model = transfer.variant_model("frozen_all", path, _tiny_spec(), 5)
+    extractor = transfer.feature_extractor(model)
+    cached = extractor.predict(x, verbose=0)
+    compile_model(model, _tiny_spec(), 2).fit(x, y, epochs=2, batch_size=32, verbose=0)
+    np.testing.assert_allclose(extractor.predict(x, verbose=0), cached, rtol=1e-6, atol=1e-6)  # frozen: unchanged
+
+
+def test_transfer_variants_run_and_cached_matches_recomputed(pretrained, mnist_split):
+    from gradatlas.studies import transfer
+
+    path, _ = pretrained
+    table = transfer.run_variants(_tiny_spec(), mnist_split, path, per_class=20, epochs=3, patience=3,
+                                  variants=("scratch", "frozen_all", "frozen_cached"))  # fmt: skip
+    acc = table.set_index("variant")["test_accuracy"]
+    assert acc["frozen_cached"] == pytest.approx(acc["frozen_all"], abs=0.01)
+    assert (table["train_images"] == 100).all() and table.loc[table["variant"] == "frozen_cached", "cache_seconds"].item() > 0
+
+
+def test_batch_norm_tracks_accuracy_and_the_sigmoid_input(mnist_split):
+    from gradatlas import backend
+    from gradatlas.studies import batch_norm
+
+    settings = {"init_stddev": 0.01, "learning_rate": 0.5, "batch_size": 60, "eval_every": 20, "bn_momentum": 0.99}
+    curves = []
+    for variant in batch_norm.VARIANTS:
+        backend.configure(1, True, 0)
+        spec = batch_norm.spec_for(_tiny_spec(), variant, settings)
+        curve, record = batch_norm.run(spec, mnist_split, steps=60, eval_every=20, unit=0, fixed_images=200)
+        assert list(curve["step"]) == [0, 20, 40, 60] and record["steps"] == 60
+        curves.append(curve.assign(variant=variant, seed=0))
+    curves = pd.concat(curves)
+    assert (curves["p15"] <= curves["p50"]).all() and (curves["p50"] <= curves["p85"]).all()
+    result = batch_norm.assess(curves)
+    assert set(result["drift"]) == set(batch_norm.VARIANTS) and 0 <= result["ahead_share"] <= 1
+
+
+def test_depth_init_verdict_from_tables():
+    from gradatlas.studies import depth_init
+
+    depth = 10
+    diag = pd.DataFrame([{"initializer": init, "seed": s, "layer": l, "layer_kind": "hidden", "step": 0,
+                          "act_std": (1.0 if init == "he_normal" else 2 ** (-(l - 1) / 2)) * (1 + 0.05 * s)}
+                         for init in ("he_normal", "glorot_uniform") for s in (0, 1) for l in range(1, depth + 1)])  # fmt: skip
+    runs = pd.DataFrame([{"initializer": i, "seed": s, "test_accuracy": a, "best_val_accuracy": a, "status": st,
+                          "train_seconds": 1.0, "epochs_run": 5, "epochs_to_target": e}
+                         for i, a, st, e in (("he_normal", 0.95, "converged", 2), ("glorot_uniform", 0.11, "stalled", None))
+                         for s in (0, 1)])  # fmt: skip
+    res = depth_init.assess(runs, diag)
+    assert res["reproduced"] and res["forward"]["glorot_uniform"]["predicted"] == pytest.approx(2 ** -4.5)
+    runs.loc[runs["initializer"] == "glorot_uniform", ["test_accuracy", "status", "epochs_to_target"]] = [0.94, "converged", 2]
+    assert not depth_init.assess(runs, diag)["reproduced"]
+
+
+@pytest.mark.integration
+def test_transfer_preset_end_to_end(tmp_path, mnist_dir):
+    """The transfer preset, shrunk by an overlay, through the real snakemake CLI to its page and verdict."""
+    ws = make_workspace(tmp_path / "ws")
+    tiny = {"data": {"source": "idx", "path": str(mnist_dir), "train_subset": 6000, "validation_size": 1000},
+            "preset": {"name": "transfer", "transfer": {"depth": 2, "width": 16, "pretrain_epochs": 1, "per_class": 10,
+                                                        "epochs": 2, "patience": 2}},
+            "seeds": [0]}  # fmt: skip
+    overlay = write_config(ws, tiny, "tiny.yaml")
+    run_snakemake(ws, "--cores", "2", "--configfile", "studies/transfer.yaml", str(overlay), timeout=600)
+    verdict = json.loads((ws / "results/transfer/report/study.json").read_text())
+    assert verdict["preset"] == "transfer" and verdict["verdict"] in ("reproduced", "not reproduced")
+    assert {row["variant"] for row in verdict["summary"]} == {
+        "scratch", "frozen_all", "frozen_all_but_top1", "frozen_all_but_top2", "fine_tuned", "frozen_cached"}
+    page = (ws / "results/transfer/report/study.html").read_text()
+    assert "Verdict:" in page and "data:image/png;base64," in page
+    assert not (ws / "results/transfer/report/index.html").exists()  # the preset does not train the grid
