@@ -28,7 +28,7 @@ def test_tables_have_one_row_per_run_and_documented_columns(small_study):
     assert runs[["initializer", "activation", "optimizer", "regularizer"]].drop_duplicates().shape[0] == 16
     curves = pd.read_parquet(small_study / "results/tables/curves.parquet")
     assert len(curves) == runs["epochs_run"].sum()
-    assert {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"} <= set(curves.columns)
+    assert {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"} <= set(curves.columns)
     diag = pd.read_parquet(small_study / "results/tables/diagnostics.parquet")
     assert set(diag["phase"]) == {"init", "early", "epoch"}
     assert sorted(diag["step"].unique())[:3] == [0, 1, 10]
