@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # MNIST=<folder with the four IDX files> uses a local copy instead of downloading it once
 MNIST ?=
-DATA := $(if $(MNIST),--config 'data={source: idx, path: $(abspath $(MNIST))}')
+comma := ,
+DATA := $(if $(MNIST),--config 'data={source: idx$(comma) path: $(abspath $(MNIST))}')
 
 .PHONY: install demo study test lint
 install: $(VENV)/.installed

@@ -114,3 +114,14 @@ def test_naive_init_saturates_sigmoid_units(probe_batch):
     glorot = init_statistics(probe_batch, "glorot_uniform", "sigmoid")
     hidden = lambda f: f[f.layer_kind == "hidden"].saturated_frac.mean()
     assert hidden(naive) >= hidden(glorot) + 0.2
+
+
+def test_make_demo_passes_a_local_mnist_folder_to_snakemake(tmp_path):
+    import shlex
+    import subprocess
+
+    out = subprocess.run(["make", "-n", "-C", str(REPO), "demo", f"MNIST={tmp_path}"], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    line = next(l for l in out.splitlines() if "snakemake" in l and "--configfile" in l)
+    args = shlex.split(line)  # the shell must be able to parse it
+    assert args[args.index("--config") + 1] == f"data={{source: idx, path: {tmp_path}}}"
