@@ -7,12 +7,26 @@ Keras object; nothing is re-implemented that Keras already has.
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import keras
-from keras import ops
+
+class _Deferred:
+    """A module imported on first use. The Snakefile reads names and defaults from this catalog on
+    every start and in every cluster job step; importing Keras (and TensorFlow behind it) there
+    would cost seconds each time for nothing. It also leaves the backend choice to the training."""
+
+    def __init__(self, module: str):
+        self._module = module
+
+    def __getattr__(self, attr):
+        return getattr(importlib.import_module(self._module), attr)
+
+
+keras = _Deferred("keras")
+ops = _Deferred("keras.ops")
 
 
 @dataclass(frozen=True)
@@ -135,22 +149,22 @@ ACTIVATIONS: dict[str, Activation] = {
 
 
 # --- optimizers: build(params, learning_rate, clip: dict) -> keras.optimizers.Optimizer -----------
-def _opt(cls, **fixed):
+def _opt(cls_name: str, **fixed):
     def build(p, learning_rate, clip):
-        return cls(learning_rate=learning_rate, **fixed, **p, **clip)
+        return getattr(keras.optimizers, cls_name)(learning_rate=learning_rate, **fixed, **p, **clip)
 
     return build
 
 
 OPTIMIZERS: dict[str, Entry] = {
-    "sgd": Entry(_opt(keras.optimizers.SGD), {}, "plain mini-batch gradient descent"),
-    "momentum": Entry(_opt(keras.optimizers.SGD), {"momentum": 0.9}, "SGD with momentum"),
-    "nesterov": Entry(_opt(keras.optimizers.SGD, nesterov=True), {"momentum": 0.9}, "Nesterov accelerated gradient"),
-    "adagrad": Entry(_opt(keras.optimizers.Adagrad), {}, "AdaGrad"),
-    "rmsprop": Entry(_opt(keras.optimizers.RMSprop), {"rho": 0.9}, "RMSProp"),
-    "adam": Entry(_opt(keras.optimizers.Adam), {"beta_1": 0.9, "beta_2": 0.999}, "Adam"),
-    "nadam": Entry(_opt(keras.optimizers.Nadam), {"beta_1": 0.9, "beta_2": 0.999}, "Adam with Nesterov momentum"),
-    "adamw": Entry(_opt(keras.optimizers.AdamW), {"weight_decay": 0.004}, "Adam with decoupled weight decay"),
+    "sgd": Entry(_opt("SGD"), {}, "plain mini-batch gradient descent"),
+    "momentum": Entry(_opt("SGD"), {"momentum": 0.9}, "SGD with momentum"),
+    "nesterov": Entry(_opt("SGD", nesterov=True), {"momentum": 0.9}, "Nesterov accelerated gradient"),
+    "adagrad": Entry(_opt("Adagrad"), {}, "AdaGrad"),
+    "rmsprop": Entry(_opt("RMSprop"), {"rho": 0.9}, "RMSProp"),
+    "adam": Entry(_opt("Adam"), {"beta_1": 0.9, "beta_2": 0.999}, "Adam"),
+    "nadam": Entry(_opt("Nadam"), {"beta_1": 0.9, "beta_2": 0.999}, "Adam with Nesterov momentum"),
+    "adamw": Entry(_opt("AdamW"), {"weight_decay": 0.004}, "Adam with decoupled weight decay"),
 }
 
 
