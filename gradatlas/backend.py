@@ -11,7 +11,10 @@ Packing (K > 1 members per program) needs JAX's `vmap`; TensorFlow trains packs 
 from __future__ import annotations
 
 import os
+import random
 import sys
+
+import numpy as np
 
 
 BACKENDS = ("tensorflow", "jax")
@@ -34,6 +37,11 @@ def select(backend: str, threads: int = 1) -> None:
         # contend. Read when JAX starts its backend, so it is set here, before keras imports jax.
         flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+    if backend == "jax" and "tensorflow" not in sys.modules:
+        # Keras imports TensorFlow for optional helpers when it is installed (tf.io.gfile when
+        # saving, its RNG when seeding): a JAX training must not pay its start-up or memory, and a
+        # GPU node need not have it. Blocked, Keras falls back to its plain-Python paths.
+        sys.modules["tensorflow"] = None
     # TensorFlow's C++ start-up chatter (oneDNN notices, NodeDef warnings) is noise in job logs
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -55,8 +63,6 @@ def name() -> str:
 
 def configure(threads: int, deterministic: bool, seed: int) -> None:
     """Size thread pools to the job's `threads` and seed every RNG; call before building a model."""
-    import keras
-
     if name() == "tensorflow":
         import tensorflow as tf
 
@@ -79,7 +85,10 @@ def configure(threads: int, deterministic: bool, seed: int) -> None:
         if cache and cache != "off":
             jax.config.update("jax_compilation_cache_dir", cache)
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
-    keras.utils.set_random_seed(seed)
+    # every initializer, dropout mask and batch order is seeded explicitly; these cover the rest.
+    # (keras.utils.set_random_seed would import TensorFlow whenever it is installed.)
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def device() -> str:
