@@ -280,7 +280,7 @@ def _fetch(url: str, target: Path, expected_sha256: str) -> None:
         try:
             with open(partial, "xb") as out, urllib.request.urlopen(url, timeout=60) as response:
                 shutil.copyfileobj(response, out, 1 << 20)
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: not a URL urllib can open
             raise _error(target, f"could not download it from {url} ({exc}). {OFFLINE_HINT}") from None
         actual = sha256_of(partial)
         if actual != expected_sha256:

@@ -453,6 +453,8 @@ def test_download_failure_says_what_to_do(tmp_path):
     message = str(error.value)
     assert "data.source: bundled" in message and "make demo MNIST=/path/to/mnist" in message
     assert "data.source: idx" in message and "train-images-idx3-ubyte.gz" in message
+    with pytest.raises(DataError, match="could not download.*make demo MNIST="):  # data.url not a URL at all
+        data.download("not/a/url/", tmp_path / "cache")
 
 
 def test_unreadable_files_are_named(tmp_path):
