@@ -357,6 +357,22 @@ def test_moving_the_mnist_folder_does_not_retrain(tmp_path, mnist_dir):
     assert "Nothing to be done" in plan, plan[-2000:]
 
 
+def test_prepared_data_is_found_where_the_data_folder_cannot_be_seen(tmp_path, mnist_dir):
+    """A cluster node re-reads the config but may not see the submit host's data folder
+    (prepare_data is a local rule): the key falls back to the folder prepared from that origin."""
+    from gradatlas import config as gaconfig
+
+    ws = make_workspace(tmp_path / "ws")
+    folder = tmp_path / "submit-host-only"
+    shutil.copytree(mnist_dir, folder, ignore=shutil.ignore_patterns("README*"))
+    config = write_config(ws, study({"source": "idx", "path": str(folder)}), "local.yaml")
+    prepared = f"resources/prepared/{gaconfig.data_key({'source': 'idx', 'path': str(folder)})}"
+    run_snakemake(ws, prepared, "--cores", "1", "--configfile", str(config))
+    shutil.rmtree(folder)
+    plan = run_snakemake(ws, "-n", "--configfile", str(config)).stdout
+    assert "rule prepare_data" not in plan and "rule train" in plan and f"input: {prepared}" in plan, plan[-3000:]
+
+
 def test_a_damaged_shipped_copy_is_refused(tmp_path):
     ws = make_workspace(tmp_path / "ws")
     shutil.copytree(REPO / "resources" / "mnist", ws / "resources" / "mnist")
