@@ -394,7 +394,7 @@ def validate(mnist: MNIST, origin: str | Mapping[str, str]) -> None:
             )
 
 
-def content_digest(source: str, path, cache=None) -> str:
+def content_digest(source: str, path) -> str:
     """A digest of the data's content, cheap enough for every snakemake start: bundled and download
     data are the canonical files (checked when read), so their digest is that of the published
     sha256s; an IDX folder's is that of its four files' sha256s (a canonical file stored raw counts
