@@ -17,7 +17,7 @@ import pytest
 from gradatlas import data
 from gradatlas.data import FILES, DataError
 
-REAL_MNIST = Path(os.environ.get("GRADATLAS_MNIST", "/work/shared/data/mnist"))
+REAL_MNIST = Path(os.environ.get("GRADATLAS_MNIST", data.BUNDLED))  # the shipped copy unless told otherwise
 
 
 # --- helpers -------------------------------------------------------------------------------------
