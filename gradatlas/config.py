@@ -300,6 +300,17 @@ def check(config: dict) -> dict:
     return config
 
 
+_DATA_KEYS: dict = {}
+
+
+def _cached_data_key(data: dict) -> str:
+    """data_key once per data origin and process (it reads the files' checksums)."""
+    origin = json.dumps(data, sort_keys=True, default=str)
+    if origin not in _DATA_KEYS:
+        _DATA_KEYS[origin] = data_key(data)
+    return _DATA_KEYS[origin]
+
+
 def data_key(data: dict) -> str:
     """The prepared data's folder name under resources/prepared/: a digest of the data's CONTENT
     (gradatlas.data.content_digest), not of its path, so moving or copying the MNIST folder with the
@@ -396,6 +407,7 @@ def run_spec(config: dict, cell: dict) -> "RunSpec":
         "stall_accuracy": train["stall_accuracy"],
         "deterministic": train["deterministic"],
         "backend": train["backend"],
+        "data": _cached_data_key(config["data"]),
         "validation_size": config["data"]["validation_size"],
         "train_subset": config["data"]["train_subset"],
         "probe_size": config["diagnostics"]["probe_size"],

@@ -30,7 +30,7 @@ def load(**changes):
 def test_defaults_fill_in():
     cfg = load()
     assert cfg["model"] == {"depth": 5, "width": 100}
-    assert cfg["train"]["epochs"] == 10 and cfg["train"]["backend"] == "tensorflow"
+    assert cfg["train"]["epochs"] == 10 and cfg["train"]["backend"] == "jax" and cfg["train"]["pack_size"] == 64
     assert cfg["diagnostics"]["probe_size"] == 1000 and cfg["diagnostics"]["early_steps"] == [1, 10, 100]
 
 
@@ -44,10 +44,10 @@ def test_run_spec_takes_the_learning_rate_per_optimizer_or_from_the_axis():
     cfg = load()
     spec = gaconfig.run_spec(cfg, {"initializer": "he_normal", "activation": "relu", "optimizer": "sgd",
                                    "regularizer": "none", "seed": 1})  # fmt: skip
-    assert spec["learning_rate"] == 0.01 and spec["depth"] == 5 and spec["seed"] == 1
+    assert spec.learning_rate == 0.01 and spec.depth == 5 and spec.seed == 1
     cfg = load(grid__learning_rate=[0.3])
     cell = gaconfig.typed_cell(cfg, gaconfig.grid_frame(cfg).iloc[0].to_dict())
-    assert cell["learning_rate"] == 0.3 and gaconfig.run_spec(cfg, cell)["learning_rate"] == 0.3
+    assert cell["learning_rate"] == 0.3 and gaconfig.run_spec(cfg, cell).learning_rate == 0.3
 
 
 def test_optional_axes_override_model_and_train_settings():
@@ -56,15 +56,15 @@ def test_optional_axes_override_model_and_train_settings():
     assert set(rows["clipnorm"]) == {"none", "1.0"}
     cell = gaconfig.typed_cell(cfg, rows[(rows.depth == "20") & (rows.clipnorm == "none")].iloc[0].to_dict())
     spec = gaconfig.run_spec(cfg, cell)
-    assert spec["depth"] == 20 and spec["clipnorm"] is None and spec["lr_schedule"] == "inverse_time"
-    assert spec["lr_schedule_params"] == {"k": 0.5}
+    assert spec.depth == 20 and spec.clipnorm is None and spec.lr_schedule == "inverse_time"
+    assert spec.lr_schedule_params == {"k": 0.5}
 
 
 def test_technique_parameters_reach_the_spec():
     cfg = load(techniques={"random_normal": {"stddev": 0.5}})
     spec = gaconfig.run_spec(cfg, {"initializer": "random_normal", "activation": "relu", "optimizer": "adam",
                                    "regularizer": "none", "seed": 0})  # fmt: skip
-    assert spec["initializer_params"] == {"stddev": 0.5}
+    assert spec.initializer_params == {"stddev": 0.5}
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, SNAKEMAKE, make_workspace, run_snakemake, write_config
+from conftest import REPO, SNAKEMAKE, make_workspace, planned_runs, run_snakemake, write_config
 
 FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -353,8 +353,8 @@ def test_moving_the_mnist_folder_does_not_retrain(tmp_path, mnist_dir):
     moved.parent.mkdir()
     first.rename(moved)
     overlay["data"]["path"] = str(moved)
-    plan = run_snakemake(ws, run, "-n", "--configfile", str(write_config(ws, overlay, "moved.yaml"))).stdout
-    assert "Nothing to be done" in plan, plan[-2000:]
+    plan = run_snakemake(ws, "-n", "--configfile", str(write_config(ws, overlay, "moved.yaml"))).stdout
+    assert "prepare_data" not in plan and run.removesuffix("/run.json") not in planned_runs(plan), plan[-2000:]
 
 
 def test_prepared_data_is_found_where_the_data_folder_cannot_be_seen(tmp_path, mnist_dir):
