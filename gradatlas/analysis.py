@@ -160,19 +160,21 @@ def welch_interval(a, b) -> tuple[float, float]:
     return float(d - half), float(d + half)
 
 
-def format_ci(low, high, n, fmt: str = "+.3f") -> str:
-    """'95% CI a to b, n=N', or '95% CI n/a, n=N' when the interval is unavailable: never '+nan'."""
+def format_ci(low, high, n, fmt: str = "+.3f", unit: str = "") -> str:
+    """'95% CI a to b, n=N unit', or '95% CI n/a, n=N unit' when the interval is unavailable: never '+nan'."""
     n = int(n) if n is not None and np.isfinite(n) else 0
+    count = f"n={n}{' ' + unit if unit else ''}"
     if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
-        return f"95% CI n/a, n={n}"
-    return f"95% CI {low:{fmt}} to {high:{fmt}}, n={n}"
+        return f"95% CI n/a, {count}"
+    return f"95% CI {low:{fmt}} to {high:{fmt}}, {count}"
 
 
-def format_estimate(mean, low, high, n, fmt: str = "+.3f") -> str:
-    """'mean (95% CI a to b, n=N)'; 'n/a (n=0)' without a value."""
+def format_estimate(mean, low, high, n, fmt: str = "+.3f", unit: str = "") -> str:
+    """'mean (95% CI a to b, n=N unit)'; 'n/a (n=0)' without a value."""
     if mean is None or not np.isfinite(mean):
-        return f"n/a (n={int(n) if n is not None and np.isfinite(n) else 0})"
-    return f"{mean:{fmt}} ({format_ci(low, high, n, fmt)})"
+        n = int(n) if n is not None and np.isfinite(n) else 0
+        return f"n/a (n={n}{' ' + unit if unit else ''})"
+    return f"{mean:{fmt}} ({format_ci(low, high, n, fmt, unit)})"
 
 
 def power_of_ten(log10_value: float) -> str:
@@ -673,19 +675,20 @@ def _flow_row(factor, when, best, second, effect) -> dict:
     moment = "at initialization" if when == "init" else "after training"
 
     def describe(r):
-        return (f"{r['level']}: {r['share_healthy']:.0%} of {int(r['n'])} runs healthy, median ratio "
-                f"{power_of_ten(r['median_log10_ratio'])}, {r['median_flow'] or 'no value'}")  # fmt: skip
+        k = int(r["n"])
+        counts = {c: int(round(_nan_to(r[f"share_{c}"], 0) * k)) for c in FLOW_CLASSES}
+        return (f"{counts['healthy']} of {k} runs healthy, {counts['vanishing']} vanishing, {counts['exploding']} "
+                f"exploding; median delta ratio {power_of_ten(r['median_log10_ratio'])}, {r['median_flow'] or 'no value'}")  # fmt: skip
 
     if best["keeps_alive"]:
         lead = f"Gradients {moment}, {factor}: {best['level']} keeps them alive best"
     else:
-        counts = f"vanishing {best['share_vanishing']:.0%}, exploding {best['share_exploding']:.0%}"
-        lead = (f"Gradients {moment}, {factor}: no level keeps most runs healthy; the closest is "
-                f"{best['level']} ({counts})")  # fmt: skip
+        lead = f"Gradients {moment}, {factor}: no level keeps most runs healthy; the closest is {best['level']}"
+    unit = "pairs" if paired else "runs, unpaired"
     sentence = (
-        f"{lead} ({describe(best)}); runner-up {describe(second)}. Distance from healthy |log10 ratio|: "
-        f"{best['mean_distance']:.2f} vs {second['mean_distance']:.2f}, difference "
-        f"{format_estimate(diff, low, high, n, '+.2f')}{' pairs' if paired else ' runs, unpaired'})."
+        f"{lead} ({describe(best)}); runner-up {second['level']} ({describe(second)}). Distance from healthy "
+        f"|log10 ratio| {best['mean_distance']:.2f} vs {second['mean_distance']:.2f}: difference "
+        f"{format_estimate(diff, low, high, n, '+.2f', unit)}."
     )
     return {"question": f"gradient flow {when}", "factor": factor, "best": best["level"], "runner_up": second["level"],
             "measure": f"flow_distance_{when}", "best_value": best["mean_distance"], "runner_up_value": second["mean_distance"],
@@ -700,11 +703,12 @@ def _speed_row(factor, best, second, effect) -> dict:
         value = r.get("km_median_epochs_relative", np.nan)
         return f"median {value:g} epochs to the relative target" if np.isfinite(value) else "median not reached"
 
+    unit = "pairs" if paired else "runs, unpaired"
     sentence = (
         f"Convergence speed, {factor}: {best['level']} learns fastest (area under the validation curve "
         f"{best['mean_val_auc']:.3f}, {km(best)}; {int(best.get('n_reached_relative', 0))} of {int(best['n'])} runs reach "
-        f"{best.get('relative_target', np.nan):.3f}); runner-up {second['level']} ({second['mean_val_auc']:.3f}, {km(second)}). "
-        f"Difference in area {format_estimate(diff, low, high, n, '+.3f')}{' pairs' if paired else ' runs, unpaired'})."
+        f"{best.get('relative_target', np.nan):.3f}); runner-up {second['level']} ({second['mean_val_auc']:.3f}, "
+        f"{km(second)}). Difference in area {format_estimate(diff, low, high, n, '+.3f', unit)}."
     )
     return {"question": "convergence speed", "factor": factor, "best": best["level"], "runner_up": second["level"],
             "measure": "val_auc", "best_value": best["mean_val_auc"], "runner_up_value": second["mean_val_auc"],
@@ -784,7 +788,8 @@ def _delta_finding(data: pd.DataFrame, factors: list[str], baselines: dict) -> l
     verdict = ("the CI excludes 0" if top["ci_low"] > 0 or top["ci_high"] < 0 else "the CI includes 0") if ci_known else "no interval"
     return [
         f"The largest paired effect on test accuracy: {top['factor']}={top['level']} instead of {top['baseline']} "
-        f"changes it by {format_estimate(top['mean_delta'], top['ci_low'], top['ci_high'], top['n_pairs'])} pairs; {verdict})."
+        f"changes it by {format_estimate(top['mean_delta'], top['ci_low'], top['ci_high'], top['n_pairs'], unit='pairs')}; "
+        f"{verdict}."
     ]
 
 
@@ -793,7 +798,7 @@ def _best_level_findings(data: pd.DataFrame, factors: list[str], baselines: dict
     sentences = []
     for factor, group in deltas.groupby("factor", sort=False):
         top = group.loc[group["mean_delta"].idxmax()]
-        numbers = f"{format_estimate(top['mean_delta'], top['ci_low'], top['ci_high'], top['n_pairs'])} pairs) test accuracy"
+        numbers = f"{format_estimate(top['mean_delta'], top['ci_low'], top['ci_high'], top['n_pairs'], unit='pairs')} test accuracy"
         if top["mean_delta"] > 0 and top["ci_low"] > 0:
             sentences.append(f"Best {factor} against the baseline {top['baseline']}: {top['level']}, {numbers}.")
         elif top["mean_delta"] > 0:

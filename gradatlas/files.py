@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,31 +24,33 @@ def write_json(path: Path, obj) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n"))
 
 
-def _jsonable(value):
+def jsonable(value):
+    """The one JSON sanitizer (json.dumps' `default`): numpy scalars and arrays, pandas tables and
+    series, paths; anything else is a TypeError naming its type."""
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "to_dict") and type(value).__module__.startswith("pandas"):
+        return value.to_dict("records") if hasattr(value, "columns") else value.to_dict()
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-@contextmanager
-def logged(log_path: Path):
-    """Send this process's output, C++ libraries' included, to `log_path`.
+_jsonable = jsonable
 
-    A failure's message also goes to the original stderr, where snakemake shows it, so a user sees
-    e.g. which data file is broken without opening the log.
-    """
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    console = os.dup(2)
-    with open(log_path, "w") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        except Exception as error:
-            os.write(console, f"{type(error).__name__}: {error}\n".encode())
-            raise
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
+
+def git_commit(where: Path | None = None) -> str:
+    """The one git-commit lookup: the full commit of the checkout holding `where` (default: this
+    package), with "-dirty" when tracked files changed; "unknown" outside a checkout or without git."""
+    where = Path(where) if where else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        )
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()  # fmt: skip
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

@@ -35,6 +35,16 @@ REPORT_TABLES = {
 }
 
 
+def report_table_entry(path: str) -> dict | None:
+    """Snakemake `report()` arguments for an analysis table's file: its CSV goes into the report when the
+    table is in REPORT_TABLES (caption workflow/report/table_<name>.rst, its section); None otherwise."""
+    name, _, ext = path.rsplit("/", 1)[-1].partition(".")
+    if ext != "csv" or name not in REPORT_TABLES:
+        return None
+    return {"caption": f"../report/table_{name}.rst", "category": SECTION_TITLES[REPORT_TABLES[name]],
+            "subcategory": "tables", "labels": {"table": name}}  # fmt: skip
+
+
 def analysis_table_names(nuisance) -> list[str]:
     """The tables `rule analyze` writes for a study with these nuisance axes."""
     return list(ANALYSIS_TABLES) + ([NUISANCE_TABLE] if nuisance else [])

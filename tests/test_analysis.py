@@ -396,7 +396,7 @@ def test_study_tables_optimize_nuisance_axes_on_validation(runs):
 def test_findings_give_the_best_level_per_factor_with_its_ci():
     text = "\n".join(analysis.findings(make_runs(sigmoid_effect=0.1), FACTORS, BASELINES)["sentence"])
     assert "Best activation against the baseline relu: sigmoid, +0." in text and "95% CI +0." in text
-    assert "n=60) pairs" in text
+    assert "n=60 pairs)" in text
     text = "\n".join(analysis.findings(make_runs(sigmoid_effect=-0.1), FACTORS, BASELINES)["sentence"])
     assert "No activation" in text and "beats the baseline relu" in text
 
@@ -427,7 +427,7 @@ def test_gradient_flow_table_keeps_directions_apart_and_ranks_healthy_first():
     headline = row(analysis.headline(flow_runs(), FACTORS), question="gradient flow init", factor="initializer")
     assert headline["best"] == "he_normal" and headline["runner_up"] == "glorot_uniform"
     assert headline["effect"] < -2 and headline["n"] == 6 and headline["paired"]
-    assert "10^-2.5" in headline["sentence"] and "n=6" in headline["sentence"]
+    assert "10^-2.5" in headline["sentence"] and "n=6 pairs" in headline["sentence"]
 
 
 def test_an_exploding_cell_never_ranks_best():
