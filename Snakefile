@@ -20,8 +20,5 @@ include: "workflow/rules/studies.smk"
 
 rule all:
     input:
-        TABLES if RUN_GRID else [],
-        ANALYSIS_TABLES if RUN_GRID else [],
-        REPORT if RUN_GRID else [],
-        STUDY_TARGETS,
+        final_targets(),
     default_target: True

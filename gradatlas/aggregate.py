@@ -62,7 +62,7 @@ def read_run(run_dir: Path, config: dict) -> tuple[dict, pd.DataFrame, pd.DataFr
     """One complete run: (run.json, history, diagnostics), checked against the config."""
     run_dir = Path(run_dir)
     record = read_record(run_dir / "run.json")
-    expected = gaconfig.run_spec(config, record["cell"])
+    expected = gaconfig.run_spec(config, record["cell"]).as_dict()
     diffs = _differences(json.loads(json.dumps(record["spec"])), json.loads(json.dumps(expected)))
     if diffs:
         raise StaleRunError(

@@ -30,13 +30,8 @@ from scipy import stats
 from statsmodels.stats.anova import anova_lm
 
 from gradatlas.config import FACTORS
+from gradatlas.diagnostics import FLOW_CLASSES, FLOW_EXPLODING_ABOVE, FLOW_VANISHING_BELOW
 from gradatlas.registry import ANALYSIS_TABLES, NUISANCE_TABLE
-
-# TODO(engine merge): import FLOW_VANISHING_BELOW, FLOW_EXPLODING_ABOVE and FLOW_CLASSES from
-# gradatlas.diagnostics once they exist on main, and delete these three lines.
-FLOW_VANISHING_BELOW = 0.1
-FLOW_EXPLODING_ABOVE = 10.0
-FLOW_CLASSES = ("vanishing", "healthy", "exploding")
 
 CI_LEVEL = 0.95
 RELATIVE_TARGET = 0.95  # share of the study's best validation accuracy that defines the relative target
@@ -97,9 +92,9 @@ def label_levels(frame: pd.DataFrame, axes) -> pd.DataFrame:
 
 
 def statuses() -> tuple[str, ...]:
-    """The run statuses, from their one source (gradatlas.training.STATUSES; imported on use because
-    training imports the deep-learning runtime)."""
-    from gradatlas.training import STATUSES
+    """The run statuses, from their one source (gradatlas.engine.STATUSES; imported on use because the
+    engine imports the training runtime)."""
+    from gradatlas.engine import STATUSES
 
     return tuple(STATUSES)
 

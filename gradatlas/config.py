@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from gradatlas.spec import RunSpec
+
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
 # grid axes whose values are catalog names, and the catalog section each one names
@@ -168,7 +170,7 @@ def typed_cell(config: dict, wildcards: dict) -> dict:
     return cell
 
 
-def run_spec(config: dict, cell: dict) -> dict:
+def run_spec(config: dict, cell: dict) -> "RunSpec":
     """Everything one training needs, fully resolved, with no reference back to the config.
 
     This is what `run.json` records as the config used; aggregation compares it with the current
@@ -204,7 +206,6 @@ def run_spec(config: dict, cell: dict) -> dict:
         "target_accuracy": train["target_accuracy"],
         "stall_accuracy": train["stall_accuracy"],
         "deterministic": train["deterministic"],
-        "steps_per_execution": train["steps_per_execution"],
         "backend": train["backend"],
         "validation_size": config["data"]["validation_size"],
         "train_subset": config["data"]["train_subset"],
@@ -214,4 +215,4 @@ def run_spec(config: dict, cell: dict) -> dict:
     for kind in ("initializer", "activation", "optimizer", "regularizer", "lr_schedule"):
         name = spec[kind]
         spec[f"{kind}_params"] = catalog.params(kind, name, techniques.get(name))
-    return spec
+    return RunSpec.from_dict(spec)

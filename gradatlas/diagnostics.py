@@ -1,146 +1,168 @@
-"""Per-layer gradient and activation diagnostics, recorded by a Keras callback.
+"""Per-layer gradient and activation diagnostics, probed by the training engine.
 
-On a fixed probe batch, at step 0 (before any update), at a few early steps and at the end of
-every epoch, for every Dense layer l (1 = nearest the input, the output layer last):
+On a fixed probe batch (the first `probe_size` training images), at step 0 (before any update), at
+a few early steps and at the end of every epoch, for every Dense layer l (1 = nearest the input,
+the output layer last), L the mean cross-entropy over the batch (data loss only, so techniques
+compare on the same quantity):
 
 - grad_w_norm   ||dL/dW_l||_F
-- delta_norm    ||mean over the batch of dL_i/dz_l|| (equals the bias-gradient norm without BN)
+- delta_norm    ||mean over the batch of dL_i/dz_l|| (the bias gradient's norm; ~0 before BN,
+                which removes the mean)
 - delta_rms     root mean square of the per-sample error signal dL_i/dz_l
+- delta_p05/p50/p95   percentiles of |dL_i/dz_l| over samples x units
 - weight_norm   ||W_l||_F
 - update_ratio  ||W_l(t) - W_l(previous probe)|| / ||W_l(previous probe)||
-- act_mean, act_std   of the block's output (the logits for the output layer)
-- saturated_frac  share of (sample, unit) pairs where the activation's derivative is below 5% of
-                  its maximum (ReLU family: where the unit is inactive)
+- act_mean, act_std, act_p05/p50/p95   of the block's output (the logits for the output layer)
+- saturated_frac  saturating activations (sigmoid, tanh, ELU, SELU, GELU): share of (sample, unit)
+                  pairs whose derivative is below 5% of its maximum
+- inactive_frac   ReLU family: share of (sample, unit) pairs with u < 0
 - dead_frac       share of units whose derivative is ~0 for every probe sample
+
+The probe runs the network as training does (batch normalization on the probe batch's own
+statistics, moving averages untouched) but with dropout off; it draws no random numbers and
+changes no variable. A probe of a non-finite (diverged) network records NaN everywhere.
 """
 
 from __future__ import annotations
 
-import time
+import math
 
 import keras
 import numpy as np
 import pandas as pd
 
 from gradatlas import backend, catalog
-from gradatlas.files import atomic_write
 
 SATURATION_LEVEL = 0.05  # of the derivative's maximum
 DEAD_LEVEL = 1e-3  # "~0": below this fraction of the derivative's maximum
-COLUMNS = [
-    "step", "epoch", "phase", "layer", "layer_kind", "units", "grad_w_norm", "delta_norm", "delta_rms",
-    "weight_norm", "update_ratio", "act_mean", "act_std", "saturated_frac", "dead_frac",
+# gradient flow from the output layer back to layer 1: delta_rms(layer 1) / delta_rms(output)
+FLOW_VANISHING_BELOW = 0.1
+FLOW_EXPLODING_ABOVE = 10.0
+FLOW_CLASSES = ("vanishing", "healthy", "exploding")
+QUANTILES = (0.05, 0.5, 0.95)
+STATS = [
+    "grad_w_norm", "delta_norm", "delta_rms", "delta_p05", "delta_p50", "delta_p95", "weight_norm",
+    "update_ratio", "act_mean", "act_std", "act_p05", "act_p50", "act_p95", "saturated_frac",
+    "inactive_frac", "dead_frac",
 ]  # fmt: skip
+COLUMNS = ["step", "epoch", "phase", "layer", "layer_kind", "units", *STATS]
 
 
-def layer_statistics(
-    records, dz, dW, weights, previous_weights, activation: str, act_params: dict, slopes=None
-) -> list[dict]:
-    """The per-layer rows of one probe, from the arrays `backend.probe_gradients` returns.
+def probe_program(model, kernels: list[int], spec):
+    """The probe of a whole pack: f(tv, ntv, prev_kernels, x, y) -> {stat: (K, layers)} and
+    {"finite": (K,)}, for `backend.jit`. `kernels` index the Dense kernels in the trainable
+    variables; `spec` gives the activation (the same for every member of a pack)."""
+    from gradatlas.model import dense_layers, probe_forward
 
-    `slopes[k]` is the activation's derivative at hidden layer k's input u, when the probe has
-    already computed it (None: computed here).
-    """
-    act = catalog.ACTIVATIONS[activation]
-    n = len(dz[0])
-    rows = []
-    for index, (rec, delta, grad_w, w) in enumerate(zip(records, dz, dW, weights)):
-        is_output = index == len(records) - 1
+    ops = keras.ops
+    act = catalog.ACTIVATIONS[spec.activation]
+    params = spec.activation_params
+    peak = act.max_derivative(params)
+    units = [layer.units for layer in dense_layers(model)]
+    n_tv = len(model.trainable_variables)
+
+    def member(tv, ntv, prev, x, y):
+        n = ops.shape(x)[0]
+
+        def loss_fn(values):
+            mapping = list(zip(model.trainable_variables, values[:n_tv])) + list(zip(model.non_trainable_variables, ntv))
+            with keras.StatelessScope(state_mapping=mapping):
+                logits, records = probe_forward(model, x, values[n_tv:])
+            loss = ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+            return loss, records
+
+        zeros = [ops.zeros((n, u)) for u in units]
+        (_, records), grads = backend.value_and_grad(loss_fn)(list(tv) + zeros)
+        dz = grads[n_tv:]
+        out = {name: [] for name in STATS}
+        nan = ops.convert_to_tensor(math.nan)
+        for j, (rec, delta, i) in enumerate(zip(records, dz, kernels)):
+            w, signal = tv[i], delta * ops.cast(n, delta.dtype)  # the per-sample signal dL_i/dz
+            out["grad_w_norm"].append(ops.norm(ops.reshape(grads[i], (-1,))))
+            out["delta_norm"].append(ops.norm(ops.sum(delta, axis=0)))
+            out["delta_rms"].append(ops.sqrt(ops.mean(ops.square(signal))))
+            for q, value in zip(QUANTILES, ops.quantile(ops.reshape(ops.abs(signal), (-1,)), QUANTILES)):
+                out[f"delta_p{round(q * 100):02d}"].append(value)
+            before = ops.norm(ops.reshape(prev[j], (-1,)))
+            out["weight_norm"].append(ops.norm(ops.reshape(w, (-1,))))
+            out["update_ratio"].append(ops.norm(ops.reshape(w - prev[j], (-1,))) / ops.maximum(before, 1e-30))
+            a = rec["a"]
+            out["act_mean"].append(ops.mean(a))
+            out["act_std"].append(ops.std(a))
+            for q, value in zip(QUANTILES, ops.quantile(ops.reshape(a, (-1,)), QUANTILES)):
+                out[f"act_p{round(q * 100):02d}"].append(value)
+            if j < len(records) - 1:
+                slope = act.derivative(rec["u"], params)
+                out["saturated_frac"].append(ops.mean(ops.cast(slope < SATURATION_LEVEL * peak, "float32")))
+                out["inactive_frac"].append(ops.mean(ops.cast(rec["u"] < 0, "float32")))
+                flat = ops.all(ops.abs(slope) < DEAD_LEVEL * peak, axis=0)
+                out["dead_frac"].append(ops.mean(ops.cast(flat, "float32")))
+            else:  # the output layer has no activation
+                for name in ("saturated_frac", "inactive_frac", "dead_frac"):
+                    out[name].append(nan)
+        stats = {name: ops.stack([ops.cast(v, "float32") for v in values]) for name, values in out.items()}
+        stats["finite"] = ops.all(ops.stack([ops.all(ops.isfinite(v)) for v in tv]))
+        return stats
+
+    return backend.vmap(member, in_axes=(0, 0, 0, None, None))
+
+
+def rows(stats: dict, k: int, step: int, epoch: float, phase: str, spec, first: bool, finite: bool = True) -> list[dict]:
+    """The per-layer rows of member `k` of one probe (numpy `stats` from `probe_program`)."""
+    relu_family = catalog.ACTIVATIONS[spec.activation].inactive_is_saturated
+    finite = finite and bool(stats["finite"][k])
+    n_layers = stats["grad_w_norm"].shape[1]
+    out = []
+    for j in range(n_layers):
+        hidden = j < n_layers - 1
         row = {
-            "layer": index + 1,
-            "layer_kind": "output" if is_output else "hidden",
-            "units": w.shape[1],
-            "grad_w_norm": float(np.linalg.norm(grad_w)),
-            # dL/dz of the mean loss carries a 1/n; the sum over the batch is the mean per-sample signal
-            "delta_norm": float(np.linalg.norm(delta.sum(axis=0))),
-            "delta_rms": float(np.sqrt(np.mean((delta * n) ** 2))),
-            "weight_norm": float(np.linalg.norm(w)),
-            "update_ratio": np.nan,
-            "act_mean": float(rec["a"].mean()),
-            "act_std": float(rec["a"].std()),
-            "saturated_frac": np.nan,
-            "dead_frac": np.nan,
+            "step": int(step),
+            "epoch": float(epoch),
+            "phase": phase,
+            "layer": j + 1,
+            "layer_kind": "hidden" if hidden else "output",
+            "units": spec.width if hidden else 10,
         }
-        if previous_weights is not None:
-            before = previous_weights[index]
-            row["update_ratio"] = float(np.linalg.norm(w - before) / max(np.linalg.norm(before), 1e-30))
-        if not is_output:
-            u = rec["u"]
-            if slopes is not None:
-                slope = slopes[index]
-            else:
-                slope = keras.ops.convert_to_numpy(act.derivative(keras.ops.convert_to_tensor(u), act_params))
-            peak = act.max_derivative(act_params)
-            flat = u < 0 if act.inactive_is_saturated else slope < SATURATION_LEVEL * peak
-            row["saturated_frac"] = float(flat.mean())
-            row["dead_frac"] = float(np.all(np.abs(slope) < DEAD_LEVEL * peak, axis=0).mean())
-        rows.append(row)
-    return rows
+        for name in STATS:
+            row[name] = float(stats[name][k, j]) if finite else math.nan
+        if first:
+            row["update_ratio"] = math.nan
+        # each activation family has its own measure of flat units: never mixed in one column
+        row["saturated_frac" if relu_family else "inactive_frac"] = math.nan
+        out.append(row)
+    return out
 
 
-class Diagnostics(keras.callbacks.Callback):
-    """Probes the model at step 0, at `early_steps` and at every epoch end.
+def frame(records: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(records, columns=COLUMNS)
+    return df.astype({"step": "int64", "layer": "int64", "units": "int64"})
 
-    The probe runs in inference mode on a fixed batch and draws no random numbers, so it changes
-    neither the weights nor the training's RNG streams. `rows` survive a restart: the training
-    passes in the rows journalled before the interruption.
-    """
 
-    def __init__(self, x_probe, y_probe, activation, act_params, early_steps, steps_per_epoch, rows=None, journal=None):
-        super().__init__()
-        self.x, self.y = x_probe, y_probe
-        self.activation, self.act_params = activation, act_params
-        self.steps_per_epoch = steps_per_epoch
-        self.rows = list(rows or [])
-        self.pending = sorted(early_steps)
-        self.previous_weights = None
-        self.seconds = 0.0  # time spent probing, to report the probe's cost
-        self.journal = journal
-        self.epoch_start_step = 0
-        act = catalog.ACTIVATIONS[activation]
-        self._derivative = lambda u: act.derivative(u, act_params)  # compiled into the probe
+def delta_ratio(diag: pd.DataFrame, first: bool) -> float:
+    """delta_rms of layer 1 over that of the output layer, at the first or last probe: how much of
+    the error signal reaches the input layer (< 1: it shrinks on the way back, > 1: it grows)."""
+    if diag.empty or diag["layer"].max() < 2:
+        return math.nan
+    step = diag["step"].min() if first else diag["step"].max()
+    at = diag[diag["step"] == step].drop_duplicates("layer", keep="last").set_index("layer")["delta_rms"]
+    last = at.loc[at.index.max()]
+    return float(at.loc[1] / last) if last > 0 else math.nan
 
-    def probe(self, step: int, phase: str) -> None:
-        start = time.perf_counter()
-        records, dz, dW, weights, slopes = backend.probe(self.model, self.x, self.y, self._derivative)
-        stats = layer_statistics(
-            records, dz, dW, weights, self.previous_weights, self.activation, self.act_params, slopes
-        )
-        for row in stats:
-            row.update(step=step, epoch=step / self.steps_per_epoch, phase=phase)
-        self.rows.extend(stats)
-        self.previous_weights = weights
-        self.seconds += time.perf_counter() - start
 
-    def _dense(self):
-        from gradatlas.model import dense_layers
+def flow_class(ratio: float) -> str | None:
+    """vanishing / healthy / exploding by the thresholds above; None when the ratio is unknown."""
+    if ratio is None or not np.isfinite(ratio):
+        return None
+    if ratio < FLOW_VANISHING_BELOW:
+        return FLOW_CLASSES[0]
+    if ratio > FLOW_EXPLODING_ABOVE:
+        return FLOW_CLASSES[2]
+    return FLOW_CLASSES[1]
 
-        return dense_layers(self.model)
 
-    def _step(self) -> int:
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-
-    def on_epoch_begin(self, epoch, logs=None):
-        # after every on_train_begin, so a restored training is seen with its restored weights
-        step = self.epoch_start_step = self._step()
-        self.pending = [s for s in self.pending if s > step]
-        if step == 0 and not self.rows:
-            self.probe(0, "init")
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.pending:
-            # counted, not read from the optimizer: no device sync per batch (and under JAX the
-            # optimizer's variables are not up to date inside an epoch); `batch` is the last
-            # step of the execution, capped at the epoch's length
-            step = self.epoch_start_step + min(batch + 1, self.steps_per_epoch)
-            if step >= self.pending[0]:
-                self.pending = [s for s in self.pending if s > step]
-                self.probe(step, "early")
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.probe(self._step(), "epoch")
-        if self.journal is not None:
-            atomic_write(self.journal, lambda p: self.frame().to_parquet(p, index=False))
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=COLUMNS)
+def epoch1_fractions(diag: pd.DataFrame) -> dict:
+    """saturated / inactive / dead fractions after epoch 1, mean over hidden layers (NaN if undefined)."""
+    at = diag[(diag["phase"] == "epoch") & (diag["layer_kind"] == "hidden")]
+    at = at[at["step"] == at["step"].min()] if len(at) else at
+    names = ("saturated_frac", "inactive_frac", "dead_frac")
+    return {f"{name}_epoch1": float(at[name].mean()) if at[name].notna().any() else math.nan for name in names}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,16 +40,25 @@ def jsonable(value):
 _jsonable = jsonable
 
 
-def git_commit(where: Path | None = None) -> str:
-    """The one git-commit lookup: the full commit of the checkout holding `where` (default: this
-    package), with "-dirty" when tracked files changed; "unknown" outside a checkout or without git."""
-    where = Path(where) if where else Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        )
-        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()  # fmt: skip
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+@contextmanager
+def logged(log_path: Path):
+    """Send this process's output, C++ libraries' included, to `log_path`.
+
+    A failure's message also goes to the original stderr, where snakemake shows it, so a user sees
+    e.g. which data file is broken without opening the log.
+    """
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    console = os.dup(2)
+    with open(log_path, "w") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except Exception as error:
+            os.write(console, f"{type(error).__name__}: {error}\n".encode())
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()

@@ -23,7 +23,8 @@ import yaml
 
 from gradatlas import analysis, figures, page
 from gradatlas.config import FACTORS
-from gradatlas.files import atomic_write, git_commit
+from gradatlas.files import atomic_write
+from gradatlas.provenance import git_commit
 from gradatlas.registry import (
     ANALYSIS_TABLES, FIGURES, REPORT_TABLES, SECTIONS, FigureSpec, caption_rst, study_settings,
 )  # fmt: skip

@@ -1,22 +1,24 @@
-"""Snakemake script: train one grid cell x seed and write its run folder."""
-import sys
-from pathlib import Path
+"""Snakemake script: train one pack of runs and write their run folders."""
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # gradatlas, installed or not
+import logging
+from pathlib import Path
 
 from gradatlas.files import logged
 
 with logged(snakemake.log[0]):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from gradatlas import backend
 
-    backend.select(snakemake.params.spec["backend"])  # before anything imports keras
-    from gradatlas import training
+    members = snakemake.params.members
+    backend.select(members[0]["spec"]["backend"], snakemake.threads)  # before anything imports keras
+    from gradatlas import engine
+    from gradatlas.spec import RunSpec
 
-    record = training.train(
-        snakemake.params.spec,
+    records = engine.train_pack(
+        [engine.Member(RunSpec.from_dict(m["spec"]), m["cell"], Path(m["run_dir"])) for m in members],
         Path(snakemake.input.prepared),
-        Path(snakemake.output.run).parent,
-        snakemake.params.cell,
+        Path(snakemake.params.pack_dir),
         threads=snakemake.threads,
     )
-    print(record["summary"])
+    for record in records:
+        print(record["cell"], record["spec"]["seed"], record["summary"]["status"], record["summary"]["test_accuracy"])

@@ -8,6 +8,7 @@ from snakemake.utils import Paramspace, validate
 sys.path.insert(0, workflow.basedir)
 
 from gradatlas import config as gaconfig
+from gradatlas import packs as gapacks
 
 
 validate(config, "../schemas/config.schema.yaml")
@@ -17,8 +18,16 @@ RESULTS = config["results"]
 # one prepared copy per data origin, so studies over different data never overwrite each other's
 PREPARED = f"resources/prepared/{gaconfig.data_key(config['data'])}"
 paramspace = Paramspace(gaconfig.grid_frame(config))
-RUN = f"{RESULTS}/runs/{paramspace.wildcard_pattern}"
-RUNS = expand(f"{RESULTS}/runs/{{cell}}/run.json", cell=paramspace.instance_patterns)
+RUN_DIRS = [f"{RESULTS}/runs/{cell}" for cell in paramspace.instance_patterns]
+RUNS = [f"{run}/run.json" for run in RUN_DIRS]
+# Study presets (studies/*.yaml): a config with a `preset:` section adds the preset's page; the
+# grid itself trains only when the preset asks for it (depth_init does)
+PRESET = config.get("preset") or {}
+STUDY = f"{RESULTS}/study"
+STUDY_REPORT = f"{RESULTS}/report/study.html"
+STUDY_VERDICT = f"{RESULTS}/report/study.json"
+RUN_GRID = not PRESET or PRESET["main_grid"]
+BN_VARIANTS = ["plain", "batch_norm"]
 TABLE_NAMES = ["runs", "curves", "diagnostics"]
 TABLES = expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLE_NAMES, ext=["parquet", "csv"])
 REPORT = f"{RESULTS}/report/index.html"
@@ -33,11 +42,13 @@ def rule_resources(rule_name, **defaults):
     return defaults | {k: v for k, v in config["resources"].get(rule_name, {}).items() if v is not None}
 
 
-def train_resources():
-    """A training's resources: a whole GPU (optionally of a model), or a SLURM GPU shard when
-    `resources.train.trainings_per_gpu` > 1, plus memory and minutes per training."""
+def train_resources(members):
+    """A pack's resources: a whole GPU (optionally of a model), or a SLURM GPU shard when
+    `resources.train.trainings_per_gpu` > 1; memory per job; runtime `runtime` minutes per member
+    (a pack's members train together, but the sum is the safe bound on a CPU node)."""
     wanted = rule_resources("train", mem_mb=1500, runtime=30, gpu=1, trainings_per_gpu=1, shards_per_gpu=None)
     per_gpu, shards = wanted.pop("trainings_per_gpu"), wanted.pop("shards_per_gpu", None)
+    wanted["runtime"] = wanted["runtime"] * members
     if per_gpu > 1:
         wanted.pop("gpu")
         wanted["gres"] = f"shard:{(shards or per_gpu) // per_gpu}"
@@ -59,3 +70,23 @@ def study_inputs(wildcards):
     if name == "batch_norm":
         return {"curves": expand(f"{STUDY}/batch_norm/{{variant}}/seed~{{seed}}/curve.parquet", variant=BN_VARIANTS, seed=seeds)}
     return {name: f"{RESULTS}/tables/{name}.parquet" for name in ("runs", "curves", "diagnostics")}
+
+
+PACK_PLAN = f"{RESULTS}/packs/plan.json"
+RUN_OUTPUTS = ["run.json", "history.csv", "diagnostics.parquet", "model.keras"]
+
+
+def plan_packs():
+    runs = [
+        gapacks.Run(cell, gaconfig.run_spec(config, cell), run_dir)
+        for run_dir, cell in zip(RUN_DIRS, (gaconfig.typed_cell(config, row) for row in paramspace.dataframe.to_dict("records")))
+    ]
+    if not workflow.is_main_process and os.path.exists(PACK_PLAN):
+        return gapacks.load(PACK_PLAN)
+    return gapacks.plan(runs, config["train"]["pack_size"])
+
+
+def final_targets():
+    """The final targets: the grid's tables, analysis and report, and a preset's page."""
+    targets = [*TABLES, *ANALYSIS_TABLES, REPORT] if RUN_GRID else []
+    return targets + ([STUDY_REPORT, STUDY_VERDICT] if PRESET else [])

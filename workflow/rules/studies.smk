@@ -1,13 +1,5 @@
 # Study presets (studies/*.yaml; docs/studies.md). A config with a `preset:` section pulls in the
 # preset's rules below and the page {results}/report/study.html; without one nothing here runs.
-PRESET = config.get("preset") or {}
-STUDY = f"{RESULTS}/study"
-STUDY_REPORT = f"{RESULTS}/report/study.html"
-STUDY_VERDICT = f"{RESULTS}/report/study.json"
-# a preset trains the grid (tables + index.html) only when it asks for it (depth_init does)
-RUN_GRID = not PRESET or PRESET["main_grid"]
-STUDY_TARGETS = [STUDY_REPORT, STUDY_VERDICT] if PRESET else []
-BN_VARIANTS = ["plain", "batch_norm"]
 
 
 rule study_nielsen:

@@ -1,26 +1,35 @@
-rule train:
-    input:
-        prepared=PREPARED,
-    output:
-        run=f"{RUN}/run.json",
-        history=f"{RUN}/history.csv",
-        diagnostics=f"{RUN}/diagnostics.parquet",
-        model=f"{RUN}/model.keras",
-        tensorboard=directory(f"{RUN}/tensorboard"),
-    params:
-        cell=lambda wc: gaconfig.typed_cell(config, wc),
-        spec=lambda wc: gaconfig.run_spec(config, gaconfig.typed_cell(config, wc)),
-    log:
-        f"{RESULTS}/logs/train/{paramspace.wildcard_pattern}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/train/{paramspace.wildcard_pattern}.tsv"
-    threads: config["train"]["threads"]
-    resources:
-        group_slot=1,  # packed trainings run one after another in their cluster job (profiles/README.md)
-        **train_resources(),
-    group:
-        "train"
-    conda:
-        "../../envs/train-cpu.yaml"
-    script:
-        "../../scripts/train.py"
+# Training: one job per pack of runs (gradatlas/packs.py says how packs form; train.pack_size caps
+# them). A pack's outputs are its members' run folders; finished runs are in no pack and never
+# retrain. Cluster job steps re-read the plan the main process saved instead of re-planning.
+PACKS = plan_packs() if RUN_GRID else []
+
+
+onstart:
+    if PACKS:
+        gapacks.save(PACKS, PACK_PLAN)
+
+
+for pack in PACKS:
+
+    rule:
+        name:
+            f"train_{pack.name}"
+        input:
+            prepared=PREPARED,
+        output:
+            [f"{run.run_dir}/{name}" for run in pack.runs for name in RUN_OUTPUTS],
+            [directory(f"{run.run_dir}/tensorboard") for run in pack.runs],
+        params:
+            members=pack.params(),
+            pack_dir=f"{RESULTS}/packs/{pack.name}",
+        log:
+            f"{RESULTS}/logs/train/{pack.name}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/train/{pack.name}.tsv"
+        threads: config["train"]["threads"]
+        resources:
+            **train_resources(len(pack.runs)),
+        conda:
+            "../../envs/train-cuda.yaml" if rule_resources("train", gpu=1)["gpu"] else "../../envs/train-cpu.yaml"
+        script:
+            "../../scripts/train.py"

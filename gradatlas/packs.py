@@ -1,0 +1,109 @@
+"""How runs form packs: the runs one training job trains together (gradatlas.engine).
+
+1. Only runs still to train form packs: a run whose folder holds a `run.json` recorded with the
+   spec the config now gives it is finished and never retrained, so adding a seed or a grid value
+   to a finished study trains just the new runs (a run whose spec changed trains again).
+2. Runs that can share one compiled graph (`graph_key`: everything but the per-member settings)
+   form a group; members may differ in seed, initializer, learning rate (constant schedule),
+   clipnorm / clipvalue, and the regularizer among none / l1 / l2 / l1_l2 / dropout / max_norm.
+   Activation, optimizer, batch normalization, depth, width, batch size and schedule split groups.
+3. Each group is cut into ceil(n / pack_size) packs of near-equal size, in run-path order.
+   The TensorFlow backend trains one run per pack.
+
+A pack's name is its group's activation and optimizer plus a hash of its members' run folders:
+the same runs always make the same pack (and the same rule, `train_<name>`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from gradatlas.spec import RunSpec
+
+# the spec fields in which members of one pack may differ
+PER_MEMBER = ("seed", "initializer", "initializer_params", "clipnorm", "clipvalue", "regularizer", "regularizer_params")
+# regularizers that are per-member scalars (0 or inf: off); any other one is part of the graph
+SCALAR_REGULARIZERS = ("none", "l1", "l2", "l1_l2", "dropout", "max_norm")
+
+
+@dataclass(frozen=True)
+class Run:
+    cell: dict  # grid axes and seed, as typed config values
+    spec: RunSpec
+    run_dir: str
+
+
+@dataclass(frozen=True)
+class Pack:
+    name: str
+    runs: tuple[Run, ...]
+
+    def params(self) -> list[dict]:
+        """What the train script needs, as plain values (Snakemake tracks them as params)."""
+        return [{"cell": r.cell, "spec": r.spec.as_dict(), "run_dir": r.run_dir} for r in self.runs]
+
+
+def graph_key(spec: RunSpec) -> str:
+    values = spec.as_dict()
+    for name in PER_MEMBER:
+        values.pop(name)
+    if spec.regularizer not in SCALAR_REGULARIZERS:
+        values["regularizer"], values["regularizer_params"] = spec.regularizer, spec.regularizer_params
+    if spec.lr_schedule == "constant":  # the learning rate is a per-member variable only then
+        values.pop("learning_rate")
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def finished(run: Run) -> bool:
+    """Whether `run`'s folder is complete and was trained with the spec it has now."""
+    try:
+        record = json.loads((Path(run.run_dir) / "run.json").read_text())
+        return RunSpec.from_dict(record["spec"]) == run.spec
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def plan(runs: list[Run], pack_size: int) -> list[Pack]:
+    """The packs that train every run of `runs` not yet finished."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        if not finished(run):
+            groups.setdefault(graph_key(run.spec), []).append(run)
+    packs = []
+    for key in sorted(groups):
+        members = sorted(groups[key], key=lambda r: r.run_dir)
+        size = 1 if members[0].spec.backend == "tensorflow" else pack_size
+        count = math.ceil(len(members) / size)
+        for i in range(count):
+            chunk = tuple(members[i::count]) if count > 1 else tuple(members)
+            packs.append(Pack(_name(chunk), tuple(sorted(chunk, key=lambda r: r.run_dir))))
+    return packs
+
+
+def _name(runs: tuple[Run, ...]) -> str:
+    digest = hashlib.sha1("\n".join(sorted(r.run_dir for r in runs)).encode()).hexdigest()[:10]
+    first = runs[0].spec
+    return f"{first.activation}_{first.optimizer}_{digest}"
+
+
+def save(packs: list[Pack], path: Path) -> None:
+    """The plan, for the cluster job steps, which must find the same packs (see `load`)."""
+    from gradatlas.files import write_json
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, [{"name": p.name, "runs": p.params()} for p in packs])
+
+
+def load(path: Path) -> list[Pack]:
+    """The plan the main snakemake process saved. A job step on a cluster node parses the workflow
+    again, when some runs of the study may already be finished; re-planning there could form other
+    packs than the one it was sent to run."""
+    out = []
+    for p in json.loads(Path(path).read_text()):
+        runs = tuple(Run(r["cell"], RunSpec.from_dict(r["spec"]), r["run_dir"]) for r in p["runs"])
+        out.append(Pack(p["name"], runs))
+    return out
