@@ -8,6 +8,7 @@ report in headless Chromium (skipped when Chromium is absent, unless GRADATLAS_R
 from __future__ import annotations
 
 import html
+import json
 import io
 import os
 import re
@@ -511,3 +512,26 @@ def test_small_study_report_and_snakemake_report(small_study):
     assert sum(name.endswith(".png") for name in names) >= len(figures.FIGURES), names[:20]
     assert sum(name.endswith(".csv") for name in names) >= len(registry.REPORT_TABLES), names
     assert any(name.endswith("findings.html") for name in names), names
+
+
+# --- the study presets' pages share the HTML layer -----------------------------------------------------
+def test_study_preset_page_uses_the_shared_autoescaped_layer(tmp_path, monkeypatch):
+    from gradatlas import page
+    from gradatlas.studies import report as study_report
+
+    def section(config, inputs):
+        body = page.render("<p>What was run: {{ what }}</p>{{ table }}", what="<script>x</script> & more",
+                           table=page.table(pd.DataFrame({"a": [np.float64(0.123456), np.nan]})))  # fmt: skip
+        return body, {"reproduced": np.bool_(True), "ratio": np.float64(2.5), "rows": pd.DataFrame({"k": [1]})}
+
+    monkeypatch.setitem(study_report.SECTIONS, "depth_init", ("Init at depth <He>", section))
+    config = {"study": "s<1>", "seeds": [0], "preset": {"name": "depth_init"}}
+    monkeypatch.setattr(study_report, "settings", lambda c: {"name": "depth_init"})
+    out, verdict = tmp_path / "study.html", tmp_path / "study.json"
+    study_report.render(config, {}, out, verdict)
+    text = out.read_text()
+    assert "<script>x" not in text and "&lt;script&gt;x&lt;/script&gt; &amp; more" in text
+    assert "Study preset: Init at depth &lt;He&gt;" in text and "<code>s&lt;1&gt;</code>" in text
+    assert "<tr><td>0.123</td></tr><tr><td>–</td></tr>" in text.replace("\n", "")  # NaN reads –
+    record = json.loads(verdict.read_text())
+    assert record["ratio"] == 2.5 and record["rows"] == [{"k": 1}] and record["verdict"]
