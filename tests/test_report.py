@@ -535,3 +535,16 @@ def test_study_preset_page_uses_the_shared_autoescaped_layer(tmp_path, monkeypat
     assert "<tr><td>0.123</td></tr><tr><td>–</td></tr>" in text.replace("\n", "")  # NaN reads –
     record = json.loads(verdict.read_text())
     assert record["ratio"] == 2.5 and record["rows"] == [{"k": 1}] and record["verdict"]
+
+
+def test_docs_name_every_analysis_column_and_section():
+    doc = (REPO / "docs/report.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    for name, columns in analysis.TABLE_COLUMNS.items():
+        assert f"`{name}`" in doc and f"`{name}`" in readme, name
+        for column in columns:
+            assert f"`{column}`" in doc, f"docs/report.md does not describe {name}.{column}"
+    for section in registry.SECTIONS:
+        assert section.title.split(". ", 1)[1].split(":")[0].lower() in doc.lower(), section.title
+    for outcome in analysis.OUTCOMES:
+        assert f"`{outcome}`" in doc, outcome
