@@ -445,8 +445,9 @@ def variance_decomposition(runs: pd.DataFrame, factors: list[str], outcome: str)
 
 # --- gradient flow ------------------------------------------------------------------------------
 def gradient_flow_table(runs: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
-    """Per (init | final) x factor x level: how the level's runs split into vanishing / healthy /
-    exploding, and their distance from healthy. Vanishing and exploding are never averaged together.
+    """Per (init | final) x factor (with two or more levels) x level: how the level's runs split into
+    vanishing / healthy / exploding, and their distance from healthy. Vanishing and exploding are
+    never averaged together.
 
     `rank` orders the levels of a factor (1 = keeps gradients alive best): most healthy runs first,
     then the smallest mean distance. `keeps_alive` is True only for the rank-1 level, and only when
@@ -458,6 +459,8 @@ def gradient_flow_table(runs: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
         if f"log10_delta_ratio_{when}" not in data.columns:
             continue
         for factor in factors:
+            if data[factor].nunique(dropna=False) < 2:
+                continue  # nothing to compare
             level_rows = []
             for level, group in data.groupby(factor, dropna=False, sort=False):
                 log = group[f"log10_delta_ratio_{when}"].to_numpy(dtype=float)
@@ -688,7 +691,8 @@ def _flow_row(factor, when, best, second, effect) -> dict:
     return {"question": f"gradient flow {when}", "factor": factor, "best": best["level"], "runner_up": second["level"],
             "measure": f"flow_distance_{when}", "best_value": best["mean_distance"], "runner_up_value": second["mean_distance"],
             "best_class": best["median_flow"], "keeps_alive": bool(best["keeps_alive"]), "effect": diff, "ci_low": low,
-            "ci_high": high, "n": n, "paired": paired, "sentence": sentence}  # fmt: skip
+            "ci_high": high, "n": n, "paired": paired, "best_summary": describe(best),
+            "runner_up_summary": describe(second), "sentence": sentence}  # fmt: skip
 
 
 def _speed_row(factor, best, second, effect) -> dict:
@@ -705,10 +709,15 @@ def _speed_row(factor, best, second, effect) -> dict:
         f"{best.get('relative_target', np.nan):.3f}); runner-up {second['level']} ({second['mean_val_auc']:.3f}, "
         f"{km(second)}). Difference in area {format_estimate(diff, low, high, n, '+.3f', unit)}."
     )
+    def summary(r):
+        return (f"area {r['mean_val_auc']:.3f}; {km(r)}; {int(r.get('n_reached_relative', 0))} of {int(r['n'])} runs "
+                "reach the relative target")  # fmt: skip
+
     return {"question": "convergence speed", "factor": factor, "best": best["level"], "runner_up": second["level"],
             "measure": "val_auc", "best_value": best["mean_val_auc"], "runner_up_value": second["mean_val_auc"],
             "best_class": None, "keeps_alive": None, "effect": diff, "ci_low": low, "ci_high": high, "n": n,
-            "paired": paired, "sentence": sentence}  # fmt: skip
+            "paired": paired, "best_summary": summary(best), "runner_up_summary": summary(second),
+            "sentence": sentence}  # fmt: skip
 
 
 def budget_sentence(settings: dict) -> str:
@@ -885,11 +894,13 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         "ci_high": "upper end of that interval",
         "n": "pairs (paired) or runs (unpaired) behind the interval",
         "paired": "True when the effect is paired, False for a Welch comparison of unpaired runs",
+        "best_summary": "the best level in numbers (runs per flow class and median ratio as 10^x; or area and speed)",
+        "runner_up_summary": "the same for the runner-up",
         "sentence": "the row in words, as the report shows it",
     },
     "gradient_flow": {
         "when": "init (first probe) or final (last probe)",
-        "factor": "grid axis",
+        "factor": "grid axis with two or more levels",
         "level": _LEVEL,
         "n": "runs with a finite delta ratio",
         "n_missing": "runs without one (e.g. diverged before the probe)",

@@ -133,6 +133,7 @@ def _run_keys(frame: pd.DataFrame) -> list[str]:
 
 def _steps_axis(ax) -> None:
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("optimizer steps + 1 (log)")
 
 
@@ -331,6 +332,7 @@ def accuracy_atlas(runs: pd.DataFrame, rows: str = "initializer", cols: str = "a
         ax.set_xlabel(cols)
         ax.set_ylabel(rows)
         ax.tick_params(axis="x", rotation=45)
+        ax.tick_params(axis="y", rotation=0)
     fig.tight_layout(rect=(0, 0, 0.93, 0.97))
     cax = fig.add_axes((0.945, 0.2, 0.015, 0.6))
     fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap="viridis"), cax=cax, label="test accuracy (0-1)")
@@ -359,6 +361,7 @@ def interaction_heatmaps(interactions: pd.DataFrame, outcome: str = "test_accura
         ax.set_ylabel(a)
         ax.set_title(f"{a} × {b}")
         ax.tick_params(axis="x", rotation=45)
+        ax.tick_params(axis="y", rotation=0)
     _suptitle(fig, f"Two-way interactions, every factor pair: mean {outcome.replace('_', ' ')}")
     fig.tight_layout()
     return fig
@@ -534,6 +537,13 @@ def _percentile_panels(diagnostics: pd.DataFrame, prefix: str, log: bool, title:
     fig, axes = plt.subplots(len(acts), len(layers), figsize=(PAGE_WIDTH_IN, 2.1 * len(acts) + 0.9), squeeze=False,
                              sharex=True)  # fmt: skip
     cols = [f"{prefix}_p05", f"{prefix}_p50", f"{prefix}_p95"] + (["act_mean", "act_std"] if mean_std else [])
+    floor = None
+    if log:  # |δ| is exactly 0 for inactive ReLU units: draw zeros at a floor below the smallest positive value
+        values = pd.to_numeric(diagnostics[cols].stack(), errors="coerce")
+        positive = values[values > 0]
+        floor = 10.0 ** (np.floor(np.log10(positive.min())) - 1) if len(positive) else 1e-12
+        diagnostics = diagnostics.assign(**{c: pd.to_numeric(diagnostics[c], errors="coerce").where(
+            lambda v: ~(v == 0), floor) for c in cols})  # fmt: skip
     for i, act in enumerate(acts):
         sub = diagnostics[diagnostics["activation"] == act]
         color = level_color("activation", act)
@@ -555,7 +565,7 @@ def _percentile_panels(diagnostics: pd.DataFrame, prefix: str, log: bool, title:
             ax.set_title(f"{act}, layer {layer}{' (output)' if len(kind) and kind.iloc[0] == 'output' else ''}", fontsize=9)
             ax.set_xlabel("steps + 1 (log)" if i == len(acts) - 1 else "")
             ax.set_ylabel(("log10 " if log else "") + prefix if j == 0 else "")
-    _suptitle(fig, title)
+    _suptitle(fig, title + (f"; zeros drawn at 10^{np.log10(floor):.0f}" if floor else ""))
     fig.tight_layout()
     return fig
 
@@ -620,7 +630,7 @@ def update_ratio(diagnostics: pd.DataFrame):
     acts = levels_of("activation", data["activation"])[:MAX_PANELS]
     layers = sorted(data["layer"].unique())
     colors = dict(zip(layers, sns.color_palette("viridis", len(layers))))
-    fig, axes = _grid(len(acts), 3, 3.15, 2.8, sharey=True)
+    fig, axes = _grid(len(acts), 3, PAGE_WIDTH_IN / min(3, max(2, len(acts))), 2.8, sharey=True)
     for ax, act in zip(axes.flat, acts):
         sub = data[data["activation"] == act].assign(value=lambda d: _log10(d["update_ratio"]).to_numpy())
         m = sub.groupby(["layer", "step"])["value"].mean().unstack("layer")

@@ -23,7 +23,8 @@ h1{margin-bottom:.2em}h2{border-bottom:2px solid #0173b2;padding-bottom:.15em;ma
 figure{margin:1em 0 2em 0}figure img{max-width:100%;height:auto;border:1px solid #ddd}
 figcaption{color:#333;font-size:.95em;background:#f6f8fa;padding:.5em .8em;border-left:3px solid #0173b2}
 table{border-collapse:collapse;font-size:.88em;margin:.5em 0 1em 0}
-th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right}th{background:#eef2f6}
+th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right;white-space:nowrap}th{background:#eef2f6}
+.scroll{overflow-x:auto;max-width:100%}.answer td{white-space:normal;text-align:left}
 td:first-child,th:first-child{text-align:left}
 .facts td{text-align:left}.note{color:#555;font-size:.92em}
 nav ol{columns:2}details{margin:.5em 0}details pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}
@@ -52,8 +53,8 @@ _FIGURE = ENV.from_string(
     "<figcaption><b>{{ title }}.</b> {{ caption }}</figcaption></figure>"
 )
 _TABLE = ENV.from_string(
-    """<table{% if cls %} class="{{ cls }}"{% endif %}><thead><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
-<tbody>{% for row in rows %}<tr>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>
+    """<div class="scroll"><table{% if cls %} class="{{ cls }}"{% endif %}><thead><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
+<tbody>{% for row in rows %}<tr>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</tbody></table></div>
 {% if more %}<p class="note">{{ more }} more rows in the CSV.</p>{% endif %}"""
 )
 _FACTS = ENV.from_string(

@@ -147,7 +147,9 @@ def make_figures(study: Study) -> dict[str, callable]:
     figures.use_levels(s.order)
     target = s.settings.get("target_accuracy")
     relative = float(s.runs["relative_target"].iloc[0]) if "relative_target" in s.runs and len(s.runs) else None
-    thresholds = [(f"target {target:g}", target)] if target else []
+    reached = pd.to_numeric(s.runs.get("epochs_to_target"), errors="coerce").notna().any() if len(s.runs) else False
+    # the configured target only when some run reached it (else its panels are empty; the text says so)
+    thresholds = [(f"target {target:g}", target)] if target and reached else []
     if relative is not None and np.isfinite(relative):
         thresholds.append((f"relative target {relative:.3f} ({analysis.RELATIVE_TARGET:.0%} of the best run)", relative))
     facets = tuple(f for f in ("optimizer", "regularizer") if f in s.studied)
@@ -226,21 +228,41 @@ def convergence_view(conv: pd.DataFrame) -> pd.DataFrame:
 
 # --- HTML -----------------------------------------------------------------------------------------
 def _answer(tables, settings: dict) -> list:
+    """The first screen: per question a table (factor, answer, best, runner-up, effect with its
+    t-interval and n), the same in words (collapsible), then the budget line."""
     head = tables["headline"]
-    blocks = []
     groups = [("gradient flow init", "Which level keeps gradients alive at initialization"),
               ("gradient flow final", "… and after training"), ("convergence speed", "Which level converges fastest")]  # fmt: skip
     inner = []
     for question, title in groups:
-        sentences = head.loc[head["question"] == question, "sentence"].tolist()
-        if sentences:
-            inner += [page.tag("h3", title), page.bullet_list(sentences)]
-    if not inner:
+        rows = head[head["question"] == question]
+        if rows.empty:
+            continue
+        flow = question.startswith("gradient")
+        view = pd.DataFrame({
+            "factor": rows["factor"],
+            "answer": [
+                (f"{r.best} keeps them alive" if r.keeps_alive else f"none healthy in most runs; closest {r.best}")
+                if flow else f"{r.best} fastest" for r in rows.itertuples()
+            ],
+            "best": [f"{r.best}: {r.best_summary}" for r in rows.itertuples()],
+            "runner-up": [f"{r.runner_up}: {r.runner_up_summary}" for r in rows.itertuples()],
+            ("difference in distance from healthy (|log10 ratio|)" if flow else "difference in area under the curve"): [
+                analysis.format_estimate(r.effect, r.ci_low, r.ci_high, r.n, "+.2f" if flow else "+.3f",
+                                         "pairs" if r.paired else "runs, unpaired")
+                for r in rows.itertuples()
+            ],
+        })  # fmt: skip
+        inner += [page.tag("h3", title), page.table(view, max_rows=100)]
+    if inner:
+        inner.append(page.render("<details><summary>The same in words</summary>{{ items }}</details>",
+                                 items=page.bullet_list(head["sentence"])))  # fmt: skip
+    else:
         inner = [page.tag("p", "No factor has two levels with a value: nothing to compare.", "note")]
-    blocks.append(page.render('<div class="answer" id="answer">{% for b in blocks %}{{ b }}{% endfor %}</div>',
-                              blocks=inner))  # fmt: skip
-    blocks.append(page.tag("p", analysis.budget_sentence(settings), "caveat"))
-    return blocks
+    return [
+        page.render('<div class="answer" id="answer">{% for b in blocks %}{{ b }}{% endfor %}</div>', blocks=inner),
+        page.tag("p", analysis.budget_sentence(settings), "caveat"),
+    ]
 
 
 def render_html(tables: dict[str, pd.DataFrame], config: dict, figure_paths: dict[str, Path],

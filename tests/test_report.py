@@ -338,7 +338,7 @@ def _check_page(page: str) -> None:
         assert body, f"section {key} missing"
         content = re.sub(r"<h2>.*?</h2>", "", body.group(1), flags=re.S)
         assert len(re.sub(r"<[^>]+>|\s", "", content)) > 50 or "<img" in content, f"section {key} is empty"
-    answer = re.search(r'<div class="answer" id="answer">(.*?)</div>', page, flags=re.S)
+    answer = re.search(r'<div class="answer" id="answer">(.*?)<p class="caveat">', page, flags=re.S)
     assert answer and "Which level keeps gradients alive" in answer.group(1), "no headline answer"
     assert page.index('id="answer"') < page.index('id="fig-'), "the answer must come before the figures"
     assert "Budget: at most" in page
@@ -369,7 +369,7 @@ def test_report_from_synthetic_tables(synthetic_report):
     _check_page(page)
     assert "abc1234" in page and "keras 3" in page
     assert "sigmoid" in page and "95% CI" in page
-    answer = re.search(r'<div class="answer" id="answer">(.*?)</div>', page, flags=re.S).group(1)
+    answer = re.search(r'<div class="answer" id="answer">(.*?)<p class="caveat">', page, flags=re.S).group(1)
     # relu: healthy with glorot_uniform, exploding with he_normal (half and half): not "alive", and never mixed
     assert ("Gradients at initialization, activation: no level keeps most runs healthy; the closest is relu "
             "(8 of 16 runs healthy, 0 vanishing, 8 exploding") in html.unescape(answer)  # fmt: skip
