@@ -27,7 +27,7 @@ th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right;white-space:nowra
 .scroll{overflow-x:auto;max-width:100%}.answer td{white-space:normal;text-align:left}
 td:first-child,th:first-child{text-align:left}
 .facts td{text-align:left}.note{color:#555;font-size:.92em}
-nav ol{columns:2}details{margin:.5em 0}details pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}
+nav ol{columns:2;list-style:none;padding-left:1em}details{margin:.5em 0}details pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}
 ul.findings li{margin:.35em 0}
 .answer{background:#f3f8fc;border:1px solid #b9d3ea;border-radius:6px;padding:.6em 1.2em;margin:1em 0}
 .answer h3{margin:.5em 0 .2em 0}.caveat{background:#fff7e0;border-left:4px solid #de8f05;padding:.5em .8em}

@@ -168,9 +168,14 @@ FIGURES: tuple[FigureSpec, ...] = (
 FIGURE_NAMES = tuple(spec.name for spec in FIGURES)
 
 
+def rst_text(text: str) -> str:
+    """Plain text safe in RST: '|' (substitution syntax) and '*' escaped."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*")
+
+
 def caption_rst(spec: FigureSpec) -> str:
     """The RST caption of a figure for Snakemake's report (workflow/report/<name>.rst)."""
-    return f"**{spec.title}.** {spec.caption}\n"
+    return f"**{rst_text(spec.title)}.** {rst_text(spec.caption)}\n"
 
 
 def study_settings(config: dict) -> dict:

@@ -26,7 +26,7 @@ from gradatlas.config import FACTORS
 from gradatlas.files import atomic_write
 from gradatlas.provenance import git_commit
 from gradatlas.registry import (
-    ANALYSIS_TABLES, FIGURES, REPORT_TABLES, SECTIONS, FigureSpec, caption_rst, study_settings,
+    ANALYSIS_TABLES, FIGURES, REPORT_TABLES, SECTIONS, FigureSpec, caption_rst, rst_text, study_settings,
 )  # fmt: skip
 
 DPI = 120  # with figures at most figures.PAGE_WIDTH_IN wide, text stays >= 9 pt at page width
@@ -398,7 +398,7 @@ def build(tables_dir: Path, config: dict, out: Path, fig_dir: Path | None = None
 
 def table_caption_rst(name: str) -> str:
     """The RST caption of an analysis table in Snakemake's report: what a row is and every column."""
-    columns = "\n".join(f"- ``{c}``: {text}" for c, text in analysis.TABLE_COLUMNS[name].items())
+    columns = "\n".join(f"- ``{c}``: {rst_text(text)}" for c, text in analysis.TABLE_COLUMNS[name].items())
     return f"**Table {name}** (results/tables/{name}.csv). Columns:\n\n{columns}\n"
 
 
