@@ -19,13 +19,8 @@ import numpy as np
 import pandas as pd
 
 from gradatlas import config as gaconfig
+from gradatlas import diagnostics as diagnostics_module
 
-# the columns of diagnostics.parquet (the rest of a diagnostics table's columns are run keys)
-DIAGNOSTIC_COLUMNS = {
-    "step", "epoch", "phase", "layer", "layer_kind", "units", "grad_w_norm", "delta_norm", "delta_rms",
-    "weight_norm", "update_ratio", "act_mean", "act_std", "act_p05", "act_p50", "act_p95", "delta_p05",
-    "delta_p50", "delta_p95", "saturated_frac", "inactive_frac", "dead_frac",
-}  # fmt: skip
 
 
 class StaleRunError(ValueError):
@@ -89,7 +84,7 @@ def finite_probes(diagnostics: pd.DataFrame) -> pd.DataFrame:
     if not checks or out.empty:
         return out
     bad_row = ~np.isfinite(out[checks].apply(pd.to_numeric, errors="coerce").astype(float)).all(axis=1)
-    keys = [c for c in out.columns if c not in DIAGNOSTIC_COLUMNS] + ["step"]
+    keys = [c for c in out.columns if c not in diagnostics_module.COLUMNS] + ["step"]
     bad = bad_row.groupby([out[k] for k in keys], dropna=False).transform("any") if keys else bad_row
     for column in UNIT_FRACTIONS:
         if column in out.columns:

@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from gradatlas import analysis  # noqa: E402
+from gradatlas import analysis, diagnostics  # noqa: E402
 from gradatlas.config import FACTORS  # noqa: E402
 from gradatlas.registry import FIGURES, FigureSpec  # noqa: E402,F401  (re-exported)
 
@@ -32,7 +32,6 @@ plt.rcParams.update({
     "legend.fontsize": 9, "legend.title_fontsize": 9, "figure.titlesize": 11,
 })  # fmt: skip
 PALETTE = sns.color_palette("colorblind", 10) + sns.color_palette("tab20", 20)[1::2]
-STATUS_COLORS = {"converged": PALETTE[2], "stalled": PALETTE[1], "diverged": PALETTE[3], "unknown": PALETTE[7]}
 FLOW_COLORS = {"vanishing": PALETTE[0], "healthy": PALETTE[2], "exploding": PALETTE[3], "no value": PALETTE[7]}
 MAX_PANELS = 16  # facets per figure; beyond it the figure shows the most informative ones and says so
 MAX_LEVELS = 10  # lines per panel
@@ -42,11 +41,7 @@ KEY_OUTCOMES = {
     "flow_distance_init": "|log10 delta ratio| at init",
     "val_auc": "area under val. curve (0-1)",
 }
-DIAGNOSTIC_COLUMNS = {
-    "step", "epoch", "phase", "layer", "layer_kind", "units", "grad_w_norm", "delta_norm", "delta_rms",
-    "weight_norm", "update_ratio", "act_mean", "act_std", "act_p05", "act_p50", "act_p95", "delta_p05",
-    "delta_p50", "delta_p95", "saturated_frac", "inactive_frac", "dead_frac",
-}  # fmt: skip
+DIAGNOSTIC_COLUMNS = set(diagnostics.COLUMNS)  # the columns of diagnostics.parquet (the rest are run keys)
 _LEVELS: dict[str, list[str]] = {}
 
 
@@ -161,13 +156,14 @@ def status_overview(status_counts: pd.DataFrame):
         return _empty("no runs", "Run status")
     factors = list(dict.fromkeys(status_counts["factor"]))
     statuses = [c for c in status_counts.columns if c not in ("factor", "level", "n")]
+    colors = dict(zip(analysis.statuses(), (PALETTE[2], PALETTE[1], PALETTE[3])))  # converged, stalled, diverged
     fig, axes = _grid(len(factors), 2, 4.7, 0.32 * status_counts.groupby("factor").size().max() + 1.3)
     for ax, factor in zip(axes.flat, factors):
         sub = status_counts[status_counts["factor"] == factor].set_index("level")
         sub = sub.loc[levels_of(factor, sub.index)[::-1], statuses]
         left = np.zeros(len(sub))
         for status in statuses:
-            ax.barh(sub.index, sub[status], left=left, color=STATUS_COLORS.get(status, PALETTE[7]), label=status)
+            ax.barh(sub.index, sub[status], left=left, color=colors.get(status, PALETTE[7]), label=status)
             left += sub[status].to_numpy()
         ax.set_title(factor)
         ax.set_xlabel("runs (count)")

@@ -9,7 +9,7 @@ import pytest
 
 from gradatlas import analysis, registry
 
-FACTORS = ["initializer", "activation", "optimizer", "regularizer"]
+from gradatlas.config import FACTORS  # noqa: E402
 BASELINES = {"initializer": "glorot_uniform", "activation": "relu", "optimizer": "adam", "regularizer": "none"}
 INITIALIZERS = ["glorot_uniform", "he_normal", "random_normal"]
 ACTIVATIONS = ["relu", "tanh", "sigmoid"]

@@ -31,7 +31,7 @@ from gradatlas import aggregate, analysis, figures, registry, report
 
 from conftest import REPO, run_snakemake
 
-FACTORS = ["initializer", "activation", "optimizer", "regularizer"]
+from gradatlas.config import FACTORS  # noqa: E402
 BASELINES = {"initializer": "glorot_uniform", "activation": "relu", "optimizer": "adam", "regularizer": "none"}
 CONFIG = {
     "study": "synthetic",
@@ -507,6 +507,9 @@ def test_small_study_report_and_snakemake_report(small_study):
     acc = effects[(effects.outcome == "test_accuracy") & (effects.factor == "optimizer")].set_index("level")["mean"]
     assert acc["adam"] > acc["sgd"], "adam should beat plain sgd after 2 epochs"
     run_snakemake(ws, "--cores", "1", "--configfile", "test.yaml", "--report", "report.zip", timeout=600)
+    # every config value the report shows is a tracked param: renaming the study rebuilds the report
+    plan = run_snakemake(ws, "-n", "--configfile", "test.yaml", "--config", "study=renamed", timeout=600).stdout
+    assert re.search(r"rule report:\n\s+reason: .*(Params have changed|Input files updated)", plan), plan[-2000:]
     with zipfile.ZipFile(ws / "report.zip") as archive:
         names = archive.namelist()
     assert sum(name.endswith(".png") for name in names) >= len(figures.FIGURES), names[:20]
