@@ -23,10 +23,21 @@ def write_json(path: Path, obj) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n"))
 
 
-def _jsonable(value):
+def jsonable(value):
+    """The one JSON sanitizer (json.dumps' `default`): numpy scalars and arrays, pandas tables and
+    series, paths; anything else is a TypeError naming its type."""
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "to_dict") and type(value).__module__.startswith("pandas"):
+        return value.to_dict("records") if hasattr(value, "columns") else value.to_dict()
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+_jsonable = jsonable
 
 
 @contextmanager

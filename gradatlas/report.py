@@ -1,18 +1,17 @@
 """The study's report: one self-contained HTML file (figures embedded as PNG), readable offline and
-without JavaScript, in ten sections (see `SECTIONS`).
+without JavaScript, in the sections of `registry.SECTIONS`, opening on the answer to the study's
+question (`analysis.headline`) with the budget it holds for.
 
-`build` writes every figure of `figures.FIGURES` as a PNG (the files Snakemake's own report picks
-up) and the HTML page that embeds them. Its inputs are the tables in `results/tables/`: the three
-aggregate tables and, when present, the analysis tables written by `rule analyze` (otherwise they
-are computed here). Provenance (versions, hardware, git commit) comes from the runs' `run.json`.
+`build` writes every figure of `registry.FIGURES` as a PNG (the files Snakemake's own report picks
+up), the findings as an HTML fragment for Snakemake's report, and the page that embeds them. Inputs:
+the tables in `results/tables/` (the aggregate tables and, when present, those of `rule analyze`,
+otherwise computed here) and the config values the report shows (`registry.study_settings`), which
+the report rule tracks as `params:`. Provenance comes from the runs' `run.json`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
-import subprocess
 from collections import Counter
 from importlib import metadata
 from pathlib import Path
@@ -22,36 +21,18 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from gradatlas import analysis, figures
+from gradatlas import analysis, figures, page
+from gradatlas.config import FACTORS
 from gradatlas.files import atomic_write
+from gradatlas.provenance import git_commit
+from gradatlas.registry import (
+    ANALYSIS_TABLES, FIGURES, REPORT_TABLES, SECTIONS, FigureSpec, caption_rst, rst_text, study_settings,
+)  # fmt: skip
 
-FACTORS = ["initializer", "activation", "optimizer", "regularizer"]
-SECTIONS = [
-    ("overview", "1. Overview"),
-    ("atlas", "2. The atlas"),
-    ("effects", "3. Main effects and paired deltas"),
-    ("variance", "4. Which technique matters most"),
-    ("gradient-flow", "5. Gradient flow"),
-    ("delta-time", "6. Error signal over layers and time"),
-    ("saturation", "7. Saturation and dead units"),
-    ("learning-curves", "8. Learning curves"),
-    ("convergence", "9. Convergence speed: epochs to target"),
-    ("leaderboard", "10. Leaderboard and findings"),
-]
-DPI = 80
-CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1180px;margin:auto;padding:0 1em;
-color:#222;line-height:1.45}
-h1{margin-bottom:.2em}h2{border-bottom:2px solid #0173b2;padding-bottom:.15em;margin-top:2em}
-figure{margin:1em 0 2em 0}figure img{max-width:100%;height:auto;border:1px solid #ddd}
-figcaption{color:#333;font-size:.92em;background:#f6f8fa;padding:.5em .8em;border-left:3px solid #0173b2}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1em 0}
-th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right}th{background:#eef2f6}
-td:first-child,th:first-child{text-align:left}
-.facts td{text-align:left}.note{color:#555;font-size:.9em}
-nav ol{columns:2}details{margin:.5em 0}details pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}
-ul.findings li{margin:.35em 0}
-"""
+DPI = 120  # with figures at most figures.PAGE_WIDTH_IN wide, text stays >= 9 pt at page width
+PAGE_WIDTH_PX = 1150  # the page's content width (CSS max-width minus padding)
+
+__all__ = ["build", "render_html", "caption_rst", "SECTIONS", "DPI"]
 
 
 # --- inputs -----------------------------------------------------------------------------------------
@@ -61,14 +42,25 @@ def load_tables(tables_dir: Path) -> dict[str, pd.DataFrame]:
 
 
 def study_factors(config: dict, runs: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """(studied axes, nuisance axes) of the study: every grid axis in `runs`, nuisance ones apart."""
+    """(studied axes, nuisance axes): every grid axis in `runs` (FACTORS first), nuisance ones apart."""
     grid_axes = FACTORS + [a for a in config.get("grid", {}) if a not in FACTORS]
     axes = [a for a in grid_axes if a in runs.columns]
     nuisance = [a for a in config.get("report", {}).get("nuisance", []) if a in axes]
     return [a for a in axes if a not in nuisance], nuisance
 
 
-def provenance(run_jsons: list[Path], runs: pd.DataFrame) -> dict:
+def level_order(config: dict, axes: list[str], runs: pd.DataFrame) -> dict[str, list[str]]:
+    """Each axis's levels as labels, in the config's order (then any other level seen in the data)."""
+    grid = config.get("grid", {})
+    order = {}
+    for axis in axes:
+        levels = [analysis.level_label(v) for v in grid.get(axis, [])]
+        seen = [analysis.level_label(v) for v in dict.fromkeys(runs[axis])] if axis in runs else []
+        order[axis] = list(dict.fromkeys(levels + seen))
+    return order
+
+
+def provenance(run_jsons: list[Path]) -> dict:
     """What the runs recorded about where and with what they ran, summarised over all runs."""
     records = []
     for path in run_jsons:
@@ -87,7 +79,7 @@ def provenance(run_jsons: list[Path], runs: pd.DataFrame) -> dict:
     finished = [r.get("finished") for r in records if r.get("finished")]
     return {
         "git commit of the runs": distinct(p.get("git_commit") for p in prov),
-        "git commit of this report": _git_commit(),
+        "git commit of this report": git_commit(),
         "device": distinct(p.get("device") for p in prov),
         "hostname": distinct(p.get("hostname") for p in prov),
         "backend": distinct(p.get("backend") for p in prov),
@@ -98,7 +90,7 @@ def provenance(run_jsons: list[Path], runs: pd.DataFrame) -> dict:
         )
         or "unknown",
         "library versions (report)": ", ".join(
-            f"{name} {_version(name)}" for name in ("pandas", "statsmodels", "matplotlib", "seaborn")
+            f"{name} {_version(name)}" for name in ("pandas", "statsmodels", "matplotlib", "seaborn", "jinja2")
         ),
         "first run started": min(started) if started else "unknown",
         "last run finished": max(finished) if finished else "unknown",
@@ -113,78 +105,83 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown (not a git checkout)"
+class Study:
+    """The frames the report draws from, nuisance axes optimized away and levels labelled."""
 
-
-def second_threshold(runs: pd.DataFrame, target: float) -> float | None:
-    """A lower validation-accuracy threshold for the convergence figure when few runs reach `target`.
-
-    None when at least 25% of runs reach the target; else the median best validation accuracy,
-    rounded down to 0.05.
-    """
-    if runs.empty or runs["epochs_to_target"].notna().mean() >= 0.25:
-        return None
-    level = np.floor(float(runs["best_val_accuracy"].median()) * 20) / 20
-    return level if 0 < level < target else None
-
-
-# --- figures --------------------------------------------------------------------------------------
-def make_figures(tables: dict[str, pd.DataFrame], config: dict) -> dict[str, "plt.Figure"]:
-    """Every figure of `figures.FIGURES` from the tables, by name (lazily: a dict of callables)."""
-    runs, studied, nuisance, curves, diagnostics = _study_frames(tables, config)
-    target = float(config.get("train", {}).get("target_accuracy", 0.95))
-    thresholds = [target] + [t for t in [second_threshold(runs, target)] if t is not None]
-    facets = tuple(f for f in ("optimizer", "regularizer") if f in studied)
-    return {
-        "status": lambda: figures.status_overview(tables["status_counts"]),
-        "atlas": lambda: figures.accuracy_atlas(runs, facets=facets),
-        "interactions": lambda: figures.interaction_heatmaps(tables["interactions"]),
-        "main_effects": lambda: figures.main_effects_plot(tables["main_effects"]),
-        "paired_deltas": lambda: figures.paired_delta_forest(tables["paired_deltas"]),
-        "variance": lambda: figures.variance_bars(tables["variance_decomposition"]),
-        "gradient_flow": lambda: figures.gradient_flow(diagnostics),
-        "delta_heatmaps": lambda: figures.delta_heatmaps(diagnostics, figures.contrasting_cells(runs, studied)),
-        "saturation": lambda: figures.saturation_dead(diagnostics),
-        "learning_curves": lambda: figures.learning_curves(curves, studied),
-        "convergence": lambda: figures.convergence_ecdf(curves, thresholds, studied),
-        "leaderboard": lambda: figures.leaderboard_plot(tables["leaderboard"]),
-    }
-
-
-def _study_frames(tables: dict[str, pd.DataFrame], config: dict):
-    """(runs, studied axes, nuisance axes, curves, diagnostics), nuisance axes optimized away."""
-    runs = tables["runs"]
-    studied, nuisance = study_factors(config, runs)
-    chosen = analysis.select_nuisance(runs, nuisance, studied)
-    curves = analysis.chosen_rows(tables["curves"], chosen, studied, nuisance)
-    diagnostics = analysis.chosen_rows(tables["diagnostics"], chosen, studied, nuisance)
-    return chosen, studied, nuisance, curves, diagnostics
+    def __init__(self, tables: dict[str, pd.DataFrame], config: dict):
+        self.config = config
+        self.settings = study_settings(config)
+        raw = tables["runs"]
+        self.studied, self.nuisance = study_factors(config, raw)
+        axes = self.studied + self.nuisance
+        self.runs, _, _, self.curves = analysis.prepare(
+            raw, tables.get("curves"), axes, self.nuisance, self.settings.get("epochs")
+        )
+        chosen = analysis.select_nuisance(analysis.label_levels(raw, axes), self.nuisance, self.studied)
+        diagnostics = tables.get("diagnostics", pd.DataFrame())
+        self.diagnostics = analysis.chosen_rows(analysis.label_levels(diagnostics, axes), chosen, self.studied,
+                                                self.nuisance)  # fmt: skip
+        keys = analysis.run_keys(self.runs, self.studied)
+        self.full_curves = analysis.complete_curves(self.curves, self.runs, keys, self.settings.get("epochs")) \
+            if self.curves is not None else pd.DataFrame()  # fmt: skip
+        self.order = level_order(config, axes, raw)
+        self.tables = tables
 
 
 def with_analysis(tables: dict[str, pd.DataFrame], config: dict) -> dict[str, pd.DataFrame]:
-    """`tables` plus the analysis tables `rule analyze` writes, computed here when absent."""
-    needed = ["main_effects", "paired_deltas", "interactions", "variance_decomposition", "epochs_to_target",
-              "status_counts", "leaderboard"]  # fmt: skip
-    if all(name in tables for name in needed):
+    """`tables` plus the analysis tables `rule analyze` writes, computed here when any is absent."""
+    if all(name in tables for name in ANALYSIS_TABLES):
         return tables
     runs = tables["runs"]
     studied, nuisance = study_factors(config, runs)
     baselines = config.get("report", {}).get("baselines", {})
-    return analysis.study_tables(runs, studied + nuisance, baselines, nuisance) | tables
+    computed = analysis.study_tables(runs, studied + nuisance, baselines, nuisance, curves=tables.get("curves"),
+                                     settings=study_settings(config))  # fmt: skip
+    return computed | tables
 
 
-def write_figures(tables: dict[str, pd.DataFrame], config: dict, fig_dir: Path) -> dict[str, Path]:
+# --- figures --------------------------------------------------------------------------------------
+def make_figures(study: Study) -> dict[str, callable]:
+    """Every figure of `registry.FIGURES`, by name, as callables returning a matplotlib Figure."""
+    t, s = study.tables, study
+    figures.use_levels(s.order)
+    target = s.settings.get("target_accuracy")
+    relative = float(s.runs["relative_target"].iloc[0]) if "relative_target" in s.runs and len(s.runs) else None
+    reached = pd.to_numeric(s.runs.get("epochs_to_target"), errors="coerce").notna().any() if len(s.runs) else False
+    # the configured target only when some run reached it (else its panels are empty; the text says so)
+    thresholds = [(f"target {target:g}", target)] if target and reached else []
+    if relative is not None and np.isfinite(relative):
+        thresholds.append((f"relative target {relative:.3f} ({analysis.RELATIVE_TARGET:.0%} of the best run)", relative))
+    facets = tuple(f for f in ("optimizer", "regularizer") if f in s.studied)
+    makers = {
+        "status": lambda: figures.status_overview(t["status_counts"]),
+        "flow_classes": lambda: figures.flow_classes(t["gradient_flow"]),
+        "gradient_flow": lambda: figures.gradient_flow(s.diagnostics),
+        "convergence": lambda: figures.convergence_ecdf(s.curves, thresholds, s.studied),
+        "atlas": lambda: figures.accuracy_atlas(s.runs, facets=facets),
+        "interactions": lambda: figures.interaction_heatmaps(t["interactions"]),
+        "main_effects": lambda: figures.main_effects_plot(t["main_effects"]),
+        "paired_deltas": lambda: figures.paired_delta_forest(t["paired_deltas"]),
+        "variance": lambda: figures.variance_bars(t["variance_decomposition"]),
+        "delta_heatmaps": lambda: figures.delta_heatmaps(s.diagnostics, figures.contrasting_cells(s.runs, s.studied)),
+        "delta_percentiles": lambda: figures.delta_percentiles(s.diagnostics),
+        "activation_percentiles": lambda: figures.activation_percentiles(s.diagnostics),
+        "saturation": lambda: figures.saturation_dead(s.diagnostics),
+        "update_ratio": lambda: figures.update_ratio(s.diagnostics),
+        "learning_curves": lambda: figures.learning_curves(s.full_curves, s.studied),
+        "loss_curves": lambda: figures.loss_curves(s.curves, s.studied),
+        "leaderboard": lambda: figures.leaderboard_plot(t["leaderboard"]),
+    }
+    assert list(makers) == [spec.name for spec in FIGURES], "report.make_figures and registry.FIGURES disagree"
+    return makers
+
+
+def write_figures(study: Study, fig_dir: Path) -> dict[str, Path]:
     """Render every figure to `fig_dir/<name>.png`; returns the paths by name."""
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, make in make_figures(tables, config).items():
+    for name, make in make_figures(study).items():
         fig = make()
         path = fig_dir / f"{name}.png"
         atomic_write(path, lambda p, f=fig: f.savefig(p, format="png", dpi=DPI, bbox_inches="tight"))
@@ -193,159 +190,238 @@ def write_figures(tables: dict[str, pd.DataFrame], config: dict, fig_dir: Path) 
     return paths
 
 
-def caption_rst(spec: figures.FigureSpec) -> str:
-    """The RST caption of a figure for Snakemake's report (workflow/report/<name>.rst)."""
-    return f"**{spec.title}.** {spec.caption}\n"
+# --- tables as the reader sees them ---------------------------------------------------------------
+def with_interval(frame: pd.DataFrame, mean: str, n: str, fmt: str = "+.3f", label: str = "95% CI") -> pd.DataFrame:
+    """`frame` with ci_low / ci_high replaced by one readable column ('a to b, n=N' or 'n/a, n=N')."""
+    if frame.empty:
+        return frame
+    text = [
+        analysis.format_ci(lo, hi, k, fmt).removeprefix("95% CI ")
+        for lo, hi, k in zip(frame["ci_low"], frame["ci_high"], frame[n])
+    ]
+    out = frame.drop(columns=["ci_low", "ci_high"])
+    out.insert(list(out.columns).index(mean) + 1, label, text)
+    return out
+
+
+def flow_view(flow: pd.DataFrame, when: str) -> pd.DataFrame:
+    sub = flow[flow["when"] == when].sort_values(["factor", "rank"], kind="stable")
+    if sub.empty:
+        return sub
+    view = sub.assign(
+        **{"median ratio": sub["median_log10_ratio"].map(analysis.power_of_ten)},
+        **{c: sub[c].map(lambda v: "–" if pd.isna(v) else f"{v:.0%}") for c in
+           ("share_vanishing", "share_healthy", "share_exploding")},
+    )  # fmt: skip
+    view = with_interval(view, "mean_distance", "n", "+.2f")
+    keep = ["factor", "level", "rank", "keeps_alive", "n", "n_missing", "share_vanishing", "share_healthy",
+            "share_exploding", "median ratio", "median_flow", "mean_distance", "95% CI"]  # fmt: skip
+    return view[keep]
+
+
+def convergence_view(conv: pd.DataFrame) -> pd.DataFrame:
+    if conv.empty:
+        return conv
+    view = with_interval(conv, "mean_val_auc", "n_auc")
+    return view.drop(columns=[c for c in ("target", "relative_target") if c in view])
 
 
 # --- HTML -----------------------------------------------------------------------------------------
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _figure(spec: figures.FigureSpec, path: Path) -> str:
-    return (
-        f'<figure id="fig-{spec.name}">{_img(path, spec.title)}<figcaption><b>{html.escape(spec.title)}.</b> '
-        f"{html.escape(spec.caption)}</figcaption></figure>"
-    )
-
-
-def _table(frame: pd.DataFrame, max_rows: int = 40, digits: int = 3) -> str:
-    if frame.empty:
-        return '<p class="note">(empty)</p>'
-    shown = frame.head(max_rows).copy()
-    for column in shown.columns:
-        if pd.api.types.is_float_dtype(shown[column]):
-            shown[column] = shown[column].map(lambda v: "–" if pd.isna(v) else f"{v:.{digits}g}")
-    more = f'<p class="note">{len(frame) - max_rows} more rows in the CSV.</p>' if len(frame) > max_rows else ""
-    return shown.to_html(index=False, border=0, na_rep="–", escape=True) + more
-
-
-def _facts(rows: dict) -> str:
-    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
-    return f'<table class="facts">{cells}</table>'
-
-
-def _overview(runs: pd.DataFrame, config: dict, studied, nuisance, prov: dict, findings: list[str]) -> str:
-    status = runs["status"].fillna("unknown").value_counts()
-    grid = config.get("grid", {})
-    seconds = float(pd.to_numeric(runs.get("train_seconds"), errors="coerce").sum())
-    facts = {
-        "study": config.get("study", ""),
-        "grid": " × ".join(f"{len(grid[a])} {a}" for a in grid) + f" × {len(config.get('seeds', []))} seeds",
-        "runs": len(runs),
-        "converged / stalled / diverged": " / ".join(str(int(status.get(s, 0))) for s in analysis.STATUSES),
-        "total training time": f"{seconds / 3600:.2f} h ({seconds:.0f} s, sum over runs)",
-        "model": f"MLP 784 → {config.get('model', {}).get('depth')} × {config.get('model', {}).get('width')} → 10",
-        "epochs (max) / target validation accuracy": f"{config.get('train', {}).get('epochs')} / "
-        f"{config.get('train', {}).get('target_accuracy')}",
-        "baselines": ", ".join(f"{k}={v}" for k, v in config.get("report", {}).get("baselines", {}).items()),
-        "nuisance axes": ", ".join(nuisance) or "none",
-    } | prov
-    key = findings[:1] + [s for s in findings[1:] if s.startswith(("Best ", "No ", "The largest"))]
-    top = "".join(f"<li>{html.escape(s)}</li>" for s in key)
-    cfg = html.escape(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-    return (
-        "<p>This report answers: <em>which initializer, activation, optimizer and regularizer keep gradients alive "
-        "and make the MLP converge fastest, and how much each one matters</em>, with 95% confidence intervals "
-        f"over seeds and the other factors. Studied factors: {html.escape(', '.join(studied))}.</p>"
-        f'<h3>Key findings</h3><ul class="findings">{top}</ul><p><a href="#leaderboard">All findings</a></p>'
-        f"<h3>Study and provenance</h3>{_facts(facts)}"
-        f"<details><summary>Configuration used (click to expand)</summary><pre>{cfg}</pre></details>"
-    )
-
-
-def _nuisance_note(tables: dict[str, pd.DataFrame], nuisance: list[str]) -> str:
-    if not nuisance or "nuisance_choices" not in tables:
-        return ""
-    choices = tables["nuisance_choices"]
-    counts = "; ".join(
-        f"{a}: " + ", ".join(f"{v} ({n}×)" for v, n in choices[f"chosen_{a}"].value_counts().items())
-        for a in nuisance
-        if f"chosen_{a}" in choices
-    )
-    return (
-        f"<p>Nuisance axes ({html.escape(', '.join(nuisance))}) are optimized away: every cell × seed keeps the "
-        f"value with the best validation accuracy (never test). Chosen values: {html.escape(counts)}.</p>"
-        + _table(choices, max_rows=20)
-    )
+def _answer(tables, settings: dict) -> list:
+    """The first screen: per question a table (factor, answer, best, runner-up, effect with its
+    t-interval and n), the same in words (collapsible), then the budget line."""
+    head = tables["headline"]
+    groups = [("gradient flow init", "Which level keeps gradients alive at initialization"),
+              ("gradient flow final", "… and after training"), ("convergence speed", "Which level converges fastest")]  # fmt: skip
+    inner = []
+    for question, title in groups:
+        rows = head[head["question"] == question]
+        if rows.empty:
+            continue
+        flow = question.startswith("gradient")
+        view = pd.DataFrame({
+            "factor": rows["factor"],
+            "answer": [
+                (f"{r.best} keeps them alive" if r.keeps_alive else f"none healthy in most runs; closest {r.best}")
+                if flow else f"{r.best} fastest" for r in rows.itertuples()
+            ],
+            "best": [f"{r.best}: {r.best_summary}" for r in rows.itertuples()],
+            "runner-up": [f"{r.runner_up}: {r.runner_up_summary}" for r in rows.itertuples()],
+            ("difference in distance from healthy (|log10 ratio|)" if flow else "difference in area under the curve"): [
+                analysis.format_estimate(r.effect, r.ci_low, r.ci_high, r.n, "+.2f" if flow else "+.3f",
+                                         "pairs" if r.paired else "runs, unpaired")
+                for r in rows.itertuples()
+            ],
+        })  # fmt: skip
+        inner += [page.tag("h3", title), page.table(view, max_rows=100)]
+    if inner:
+        inner.append(page.render("<details><summary>The same in words</summary>{{ items }}</details>",
+                                 items=page.bullet_list(head["sentence"])))  # fmt: skip
+    else:
+        inner = [page.tag("p", "No factor has two levels with a value: nothing to compare.", "note")]
+    return [
+        page.render('<div class="answer" id="answer">{% for b in blocks %}{{ b }}{% endfor %}</div>', blocks=inner),
+        page.tag("p", analysis.budget_sentence(settings), "caveat"),
+    ]
 
 
 def render_html(tables: dict[str, pd.DataFrame], config: dict, figure_paths: dict[str, Path],
                 run_jsons: list[Path] = ()) -> str:  # fmt: skip
     """The report page, with the PNGs in `figure_paths` embedded."""
-    runs, studied, nuisance, _, _ = _study_frames(tables, config)
-    baselines = config.get("report", {}).get("baselines", {})
-    findings = analysis.findings(runs, studied, baselines)
-    prov = provenance(list(run_jsons), runs)
-    body: dict[str, list[str]] = {key: [] for key, _ in SECTIONS}
+    study = Study(tables, config)
+    settings, runs, nuisance = study.settings, study.runs, study.nuisance
+    found = tables["findings"]
+    blocks: dict[str, list] = {s.key: [] for s in SECTIONS}
 
     def figs(section):
-        return "".join(
-            _figure(spec, figure_paths[spec.name]) for spec in figures.FIGURES
+        return [
+            page.figure(spec.name, spec.title, spec.caption, figure_paths[spec.name])
+            for spec in FIGURES
             if spec.section == section and spec.name in figure_paths
-        )
+        ]
 
-    body["overview"] += [_overview(runs, config, studied, nuisance, prov, findings), _nuisance_note(tables, nuisance),
-                         figs("overview")]  # fmt: skip
-    body["atlas"] += [figs("atlas")]
+    status = runs["status"].fillna("unknown").value_counts()
+    seconds = float(pd.to_numeric(runs.get("train_seconds"), errors="coerce").sum())
+    grid = settings.get("grid", {})
+    facts = {
+        "study": settings.get("study", ""),
+        "grid": " × ".join(f"{len(v)} {a}" for a, v in grid.items()) + f" × {settings.get('n_seeds')} seeds",
+        "runs (after nuisance selection)": len(runs),
+        " / ".join(analysis.statuses()): " / ".join(str(int(status.get(s, 0))) for s in analysis.statuses()),
+        "total training time": f"{seconds / 3600:.2f} h ({seconds:.0f} s, sum over runs)",
+        "model": f"MLP 784 → {settings.get('depth')} × {settings.get('width')} → 10",
+        "epochs (max) / target validation accuracy": f"{settings.get('epochs')} / {settings.get('target_accuracy')}",
+        "baselines": ", ".join(f"{k}={v}" for k, v in settings.get("baselines", {}).items()),
+        "nuisance axes": ", ".join(nuisance) or "none",
+    } | provenance(list(run_jsons))
+    blocks["overview"] += [
+        page.tag("p", "This report answers: which initializer, activation, optimizer and regularizer keep gradients "
+                      "alive and make the MLP converge fastest, and by how much. Every sentence below is computed from "
+                      "the tables (results/tables/headline.csv), with 95% t-intervals and their n."),  # fmt: skip
+        *_answer(tables, settings),
+        *figs("overview"),
+        page.tag("h3", "Study and provenance"),
+        page.facts(facts),
+        page.details("Configuration used (click to expand)", yaml.safe_dump(config, sort_keys=False, allow_unicode=True)),
+    ]
+    if nuisance and analysis.NUISANCE_TABLE in tables:
+        choices = tables[analysis.NUISANCE_TABLE]
+        counts = "; ".join(
+            f"{a}: " + ", ".join(f"{v} ({n}×)" for v, n in choices[f"chosen_{a}"].value_counts().items())
+            for a in nuisance if f"chosen_{a}" in choices
+        )  # fmt: skip
+        blocks["overview"] += [
+            page.tag("p", f"Nuisance axes ({', '.join(nuisance)}) are optimized away: every cell × seed keeps the "
+                          f"value with the best validation accuracy (never test). Chosen values: {counts}."),  # fmt: skip
+            page.table(choices, max_rows=20),
+        ]
+    flow = tables["gradient_flow"]
+    blocks["gradient-flow"] += [
+        page.tag("p", f"Delta ratio = delta_rms at layer 1 / delta_rms at the output layer; vanishing below "
+                      f"{analysis.FLOW_VANISHING_BELOW:g}, exploding above {analysis.FLOW_EXPLODING_ABOVE:g}, healthy "
+                      "between. Levels are ranked by their share of healthy runs, then by the mean distance from "
+                      "healthy |log10 ratio|; vanishing and exploding runs are counted apart, never averaged."),  # fmt: skip
+        *figs("gradient-flow"),
+        page.tag("h3", "At initialization"), page.table(flow_view(flow, "init"), max_rows=60),
+        page.tag("h3", "After training (last probe)"), page.table(flow_view(flow, "final"), max_rows=60),
+    ]  # fmt: skip
+    conv = tables["convergence"]
+    blocks["convergence"] += [
+        page.bullet_list(found.loc[found["kind"] == "speed", "sentence"]),
+        *figs("convergence"),
+        page.tag("h3", "Epochs to target per level (Kaplan-Meier medians, misses censored), steps, and the area "
+                       "under the validation curve"),
+        page.table(convergence_view(conv), max_rows=60),
+    ]
+    blocks["atlas"] += figs("atlas")
     deltas = tables["paired_deltas"]
-    body["effects"] += [
-        figs("effects"),
-        "<h3>Paired deltas on test accuracy</h3>",
-        _table(deltas[deltas["outcome"] == "test_accuracy"].drop(columns="outcome")),
+    blocks["effects"] += [
+        *figs("effects"),
+        page.tag("h3", "Paired deltas on test accuracy"),
+        page.table(with_interval(deltas[deltas["outcome"] == "test_accuracy"].drop(columns="outcome"), "mean_delta",
+                                 "n_pairs")),  # fmt: skip
     ]
     variance = tables["variance_decomposition"]
-    body["variance"] += [
-        figs("variance"),
-        "<h3>ANOVA of test accuracy</h3>",
-        _table(variance[variance["outcome"] == "test_accuracy"].drop(columns="outcome")),
-        "<h3>Diverged and stalled runs per level</h3>",
-        _table(tables["status_counts"]),
+    blocks["variance"] += [
+        page.bullet_list(found.loc[found["kind"] == "variance", "sentence"]),
+        *figs("variance"),
+        page.tag("h3", "ANOVA of test accuracy"),
+        page.table(variance[variance["outcome"] == "test_accuracy"].drop(columns="outcome")),
+        page.tag("h3", "Runs per status and level"),
+        page.table(tables["status_counts"]),
     ]
-    body["gradient-flow"] += [figs("gradient-flow")]
-    body["delta-time"] += [figs("delta-time")]
-    body["saturation"] += [figs("saturation")]
-    body["learning-curves"] += [figs("learning-curves")]
-    body["convergence"] += [
-        figs("convergence"),
-        "<h3>Epochs to target (Kaplan-Meier, misses censored)</h3>",
-        _table(tables["epochs_to_target"]),
-    ]
+    blocks["delta-time"] += [*figs("delta-time")]
+    blocks["activations"] += [*figs("activations")]
+    blocks["learning-curves"] += [*figs("learning-curves")]
     board = tables["leaderboard"]
-    body["leaderboard"] += [
-        "<h3>Findings</h3>",
-        '<ul class="findings">' + "".join(f"<li>{html.escape(s)}</li>" for s in findings) + "</ul>",
-        figs("leaderboard"),
-        "<h3>Leaderboard: test accuracy</h3>",
-        _table(board[board["outcome"] == "test_accuracy"].drop(columns="outcome")),
+    blocks["leaderboard"] += [
+        page.tag("h3", "All findings"),
+        page.bullet_list(found["sentence"]),
+        *figs("leaderboard"),
+        page.tag("h3", "Leaderboard: test accuracy"),
+        page.table(with_interval(board[board["outcome"] == "test_accuracy"].drop(columns=["outcome", "flow"]),
+                                 "mean", "n_seeds")),  # fmt: skip
+        page.tag("h3", "Leaderboard: gradient flow at init (only healthy cells can be best)"),
+        page.table(with_interval(board[board["outcome"] == "flow_distance_init"].drop(columns="outcome"), "mean",
+                                 "n_seeds", "+.2f")),  # fmt: skip
     ]
-    nav = "".join(f'<li><a href="#{key}">{html.escape(title.split(". ", 1)[1])}</a></li>' for key, title in SECTIONS)
-    sections = "".join(
-        f'<section id="{key}"><h2>{html.escape(title)}</h2>{"".join(body[key])}</section>' for key, title in SECTIONS
-    )
-    study = html.escape(str(config.get("study", "")))
-    return (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>GradAtlas report: {study}</title>"
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head><body>'
-        f"<h1>GradAtlas report: {study}</h1>"
-        f'<p class="note">{len(runs)} runs. Generated by GradAtlas; opens offline, no JavaScript. Tables: '
-        "results/tables/*.csv.</p>"
-        f"<nav><ol>{nav}</ol></nav>{sections}</body></html>"
-    )
+    sections = [{"key": s.key, "title": s.title, "blocks": blocks[s.key]} for s in SECTIONS]
+    study_name = settings.get("study", "")
+    intro = [page.tag("p", f"{len(runs)} runs. Generated by GradAtlas; opens offline, no JavaScript. Tables: "
+                           "results/tables/*.csv.", "note")]  # fmt: skip
+    return page.page(f"GradAtlas report: {study_name}", f"GradAtlas report: {study_name}", sections, intro)
 
 
-def build(tables_dir: Path, config: dict, out: Path, fig_dir: Path | None = None, run_jsons: list[Path] = ()) -> None:
-    """Write the figures (to `fig_dir`, default `<out dir>/figures`) and the self-contained report `out`."""
+def findings_fragment(tables: dict[str, pd.DataFrame], config: dict) -> str:
+    """The answer, the budget and every finding, as a small page for Snakemake's report."""
+    settings = study_settings(config)
+    blocks = _answer(tables, settings) + [page.tag("h3", "All findings"), page.bullet_list(tables["findings"]["sentence"])]
+    return page.page(f"Findings: {settings.get('study', '')}", f"Findings: {settings.get('study', '')}",
+                     [{"key": "findings", "title": "", "blocks": blocks}], nav=False)  # fmt: skip
+
+
+def build(tables_dir: Path, config: dict, out: Path, fig_dir: Path | None = None, run_jsons: list[Path] = (),
+          findings_out: Path | None = None) -> None:  # fmt: skip
+    """Write the figures (to `fig_dir`, default `<out dir>/figures`), the self-contained report `out`
+    and, with `findings_out`, the findings page for Snakemake's report."""
     out = Path(out)
     tables = with_analysis(load_tables(tables_dir), config)
-    paths = write_figures(tables, config, Path(fig_dir) if fig_dir else out.parent / "figures")
-    page = render_html(tables, config, paths, run_jsons)
+    study = Study(tables, config)
+    paths = write_figures(study, Path(fig_dir) if fig_dir else out.parent / "figures")
+    html = render_html(tables, config, paths, run_jsons)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda p: p.write_text(page, encoding="utf-8"))
+    atomic_write(out, lambda p: p.write_text(html, encoding="utf-8"))
+    if findings_out:
+        fragment = findings_fragment(tables, config)
+        atomic_write(Path(findings_out), lambda p: p.write_text(fragment, encoding="utf-8"))
+
+
+def table_caption_rst(name: str) -> str:
+    """The RST caption of an analysis table in Snakemake's report: what a row is and every column."""
+    columns = "\n".join(f"- ``{c}``: {rst_text(text)}" for c, text in analysis.TABLE_COLUMNS[name].items())
+    return f"**Table {name}** (results/tables/{name}.csv). Columns:\n\n{columns}\n"
+
+
+FINDINGS_CAPTION = (
+    "**Findings.** The answer to the study's question per factor (which level keeps gradients alive, which "
+    "converges fastest, with effect sizes, 95% t-intervals and n), the study's budget and caveats, and every "
+    "finding, computed from the tables (results/tables/headline.csv and findings.csv).\n"
+)
+
+
+def write_captions(folder: Path) -> None:
+    """Write every caption of Snakemake's report (figures, tables, findings) from the registries."""
+    folder = Path(folder)
+    for spec in FIGURES:
+        (folder / f"{spec.name}.rst").write_text(caption_rst(spec))
+    for name in REPORT_TABLES:
+        (folder / f"table_{name}.rst").write_text(table_caption_rst(name))
+    (folder / "findings.rst").write_text(FINDINGS_CAPTION)
 
 
 def render(tables_dir: Path, config: dict, out: Path) -> None:
     """Backward-compatible entry point: `build` with the default figure folder and no run.json."""
     build(tables_dir, config, out)
+
+
+__all__ += ["FigureSpec"]

@@ -1,4 +1,4 @@
-"""Snakemake script: the study's analysis tables (effects, CIs, variance decomposition, ...) from runs."""
+"""Snakemake script: the study's analysis tables (headline, gradient flow, convergence, effects, ...)."""
 import sys
 from pathlib import Path
 
@@ -10,8 +10,10 @@ from gradatlas import aggregate, analysis
 from gradatlas.files import logged
 
 with logged(snakemake.log[0]):
-    runs = pd.read_parquet(snakemake.input.runs)
     p = snakemake.params
-    tables = analysis.study_tables(runs, list(p.factors), dict(p.baselines), list(p.nuisance))
+    runs = pd.read_parquet(snakemake.input.runs)
+    curves = pd.read_parquet(snakemake.input.curves)
+    tables = analysis.study_tables(runs, list(p.factors), dict(p.baselines), list(p.nuisance), curves=curves,
+                                   settings=dict(p.settings))  # fmt: skip
     aggregate.write(tables, Path(p.out_dir))
     print("wrote " + ", ".join(f"{name} ({len(t)} rows)" for name, t in tables.items()))

@@ -1,4 +1,4 @@
-"""Snakemake script: the study's figures (PNG) and its self-contained HTML report, from its tables."""
+"""Snakemake script: the study's figures (PNG), its self-contained HTML report and the findings page."""
 import sys
 from pathlib import Path
 
@@ -10,8 +10,9 @@ from gradatlas.files import logged
 with logged(snakemake.log[0]):
     report.build(
         Path(snakemake.params.tables_dir),
-        snakemake.config,
+        dict(snakemake.params.config),  # the config values shown: tracked params, so a change rebuilds
         Path(snakemake.output.html),
         fig_dir=Path(snakemake.params.figure_dir),
         run_jsons=[Path(p) for p in snakemake.input.runs],
+        findings_out=Path(snakemake.output.findings),
     )

@@ -7,9 +7,6 @@ computed from the numbers by the stated tolerance.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from gradatlas.files import atomic_write, write_json  # noqa: E402
+from gradatlas import page  # noqa: E402
+from gradatlas.files import atomic_write, jsonable, write_json  # noqa: E402
 from gradatlas.studies import settings, verdict_word  # noqa: E402
 
 COMMANDS = {
@@ -32,20 +30,20 @@ COMMANDS = {
 }
 
 
-def _figure(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+DPI = 120  # as the grid report (gradatlas.report.DPI)
 
 
-def _table(df: pd.DataFrame, digits: int = 4) -> str:
-    return df.to_html(index=False, float_format=lambda v: f"{v:.{digits}g}", border=0, classes="t")
+def _figure(fig):
+    return page.render('<img alt="figure" src="{{ src }}">', src=page.png_data_uri(page.matplotlib_png(fig, DPI)))
 
 
-def _verdict(ok: bool, why: str) -> str:
-    cls = "ok" if ok else "no"
-    return f'<p class="verdict {cls}"><b>Verdict: {verdict_word(ok)}</b> — {html.escape(why)}</p>'
+def _table(df: pd.DataFrame, digits: int = 4):
+    return page.table(df, max_rows=10_000, digits=digits, cls="t")
+
+
+def _verdict(ok: bool, why: str):
+    return page.render('<p class="verdict {{ cls }}"><b>Verdict: {{ word }}</b> — {{ why }}</p>',
+                       cls="ok" if ok else "no", word=verdict_word(ok), why=why)  # fmt: skip
 
 
 def _fmt(values) -> str:
@@ -75,10 +73,11 @@ def nielsen_section(config, inputs) -> tuple[str, dict]:
         ax.set_xticks(range(1, k + 1))
     axes[0][0].legend(fontsize=7)
     ok = bool(res["reproduced"].all())
-    body = f"""
-<p><b>What was run.</b> Sigmoid nets 784-[{s['width']}]&times;k-10 for k = {', '.join(map(str, s['hidden_layers']))};
-weights N(0, 1/n_in) (catalog <code>fan_in_normal</code>, untruncated), biases N(0, 1); seeds {config['seeds']}.
-At init, the norm of the bias gradient averaged over the first {s['images']} training images, per hidden layer.
+    body = page.render(
+        """
+<p><b>What was run.</b> Sigmoid nets 784-[{{ width }}]&times;k-10 for k = {{ depths }};
+weights N(0, 1/n_in) (catalog <code>fan_in_normal</code>, untruncated), biases N(0, 1); seeds {{ seeds }}.
+At init, the norm of the bias gradient averaged over the first {{ images }} training images, per hidden layer.
 Two output heads on the same nets: <i>nielsen</i> = his sigmoid output units with per-unit cross-entropy
 (numpy backward pass); <i>gradatlas</i> = our convention, linear logits with softmax cross-entropy, measured by the
 project's gradient probe (<code>delta_norm</code>). The softmax head is what differs in ours: its output error is
@@ -86,10 +85,18 @@ smaller, so all our norms are about 5&times; lower, but the layer-to-layer ratio
 <p><b>Published</b> (one random net each): k=2: 0.07, 0.31; k=3: 0.012, 0.060, 0.283; k=4: 0.003, 0.017, 0.070, 0.285.
 <b>Tolerance:</b> every adjacent-layer ratio within 3&ndash;7&times; and the first/last ratio within a factor 3 of his,
 on the geometric mean over seeds (per-seed count shown).</p>
-{_table(pd.DataFrame(rows))}
-{_figure(fig)}
-{_verdict(ok, "all depths and both heads within tolerance" if ok else "see the rows marked not reproduced")}
-"""
+{{ table }}
+{{ figure }}
+{{ verdict }}
+""",
+        width=s['width'],
+        depths=', '.join(map(str, s['hidden_layers'])),
+        seeds=config['seeds'],
+        images=s['images'],
+        table=_table(pd.DataFrame(rows)),
+        figure=_figure(fig),
+        verdict=_verdict(ok, "all depths and both heads within tolerance" if ok else "see the rows marked not reproduced"),
+    )
     return body, {"reproduced": ok, "rows": res.to_dict("records")}
 
 
@@ -111,23 +118,41 @@ def transfer_section(config, inputs) -> tuple[str, dict]:
     why = (f"best reused variant {res['best_reused']} beats scratch by {res['gain_over_scratch']:+.3f} "
            f"(SE {res['gain_se']:.3f}); caching speeds an epoch up {res['speedup_per_epoch']:.2f}x with an accuracy gap of "
            f"{res['cached_vs_recomputed_accuracy_gap']:.4f} to recomputing")  # fmt: skip
-    body = f"""
-<p><b>What was run.</b> A {s['depth']}&times;{s['width']} MLP ({s['initializer']}, {s['activation']}, {s['optimizer']},
-batch {s['batch_size']}) trained on digits 0&ndash;4 (up to {s['pretrain_epochs']} epochs, early stopping; test accuracy on 0&ndash;4:
-{', '.join(f"{p['test_accuracy_a']:.4f}" for p in pre)}). Then digits 5&ndash;9 from {s['per_class']} training images per class
-(and as many validation images per class for early stopping, patience {s['patience']}, up to {s['epochs']} epochs), with a
+    body = page.render(
+        """
+<p><b>What was run.</b> A {{ depth }}&times;{{ width }} MLP ({{ initializer }}, {{ activation }}, {{ optimizer }},
+batch {{ batch_size }}) trained on digits 0&ndash;4 (up to {{ pretrain_epochs }} epochs, early stopping; test accuracy on 0&ndash;4:
+{{ pretrain_accuracy }}). Then digits 5&ndash;9 from {{ per_class }} training images per class
+(and as many validation images per class for early stopping, patience {{ patience }}, up to {{ epochs }} epochs), with a
 new 5-unit output layer over the reused hidden layers (Keras layer reuse of the loaded task-A model; <code>trainable</code>
 flags): from scratch; all reused layers frozen; all but the top one / two frozen; all fine-tuned; all frozen with their outputs
-cached once (<code>predict</code>) and the output layer trained on the cache. Seeds {config['seeds']}.</p>
+cached once (<code>predict</code>) and the output layer trained on the cache. Seeds {{ seeds }}.</p>
 <p><b>Claim</b> (the course's section on reusing layers): with little data, reused pretrained layers beat training from
 scratch, and caching the frozen layers' outputs makes training faster without changing the result.
 <b>Tolerance:</b> best reused variant's mean test accuracy above scratch's by more than the standard error of the
 per-seed difference; cached vs recomputed: faster per epoch and mean accuracy gap &le; 0.01.</p>
-{_table(summ)}
-{_figure(fig)}
-<p>Per run:</p>{_table(table)}
-{_verdict(ok, why)}
-"""
+{{ summary }}
+{{ figure }}
+<p>Per run:</p>{{ table }}
+{{ verdict }}
+""",
+        depth=s['depth'],
+        width=s['width'],
+        initializer=s['initializer'],
+        activation=s['activation'],
+        optimizer=s['optimizer'],
+        batch_size=s['batch_size'],
+        pretrain_epochs=s['pretrain_epochs'],
+        pretrain_accuracy=', '.join(f"{p['test_accuracy_a']:.4f}" for p in pre),
+        per_class=s['per_class'],
+        patience=s['patience'],
+        epochs=s['epochs'],
+        seeds=config['seeds'],
+        summary=_table(summ),
+        figure=_figure(fig),
+        table=_table(table),
+        verdict=_verdict(ok, why),
+    )
     out = {k: v for k, v in res.items() if k != "summary"} | {"summary": summ.to_dict("records")}
     return body, out
 
@@ -158,21 +183,36 @@ def batch_norm_section(config, inputs) -> tuple[str, dict]:
            f"percentiles: {res['drift']['batch_norm']:.3f} with BN vs {res['drift']['plain']:.3f} without (needed <= 0.5x). "
            f"Not part of the verdict: the median's largest move from its value at step {s['eval_every']} is "
            f"{res['median_shift']['batch_norm']:.3f} with BN vs {res['median_shift']['plain']:.3f} without")
-    body = f"""
-<p><b>What was run.</b> 784-100-100-100-10 sigmoid MLP, weights N(0, {s['init_stddev']}&sup2;), SGD learning rate
-{s['learning_rate']}, mini-batches of {s['batch_size']}, {s['steps']} steps, with and without batch normalization (before each
-sigmoid; moving averages, momentum {s['bn_momentum']}, at evaluation). Every {s['eval_every']} steps: test accuracy (10,000 images)
-and the 15th/50th/85th percentiles of unit {s['unit']}'s sigmoid input in the last hidden layer over the first {s['fixed_images']}
-test images (inference mode). Seeds {config['seeds']}.</p>
+    body = page.render(
+        """
+<p><b>What was run.</b> 784-100-100-100-10 sigmoid MLP, weights N(0, {{ init_stddev }}&sup2;), SGD learning rate
+{{ learning_rate }}, mini-batches of {{ batch_size }}, {{ steps }} steps, with and without batch normalization (before each
+sigmoid; moving averages, momentum {{ bn_momentum }}, at evaluation). Every {{ eval_every }} steps: test accuracy (10,000 images)
+and the 15th/50th/85th percentiles of unit {{ unit }}'s sigmoid input in the last hidden layer over the first {{ fixed_images }}
+test images (inference mode). Seeds {{ seeds }}.</p>
 <p><b>Published</b> (Ioffe &amp; Szegedy 2015, &sect;4.1, Fig. 1): the BN network is ahead in test accuracy throughout training,
 and the distribution of a sigmoid's input is stable with BN while it drifts without.
 <b>Tolerance:</b> mean test accuracy with BN above without at every evaluation point after step 0; the largest range of the
 three percentiles after the first 10% of steps with BN at most half of that without (mean over seeds).</p>
-<p>Test accuracy (mean over seeds) at a few steps:</p>{_table(checkpoints.reset_index())}
-<p>Final test accuracy:</p>{_table(final.reset_index())}
-{_figure(fig)}
-{_verdict(ok, why)}
-"""
+<p>Test accuracy (mean over seeds) at a few steps:</p>{{ checkpoints }}
+<p>Final test accuracy:</p>{{ final }}
+{{ figure }}
+{{ verdict }}
+""",
+        init_stddev=s['init_stddev'],
+        learning_rate=s['learning_rate'],
+        batch_size=s['batch_size'],
+        steps=s['steps'],
+        bn_momentum=s['bn_momentum'],
+        eval_every=s['eval_every'],
+        unit=s['unit'],
+        fixed_images=s['fixed_images'],
+        seeds=config['seeds'],
+        checkpoints=_table(checkpoints.reset_index()),
+        final=_table(final.reset_index()),
+        figure=_figure(fig),
+        verdict=_verdict(ok, why),
+    )
     return body, {k: v for k, v in res.items() if k != "mean_accuracy"} | {"final": final.reset_index().to_dict("records")}
 
 
@@ -205,21 +245,38 @@ def depth_init_section(config, inputs) -> tuple[str, dict]:
            f"test accuracy {t.loc[res['glorot'], 'test_accuracy']:.3f}; forward std ratios "
            + "; ".join(f"{k} {v['ratio']:.2e} vs predicted {v['predicted']:.2e}" for k, v in res["forward"].items()))
     g = config["grid"]
-    body = f"""
+    body = page.render(
+        """
 <p><b>What was run.</b> The grid of this preset (runs, tables and <a href="index.html">the main report</a>): a
-{res['depth']}&times;{g.get('width', [config['model']['width']])[0] if 'width' in g else config['model']['width']} MLP, activation
-{', '.join(g['activation'])}, initializers {', '.join(g['initializer'])}, optimizer {', '.join(g['optimizer'])}, {config['train']['epochs']}
-epochs, seeds {config['seeds']}. Forward activation std per hidden layer at init from the diagnostics probe (step 0).</p>
+{{ depth }}&times;{{ width }} MLP, activation
+{{ activations }}, initializers {{ initializers }}, optimizer {{ optimizers }}, {{ epochs }}
+epochs, seeds {{ seeds }}. Forward activation std per hidden layer at init from the diagnostics probe (step 0).</p>
 <p><b>Published</b> (He et al. 2015, for a 30-layer ReLU net): with their init it converges, with Xavier/Glorot it stalls;
 the forward signal under Glorot shrinks by 2<sup>&minus;1/2</sup> per ReLU layer (std ratio 2<sup>&minus;(L&minus;1)/2</sup> from
 layer 1 to L) and stays constant under He. <b>Tolerance:</b> measured std ratio (geometric mean over seeds) within a factor
-{s['ratio_factor']} of the prediction for both; He converges for every seed while Glorot stalls, needs &ge;{s['slower_factor']}&times;
-the epochs to {config['train']['target_accuracy']} validation accuracy, or ends &gt;{s['accuracy_gap']} lower.</p>
-{_table(fwd)}
-{_table(res['training'])}
-{_figure(fig)}
-{_verdict(ok, why)}
-"""
+{{ ratio_factor }} of the prediction for both; He converges for every seed while Glorot stalls, needs &ge;{{ slower_factor }}&times;
+the epochs to {{ target }} validation accuracy, or ends &gt;{{ accuracy_gap }} lower.</p>
+{{ forward }}
+{{ training }}
+{{ figure }}
+{{ verdict }}
+""",
+        depth=res['depth'],
+        width=g['width'][0] if 'width' in g else config['model']['width'],
+        activations=', '.join(g['activation']),
+        initializers=', '.join(g['initializer']),
+        optimizers=', '.join(g['optimizer']),
+        epochs=config['train']['epochs'],
+        seeds=config['seeds'],
+        ratio_factor=s['ratio_factor'],
+        slower_factor=s['slower_factor'],
+        target=config['train']['target_accuracy'],
+        accuracy_gap=s['accuracy_gap'],
+        forward=_table(fwd),
+        training=_table(res['training']),
+        figure=_figure(fig),
+        verdict=_verdict(ok, why),
+    )
     out = {k: v for k, v in res.items() if k not in ("training", "profile")} | {"training": res["training"].to_dict("records")}
     return body, out
 
@@ -231,9 +288,7 @@ SECTIONS = {
     "depth_init": ("Initialization at depth (He et al. 2015, for MLPs)", depth_init_section),
 }
 
-STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table.t{border-collapse:collapse;font-size:12px;margin:.5em 0}table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd}
-.verdict{padding:.5em;border-radius:4px}.ok{background:#e3f5e1}.no{background:#fbe3e3}img{max-width:100%}code{background:#f3f3f3}"""
+STYLE = page.CSS + """table.t{font-size:12px}table.t td,table.t th{padding:2px 8px}"""
 
 
 def render(config: dict, inputs: dict, html_out: Path, verdict_out: Path) -> dict:
@@ -241,23 +296,15 @@ def render(config: dict, inputs: dict, html_out: Path, verdict_out: Path) -> dic
     name = settings(config)["name"]
     title, section = SECTIONS[name]
     body, result = section(config, inputs)
-    page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>
-<h1>Study preset: {html.escape(title)}</h1>
-<p>Study <code>{html.escape(config.get('study', ''))}</code>; reproduce with <code>{COMMANDS[name]}</code>
-(plus <code>--config 'data={{source: idx, path: ...}}'</code> offline). Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>
-{body}</body></html>"""
+    intro = page.render(
+        "<p>Study <code>{{ study }}</code>; reproduce with <code>{{ command }}</code> (plus "
+        "<code>--config 'data={source: idx, path: ...}'</code> offline). Generated {{ when }} UTC.</p>",
+        study=config.get("study", ""), command=COMMANDS[name], when=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}",
+    )  # fmt: skip
+    html_text = page.page(title, f"Study preset: {title}", [{"key": name, "title": "", "blocks": [body]}],
+                          intro=[intro], nav=False, css=STYLE)  # fmt: skip
     Path(html_out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(Path(html_out), lambda p: p.write_text(page))
+    atomic_write(Path(html_out), lambda p: p.write_text(html_text))
     record = {"preset": name, "title": title, "verdict": verdict_word(result["reproduced"]), "seeds": config["seeds"], **result}
-    write_json(Path(verdict_out), json.loads(json.dumps(record, default=_plain)))
+    write_json(Path(verdict_out), json.loads(json.dumps(record, default=jsonable)))
     return {"preset": name, "verdict": record["verdict"]}
-
-
-def _plain(value):
-    if isinstance(value, (np.generic,)):
-        return value.item()
-    if isinstance(value, pd.DataFrame):
-        return value.to_dict("records")
-    if isinstance(value, (pd.Series,)):
-        return value.to_dict()
-    return str(value)

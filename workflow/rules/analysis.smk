@@ -1,28 +1,29 @@
-# Statistics over the runs table: effects with CIs, interactions, variance decomposition, speed,
-# status counts, leaderboard (gradatlas/analysis.py; columns in analysis.TABLE_COLUMNS and README).
+# Statistics over the runs and curves tables: the headline answer, gradient flow, convergence speed,
+# effects with t-intervals, interactions, variance decomposition, status counts, leaderboard, findings
+# (gradatlas/analysis.py; table names in gradatlas.registry, columns in analysis.TABLE_COLUMNS).
+from gradatlas import registry
+
 NUISANCE = config["report"]["nuisance"]  # validated: axes of the grid
-ANALYSIS_NAMES = [
-    "main_effects",
-    "paired_deltas",
-    "interactions",
-    "variance_decomposition",
-    "epochs_to_target",
-    "status_counts",
-    "leaderboard",
-] + (["nuisance_choices"] if NUISANCE else [])
+ANALYSIS_NAMES = registry.analysis_table_names(NUISANCE)
 ANALYSIS_TABLES = expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=ANALYSIS_NAMES, ext=["parquet", "csv"])
 
 
 rule analyze:
     input:
         runs=f"{RESULTS}/tables/runs.parquet",
+        curves=f"{RESULTS}/tables/curves.parquet",
     output:
-        tables=ANALYSIS_TABLES,
+        # the CSVs of registry.REPORT_TABLES also go into Snakemake's report, in their section
+        tables=[
+            report(path, **registry.report_table_entry(path)) if registry.report_table_entry(path) else path
+            for path in ANALYSIS_TABLES
+        ],
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
         factors=gaconfig.axes(config),
         baselines=config["report"]["baselines"],
         nuisance=NUISANCE,
+        settings=registry.study_settings(config),
     log:
         f"{RESULTS}/logs/analyze.log",
     benchmark:

@@ -1,21 +1,13 @@
-# The self-contained HTML report, and its figures as PNGs for `snakemake --report report.zip`.
-# Figure names and categories must match gradatlas.figures.FIGURES (tests/test_report.py checks it);
-# each has its caption in workflow/report/<name>.rst (written from the same registry).
-FIGURE_CATEGORIES = {
-    "status": "1. Overview",
-    "atlas": "2. The atlas",
-    "interactions": "2. The atlas",
-    "main_effects": "3. Main effects and paired deltas",
-    "paired_deltas": "3. Main effects and paired deltas",
-    "variance": "4. Which technique matters most",
-    "gradient_flow": "5. Gradient flow",
-    "delta_heatmaps": "6. Error signal over layers and time",
-    "saturation": "7. Saturation and dead units",
-    "learning_curves": "8. Learning curves",
-    "convergence": "9. Convergence speed: epochs to target",
-    "leaderboard": "10. Leaderboard and findings",
-}
+# The self-contained HTML report, its figures as PNGs and the findings page for
+# `snakemake --report report.zip`. Figures, sections and captions come from gradatlas.registry (one
+# list); each caption is workflow/report/<name>.rst, written by gradatlas.report.write_captions.
+# Every config value the report shows is a tracked param (registry.study_settings + the config shown),
+# so changing e.g. `study:` rebuilds the report.
+from gradatlas import registry
+
 FIGURE_DIR = f"{RESULTS}/report/figures"
+FINDINGS = f"{RESULTS}/report/findings.html"
+REPORT_CONFIG_KEYS = ["study", "results", "data", "model", "train", "diagnostics", "techniques", "grid", "seeds", "report"]
 
 
 rule report:
@@ -25,18 +17,28 @@ rule report:
         runs=RUNS,
     output:
         html=REPORT,
+        findings=report(
+            FINDINGS,
+            caption="../report/findings.rst",
+            category=registry.SECTIONS[0].title,
+            subcategory="findings",
+            labels={"page": "findings"},
+        ),
         figures=[
             report(
-                f"{FIGURE_DIR}/{name}.png",
-                caption=f"../report/{name}.rst",
-                category=category,
-                subcategory=name.replace("_", " "),
+                f"{FIGURE_DIR}/{spec.name}.png",
+                caption=f"../report/{spec.name}.rst",
+                category=registry.SECTION_TITLES[spec.section],
+                subcategory="figures",
+                labels={"figure": spec.title},
             )
-            for name, category in FIGURE_CATEGORIES.items()
+            for spec in registry.FIGURES
         ],
     params:
         tables_dir=lambda wildcards, input: os.path.dirname(input.tables[0]),
         figure_dir=lambda wildcards, output: os.path.dirname(output.figures[0]),
+        settings=registry.study_settings(config),
+        config={key: config[key] for key in REPORT_CONFIG_KEYS if key in config},
     log:
         f"{RESULTS}/logs/report.log",
     benchmark:
