@@ -128,11 +128,8 @@ class Pack:
         self.threads = threads
         self.specs = [m.spec for m in self.members]
         first = self.specs[0]
-        if backend.name() != "jax":
-            # Keras' TensorFlow optimizers refuse stateless_apply (tf.distribute), which the engine needs
-            raise ValueError(f"train.backend = {backend.name()!r}: the training engine runs on JAX only")
         backend.require(first.backend)
-        backend.configure(threads, first.deterministic, first.seed)
+        backend.configure(first.seed)
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
         # --- prepare: data shared by the pack
