@@ -562,7 +562,8 @@ class Pack:
             "summary": summary,
             "probe_seconds": p.probe_seconds,
             "resumed_from_epoch": self.resumed_from,
-            "pack": {"size": len(self.members), "member": k},
+            # the pack, as gradatlas.packs plans it again once its runs are finished
+            "pack": {"name": self.pack_dir.name, "member": k, "runs": [str(m.run_dir) for m in self.members]},
             "started": self.started,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "provenance": provenance.of_training(self.threads),
