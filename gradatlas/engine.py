@@ -383,7 +383,9 @@ class Pack:
         import keras
 
         start = time.perf_counter()
-        stats = keras.tree.map_structure(keras.ops.convert_to_numpy, self._probe(self.state["tv"], self.state["ntv"], self.state["prev_kernels"], self.x_probe, self.y_probe))
+        stats = diagnostics.percentiles(
+            self._probe(self.state["tv"], self.state["ntv"], self.state["prev_kernels"], self.x_probe, self.y_probe)
+        )
         seconds = (time.perf_counter() - start) / max(1, len(self.members))
         kernels = self._kernel_index()
         for k, p in enumerate(self.progress):
