@@ -33,8 +33,10 @@ study: install
 	$(BIN)/snakemake --cores all $(if $(CONFIG),--configfile $(CONFIG)) $(DATA)
 	@echo "report: $(CURDIR)/results/report/index.html"
 
-test: install
+# the workflow's lint and format checks, then every test
+test: install lint
 	$(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow

@@ -1,6 +1,6 @@
 """The study configuration: validation beyond the JSON schema, the grid, and one run's spec.
 
-The JSON schema (workflow/schemas/config.schema.yaml, applied with `snakemake.utils.validate`,
+The JSON schema (gradatlas/schemas/config.schema.yaml, shipped with the package; applied with `snakemake.utils.validate`,
 which also fills in defaults) checks types and ranges. `check` adds what a schema cannot say:
 technique names against the catalog (with the closest valid name) and their parameters' ranges,
 whole numbers written as floats (1.0 -> 1), non-finite numbers, cross-key consistency, and
@@ -26,7 +26,7 @@ import pandas as pd
 
 from gradatlas.spec import RunSpec
 
-SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 # grid axes whose values are catalog names, and the catalog section each one names
 NAMED_AXES = {

@@ -69,8 +69,12 @@ ROLES = {
 
 MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 SOURCES = ("bundled", "download", "idx", "npz")
-# The canonical MNIST shipped with the project (source "bundled"): the four .gz files, sha256-checked.
-BUNDLED = Path(__file__).resolve().parent.parent / "resources" / "mnist"
+# The canonical MNIST shipped with the project (source "bundled"): the four .gz files, sha256-checked,
+# in the workflow's folder (the working folder of snakemake), or beside the package of a checkout.
+BUNDLED = next(
+    (p.resolve() for p in (Path("resources/mnist"), Path(__file__).resolve().parent.parent / "resources" / "mnist") if p.is_dir()),
+    Path("resources/mnist").resolve(),
+)
 # What to do when MNIST cannot be fetched, for the download error.
 OFFLINE_HINT = (
     "GradAtlas ships MNIST: data.source: bundled (the default) reads resources/mnist/ without network; "

@@ -11,7 +11,7 @@ from gradatlas import config as gaconfig
 from gradatlas import packs as gapacks
 
 
-validate(config, "../schemas/config.schema.yaml")
+validate(config, str(gaconfig.SCHEMA))
 gaconfig.check(config)
 
 RESULTS = config["results"]
