@@ -517,6 +517,7 @@ def delta_heatmaps(diagnostics: pd.DataFrame, cells: list[tuple[str, dict]]):
         ax.set_xticks(np.arange(grid.shape[1]) + 0.5, [names[s] for s in grid.columns], rotation=90)
         ax.set_xlabel("probe (labelled; not to scale)")
         ax.set_ylabel("layer (1 = input)")
+        ax.tick_params(axis="y", rotation=0)
         ax.set_title(label + "\n" + ", ".join(str(v) for v in cell.values()), fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.92, 0.95))
     cax = fig.add_axes((0.935, 0.2, 0.015, 0.6))
