@@ -1,8 +1,10 @@
-"""MNIST data layer: readers (IDX folder, Keras .npz, download), validation, prepared cache, splits.
+"""MNIST data layer: readers (the copy shipped in resources/mnist/, IDX folder, Keras .npz,
+download), validation, prepared cache, splits.
 
-The pipeline reads MNIST once (`load`), writes it to `resources/mnist/` as plain .npy files
-(`prepare`), and every training job memory-maps that cache (`open_prepared`) and cuts its fixed
-train/validation/test split from it (`split`).
+The pipeline reads MNIST once (`load`, in the `prepare_data` rule), writes it to
+`resources/prepared/<key>/` as plain .npy files (`prepare`; the key is `gradatlas.config.data_key`,
+a digest of the data's content), and every training job memory-maps that cache (`open_prepared`)
+and cuts its fixed train/validation/test split from it (`split`).
 
 Every problem with the input data raises `DataError`, whose message names the offending file by
 its full path and says what is wrong, so a user can act on it without reading a traceback.
@@ -50,8 +52,31 @@ SHA256 = {
     "y_test": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
 
+# Array key -> sha256 of the uncompressed canonical IDX file (header + bytes): what `fingerprint`
+# gives for the canonical arrays, whatever format (.gz, raw IDX, .npz) they came in.
+SHA256_IDX = {
+    "x_train": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "y_train": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "x_test": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "y_test": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+ROLES = {
+    "x_train": "the training images",
+    "y_train": "the training labels",
+    "x_test": "the test images",
+    "y_test": "the test labels",
+}
+
 MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
-SOURCES = ("download", "idx", "npz")
+SOURCES = ("bundled", "download", "idx", "npz")
+# The canonical MNIST shipped with the project (source "bundled"): the four .gz files, sha256-checked.
+BUNDLED = Path(__file__).resolve().parent.parent / "resources" / "mnist"
+# What to do when MNIST cannot be fetched, for the download error.
+OFFLINE_HINT = (
+    "GradAtlas ships MNIST: data.source: bundled (the default) reads resources/mnist/ without network; "
+    "or use a local copy of the four files with data.source: idx and data.path, e.g. "
+    "`make demo MNIST=/path/to/mnist` or `snakemake --cores all --config 'data={source: idx, path: /path/to/mnist}'`"
+)
 
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
@@ -91,9 +116,23 @@ def _error(path, problem: str) -> DataError:
 
 
 def sha256_of(path) -> str:
-    """Hex sha256 of a file's bytes."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    """Hex sha256 of a file's bytes; DataError naming the file when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        raise _error(path, "no such file") from None
+    except OSError as exc:
+        raise _error(path, f"cannot be read ({exc.strerror or exc})") from None
+
+
+def fingerprint(array: np.ndarray) -> str:
+    """sha256 of the array's uncompressed IDX encoding (magic, sizes, bytes): the same for a canonical
+    array whether it was read from a .gz, a raw IDX file or an .npz (see SHA256_IDX)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    digest = hashlib.sha256(bytes([0, 0, _IDX_UBYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape))
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
 
 
 # --- IDX files -----------------------------------------------------------------------------------
@@ -110,7 +149,7 @@ def read_idx(path) -> np.ndarray:
     except FileNotFoundError:
         raise _error(path, "no such file") from None
     except OSError as exc:
-        raise _error(path, f"cannot be read ({exc.strerror})") from None
+        raise _error(path, f"cannot be read ({exc.strerror or exc})") from None
     # Also sniff the content: a compressed file renamed without .gz is still read correctly.
     if path.suffix == ".gz" or data.startswith(_GZIP_MAGIC):
         try:
@@ -158,8 +197,19 @@ def _find_idx_file(folder: Path, key: str) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
+        if os.path.lexists(candidate):  # a folder, a broken or looping link, something unreadable
+            raise _error(candidate, _not_a_file(candidate))
     others = ", ".join(c.name for c in candidates[1:])
     raise _error(candidates[0], f"MNIST file not found (also looked for {others} in that folder)")
+
+
+def _not_a_file(path: Path) -> str:
+    """Why an existing name is not a readable regular file."""
+    try:
+        path.stat()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return "is not a regular file" + (" (it is a folder)" if path.is_dir() else "")
 
 
 def read_idx_folder(folder) -> MNIST:
@@ -178,7 +228,12 @@ def read_npz(path) -> MNIST:
     """A Keras-style mnist.npz (arrays x_train, y_train, x_test, y_test), validated."""
     path = Path(path)
     if not path.is_file():
-        raise _error(path, "no such file")
+        raise _error(path, _not_a_file(path) if os.path.lexists(path) else "no such file")
+    try:
+        with open(path, "rb") as f:
+            f.read(4)
+    except OSError as exc:
+        raise _error(path, f"cannot be read ({exc.strerror or exc})") from None
     # np.load would otherwise try to unpickle a non-zip file or return a single .npy array.
     if not zipfile.is_zipfile(path):
         raise _error(path, "not an .npz archive (it is not a zip file)")
@@ -225,8 +280,8 @@ def _fetch(url: str, target: Path, expected_sha256: str) -> None:
         try:
             with open(partial, "xb") as out, urllib.request.urlopen(url, timeout=60) as response:
                 shutil.copyfileobj(response, out, 1 << 20)
-        except (OSError, http.client.HTTPException) as exc:
-            raise _error(target, f"could not download it from {url} ({exc})") from None
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: not a URL urllib can open
+            raise _error(target, f"could not download it from {url} ({exc}). {OFFLINE_HINT}") from None
         actual = sha256_of(partial)
         if actual != expected_sha256:
             raise _error(
@@ -237,6 +292,64 @@ def _fetch(url: str, target: Path, expected_sha256: str) -> None:
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)  # no-op once os.replace has moved it into place
+
+
+# --- the copy shipped with the project -----------------------------------------------------------
+def read_bundled(folder=None) -> MNIST:
+    """The canonical MNIST shipped in resources/mnist/ (or folder): each .gz must have its published
+    sha256, checked before it is read; a file holding another canonical file is named as swapped."""
+    folder = Path(folder or BUNDLED)
+    restore = (
+        "restore the shipped copy with `git checkout -- resources/mnist`, or set data.source to "
+        "download, idx or npz"
+    )
+    by_sha = {sha: key for key, sha in SHA256.items()}
+    for key, name in FILES.items():
+        path = folder / f"{name}.gz"
+        if not path.is_file():
+            problem = _not_a_file(path) if os.path.lexists(path) else "MNIST file shipped with GradAtlas is missing"
+            raise _error(path, f"{problem}; {restore}")
+        actual = sha256_of(path)
+        if actual == SHA256[key]:
+            continue
+        other = by_sha.get(actual)
+        if other is not None:
+            raise _error(
+                path,
+                f"holds the canonical {FILES[other]}.gz ({ROLES[other]}), not {ROLES[key]}: it and "
+                f"{(folder / (FILES[other] + '.gz')).absolute()} are swapped; {restore}",
+            )
+        raise _error(path, f"has sha256 {actual}, expected {SHA256[key]} (damaged or changed); {restore}")
+    return read_idx_folder(folder)
+
+
+def check_roles(mnist: MNIST, origin: str | Mapping[str, str], allow_unusual_split: bool = False) -> None:
+    """Refuse train and test (or images and labels) files in each other's place.
+
+    An array whose content is a canonical MNIST file in another role (say, the test images read from
+    the training-images file) is refused naming both files. Other data passes only when its training
+    split is larger than its test split, or with allow_unusual_split (config data.allow_unusual_split).
+    """
+    names = {key: f"{origin} [{key}]" for key in FILES} if isinstance(origin, str) else dict(origin)
+    by_fingerprint = {sha: key for key, sha in SHA256_IDX.items()}
+    known = {}
+    for key in FILES:
+        role = by_fingerprint.get(fingerprint(getattr(mnist, key)))
+        if role is not None and role != key:
+            raise DataError(
+                f"{names[key]}: holds the canonical {FILES[role]} ({ROLES[role]}), not {ROLES[key]}; "
+                f"its place is {names[role]}: the two look swapped"
+            )
+        known[key] = role == key
+    if all(known.values()) or allow_unusual_split:
+        return
+    n_train, n_test = len(mnist.x_train), len(mnist.x_test)
+    if n_train <= n_test:
+        raise DataError(
+            f"{names['x_train']}: the training split has {n_train} images, not more than the {n_test} of the "
+            f"test split ({names['x_test']}): are the training and test files swapped? If this is intended, "
+            "set data.allow_unusual_split: true"
+        )
 
 
 # --- validation and loading ----------------------------------------------------------------------
@@ -281,23 +394,56 @@ def validate(mnist: MNIST, origin: str | Mapping[str, str]) -> None:
             )
 
 
+def content_digest(source: str, path) -> str:
+    """A digest of the data's content, cheap enough for every snakemake start: bundled and download
+    data are the canonical files (checked when read), so their digest is that of the published
+    sha256s; an IDX folder's is that of its four files' sha256s (a canonical file stored raw counts
+    as its .gz), an .npz's that of the file. Raises DataError naming a file that cannot be read."""
+    _check_source(source)
+    if source in ("bundled", "download"):
+        shas = [SHA256[key] for key in FILES]
+    elif source == "npz":
+        shas = ["npz", sha256_of(path)]
+    else:
+        folder = Path(path)
+        if not folder.is_dir():
+            raise _error(folder, "MNIST folder not found" if not folder.exists() else "not a folder")
+        raw_to_gz = {SHA256_IDX[key]: SHA256[key] for key in FILES}
+        shas = []
+        for key in FILES:
+            sha = sha256_of(_find_idx_file(folder, key))
+            shas.append(raw_to_gz.get(sha, sha))
+    return hashlib.sha256("|".join(shas).encode()).hexdigest()
+
+
 def _check_source(source: str) -> None:
     if source not in SOURCES:
         raise ValueError(f"data.source = {source!r} is not one of {', '.join(SOURCES)}")
 
 
-def load(source: str, path, url: str | None = None, cache=None) -> MNIST:
-    """MNIST from the configured source, validated (every reader validates what it returns).
+def load(source: str, path, url: str | None = None, cache=None, allow_unusual_split: bool = False) -> MNIST:
+    """MNIST from the configured source, validated (every reader validates what it returns) and
+    checked for swapped files (`check_roles`).
 
-    source "idx": path is a folder of IDX files; "npz": path is a Keras-style .npz; "download":
+    source "bundled": the canonical copy in path (None: BUNDLED), every file sha256-checked;
+    "idx": path is a folder of IDX files; "npz": path is a Keras-style .npz; "download":
     the files are fetched from url (None: MNIST_URL) into cache (None: path) unless already there.
     """
     _check_source(source)
-    if source == "idx":
-        return read_idx_folder(path)
     if source == "npz":
-        return read_npz(path)
-    return read_idx_folder(download(url, _idx_folder(source, path, cache)))
+        mnist = read_npz(path)
+        check_roles(mnist, str(Path(path).absolute()), allow_unusual_split)
+        return mnist
+    if source == "bundled":
+        mnist = read_bundled(path)
+    elif source == "idx":
+        mnist = read_idx_folder(path)
+    else:
+        mnist = read_idx_folder(download(url, _idx_folder(source, path, cache)))
+    folder = Path(_idx_folder(source, path or BUNDLED, cache))
+    names = {key: str(_find_idx_file(folder, key).absolute()) for key in FILES}
+    check_roles(mnist, names, allow_unusual_split)
+    return mnist
 
 
 def _idx_folder(source: str, path, cache):
@@ -312,7 +458,7 @@ def describe_source(source: str, path, url: str | None = None, cache=None) -> di
         location = Path(path)
         inputs = [location]
     else:
-        location = Path(_idx_folder(source, path, cache))
+        location = Path(_idx_folder(source, path or BUNDLED, cache))
         inputs = [_find_idx_file(location, key) for key in FILES]
     record = {"source": source, "path": str(location.absolute())}
     if source == "download":

@@ -81,16 +81,18 @@ def probe_program(model, kernels: list[int], spec):
             out["grad_w_norm"].append(ops.norm(ops.reshape(grads[i], (-1,))))
             out["delta_norm"].append(ops.norm(ops.sum(delta, axis=0)))
             out["delta_rms"].append(ops.sqrt(ops.mean(ops.square(signal))))
-            for q, value in zip(QUANTILES, ops.quantile(ops.reshape(ops.abs(signal), (-1,)), QUANTILES)):
-                out[f"delta_p{round(q * 100):02d}"].append(value)
+            spread = ops.quantile(ops.reshape(ops.abs(signal), (-1,)), QUANTILES)
+            for i_q, q in enumerate(QUANTILES):
+                out[f"delta_p{round(q * 100):02d}"].append(spread[i_q])
             before = ops.norm(ops.reshape(prev[j], (-1,)))
             out["weight_norm"].append(ops.norm(ops.reshape(w, (-1,))))
             out["update_ratio"].append(ops.norm(ops.reshape(w - prev[j], (-1,))) / ops.maximum(before, 1e-30))
             a = rec["a"]
             out["act_mean"].append(ops.mean(a))
             out["act_std"].append(ops.std(a))
-            for q, value in zip(QUANTILES, ops.quantile(ops.reshape(a, (-1,)), QUANTILES)):
-                out[f"act_p{round(q * 100):02d}"].append(value)
+            spread = ops.quantile(ops.reshape(a, (-1,)), QUANTILES)
+            for i_q, q in enumerate(QUANTILES):
+                out[f"act_p{round(q * 100):02d}"].append(spread[i_q])
             if j < len(records) - 1:
                 slope = act.derivative(rec["u"], params)
                 out["saturated_frac"].append(ops.mean(ops.cast(slope < SATURATION_LEVEL * peak, "float32")))
@@ -107,11 +109,12 @@ def probe_program(model, kernels: list[int], spec):
     return backend.vmap(member, in_axes=(0, 0, 0, None, None))
 
 
-def rows(stats: dict, k: int, step: int, epoch: float, phase: str, spec, first: bool, finite: bool = True) -> list[dict]:
-    """The per-layer rows of member `k` of one probe (numpy `stats` from `probe_program`)."""
+def rows(stats: dict, k: int, step: int, epoch: float, phase: str, spec, units: list[int], first: bool, finite: bool = True) -> list[dict]:
+    """The per-layer rows of member `k` of one probe (numpy `stats` from `probe_program`);
+    `units`: the Dense layers' widths; `first`: no earlier probe (no update ratio)."""
     relu_family = catalog.ACTIVATIONS[spec.activation].inactive_is_saturated
     finite = finite and bool(stats["finite"][k])
-    n_layers = stats["grad_w_norm"].shape[1]
+    n_layers = len(units)
     out = []
     for j in range(n_layers):
         hidden = j < n_layers - 1
@@ -121,7 +124,7 @@ def rows(stats: dict, k: int, step: int, epoch: float, phase: str, spec, first: 
             "phase": phase,
             "layer": j + 1,
             "layer_kind": "hidden" if hidden else "output",
-            "units": spec.width if hidden else 10,
+            "units": int(units[j]),
         }
         for name in STATS:
             row[name] = float(stats[name][k, j]) if finite else math.nan
@@ -131,6 +134,30 @@ def rows(stats: dict, k: int, step: int, epoch: float, phase: str, spec, first: 
         row["saturated_frac" if relu_family else "inactive_frac"] = math.nan
         out.append(row)
     return out
+
+
+def kernel_index(model) -> list[int]:
+    """Where each Dense layer's kernel is among the model's trainable variables."""
+    from gradatlas.model import dense_layers
+
+    variables = model.trainable_variables
+    return [next(i for i, v in enumerate(variables) if v is layer.kernel) for layer in dense_layers(model)]
+
+
+def probe(model, spec, x, y, previous_kernels=None) -> pd.DataFrame:
+    """The rows of one probe of one built network (a pack of one) on the batch (x, y): what the
+    engine records, for tests and the study presets. `previous_kernels`: for the update ratio."""
+    from gradatlas.model import dense_layers
+
+    ops = keras.ops
+    kernels = kernel_index(model)
+    tv = [ops.expand_dims(v.value, 0) for v in model.trainable_variables]
+    ntv = [ops.expand_dims(v.value, 0) for v in model.non_trainable_variables]
+    prev = [ops.expand_dims(ops.convert_to_tensor(w), 0) for w in previous_kernels] if previous_kernels is not None else [tv[i] for i in kernels]
+    program = backend.jit(probe_program(model, kernels, spec))
+    stats = keras.tree.map_structure(ops.convert_to_numpy, program(tv, ntv, prev, ops.convert_to_tensor(x), ops.convert_to_tensor(y)))
+    units = [layer.units for layer in dense_layers(model)]
+    return frame(rows(stats, 0, 0, 0.0, "init", spec, units, first=previous_kernels is None))
 
 
 def frame(records: list[dict]) -> pd.DataFrame:

@@ -128,10 +128,8 @@ class Pack:
         self.threads = threads
         self.specs = [m.spec for m in self.members]
         first = self.specs[0]
-        if backend.name() != "jax" and len(self.members) > 1:
-            raise ValueError(f"packs of {len(self.members)} need train.backend: jax ({backend.name()} trains one run per job)")
         backend.require(first.backend)
-        backend.configure(threads, first.deterministic, first.seed)
+        backend.configure(first.seed)
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
         # --- prepare: data shared by the pack
@@ -155,6 +153,7 @@ class Pack:
         has_dropout = any(catalog.regularization(s.regularizer, s.regularizer_params).dropout_rate > 0 for s in self.specs)
         models = [build(s, packed=True, dropout=has_dropout) for s in self.specs]
         self.model = models[0]  # the template whose stateless calls every member runs
+        self.units = [layer.units for layer in gmodel.dense_layers(self.model)]
         self.optimizer = self._optimizer(first)
         self.optimizer.build(self.model.trainable_variables)
         lr_index = next(
@@ -197,10 +196,7 @@ class Pack:
         return initial
 
     def _kernel_index(self) -> list[int]:
-        from gradatlas.model import dense_layers
-
-        variables = self.model.trainable_variables
-        return [next(i for i, v in enumerate(variables) if v is layer.kernel) for layer in dense_layers(self.model)]
+        return diagnostics.kernel_index(self.model)
 
     def _evaluate(self, tv, ntv, hyper, xs, ys, mask) -> np.ndarray:
         """(K, 2): each member's loss (with its penalty, as Keras reports it) and accuracy; one
@@ -392,10 +388,10 @@ class Pack:
         kernels = self._kernel_index()
         for k, p in enumerate(self.progress):
             if k in dead:
-                p.diagnostics.extend(diagnostics.rows(stats, k, step, step / self.steps_per_epoch, phase, self.specs[k], finite=False, first=False))
+                p.diagnostics.extend(diagnostics.rows(stats, k, step, step / self.steps_per_epoch, phase, self.specs[k], self.units, first=False, finite=False))
             elif self.active[k] and (alive is None or alive[k]):
                 first = not p.diagnostics
-                p.diagnostics.extend(diagnostics.rows(stats, k, step, step / self.steps_per_epoch, phase, self.specs[k], first=first))
+                p.diagnostics.extend(diagnostics.rows(stats, k, step, step / self.steps_per_epoch, phase, self.specs[k], self.units, first=first))
                 p.probe_seconds += seconds
         self.state["prev_kernels"] = [self.state["tv"][i] for i in kernels]
 
@@ -557,8 +553,9 @@ class Pack:
         self._hook("on_output", k, "model")
         board = self.tensorboard[k]
         board.finish(member.cell, summary)
+        # copied, not moved: a kill before the pack is complete must find every member's events here
         shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
-        os.replace(board.folder, run_dir / "tensorboard")
+        shutil.copytree(board.folder, run_dir / "tensorboard")
         record = {
             "cell": member.cell,
             "spec": spec.as_dict(),

@@ -24,8 +24,12 @@ from pathlib import Path
 
 from gradatlas.spec import RunSpec
 
-# the spec fields in which members of one pack may differ
-PER_MEMBER = ("seed", "initializer", "initializer_params", "clipnorm", "clipvalue", "regularizer", "regularizer_params")
+# the spec fields in which members of one pack may differ (the last three only steer the host's
+# per-member bookkeeping: early stopping and the run's status)
+PER_MEMBER = (
+    "seed", "initializer", "initializer_params", "clipnorm", "clipvalue", "regularizer", "regularizer_params",
+    "patience", "target_accuracy", "stall_accuracy",
+)  # fmt: skip
 # regularizers that are per-member scalars (0 or inf: off); any other one is part of the graph
 SCALAR_REGULARIZERS = ("none", "l1", "l2", "l1_l2", "dropout", "max_norm")
 

@@ -32,6 +32,7 @@ class RunSpec:
     stall_accuracy: float
     deterministic: bool
     backend: str
+    data: str  # the prepared data's content key (config.data_key): other data, another training
     validation_size: int
     train_subset: int | None
     probe_size: int

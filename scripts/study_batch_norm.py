@@ -1,4 +1,4 @@
-"""Snakemake script: one batch-normalization preset training (variant x seed), tracked every eval_every steps."""
+"""Snakemake script: one batch-normalization preset variant, its seeds trained as one pack, tracked every eval_every steps."""
 import sys
 from pathlib import Path
 
@@ -8,7 +8,8 @@ from gradatlas.files import logged
 with logged(snakemake.log[0]):
     from gradatlas.studies import jobs
 
-    wc, out = snakemake.wildcards, snakemake.output
-    curve = jobs.batch_norm(snakemake.config, snakemake.input.prepared, wc.variant, int(wc.seed), out.curve, out.record,
-                            threads=snakemake.threads)  # fmt: skip
-    print(curve.tail())
+    out = snakemake.output
+    curves = jobs.batch_norm(snakemake.config, snakemake.input.prepared, snakemake.wildcards.variant,
+                             [int(s) for s in snakemake.params.seeds], list(out.curves), list(out.records),
+                             threads=snakemake.threads)  # fmt: skip
+    print(curves.groupby("seed").tail(3))

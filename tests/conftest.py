@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# The training engine packs runs on JAX; tests that need TensorFlow start their own process.
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
 REPO = Path(__file__).resolve().parent.parent
 MNIST = Path(os.environ.get("GRADATLAS_MNIST", REPO.parent / "shared" / "data" / "mnist"))
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -55,6 +58,18 @@ def run_snakemake(ws: Path, *args: str, timeout: int = 900, check: bool = True) 
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+def planned_runs(dry_run_output: str) -> list[str]:
+    """The run folders a `snakemake -n` plans to train (the run.json outputs of its train_* jobs)."""
+    import re
+
+    runs = []
+    for block in re.split(r"\n(?=(?:local)?rule )", dry_run_output):
+        if re.match(r"(?:local)?rule train_", block):
+            output = re.search(r"^\s+output: (.*)$", block, flags=re.M).group(1)
+            runs += [f[: -len("/run.json")] for f in output.split(", ") if f.endswith("/run.json")]
+    return runs
 
 
 SMALL_STUDY = {

@@ -30,7 +30,7 @@ def load(**changes):
 def test_defaults_fill_in():
     cfg = load()
     assert cfg["model"] == {"depth": 5, "width": 100}
-    assert cfg["train"]["epochs"] == 10 and cfg["train"]["backend"] == "tensorflow"
+    assert cfg["train"]["epochs"] == 10 and cfg["train"]["backend"] == "jax" and cfg["train"]["pack_size"] == 64
     assert cfg["diagnostics"]["probe_size"] == 1000 and cfg["diagnostics"]["early_steps"] == [1, 10, 100]
 
 
@@ -44,10 +44,10 @@ def test_run_spec_takes_the_learning_rate_per_optimizer_or_from_the_axis():
     cfg = load()
     spec = gaconfig.run_spec(cfg, {"initializer": "he_normal", "activation": "relu", "optimizer": "sgd",
                                    "regularizer": "none", "seed": 1})  # fmt: skip
-    assert spec["learning_rate"] == 0.01 and spec["depth"] == 5 and spec["seed"] == 1
+    assert spec.learning_rate == 0.01 and spec.depth == 5 and spec.seed == 1
     cfg = load(grid__learning_rate=[0.3])
     cell = gaconfig.typed_cell(cfg, gaconfig.grid_frame(cfg).iloc[0].to_dict())
-    assert cell["learning_rate"] == 0.3 and gaconfig.run_spec(cfg, cell)["learning_rate"] == 0.3
+    assert cell["learning_rate"] == 0.3 and gaconfig.run_spec(cfg, cell).learning_rate == 0.3
 
 
 def test_optional_axes_override_model_and_train_settings():
@@ -56,15 +56,15 @@ def test_optional_axes_override_model_and_train_settings():
     assert set(rows["clipnorm"]) == {"none", "1.0"}
     cell = gaconfig.typed_cell(cfg, rows[(rows.depth == "20") & (rows.clipnorm == "none")].iloc[0].to_dict())
     spec = gaconfig.run_spec(cfg, cell)
-    assert spec["depth"] == 20 and spec["clipnorm"] is None and spec["lr_schedule"] == "inverse_time"
-    assert spec["lr_schedule_params"] == {"k": 0.5}
+    assert spec.depth == 20 and spec.clipnorm is None and spec.lr_schedule == "inverse_time"
+    assert spec.lr_schedule_params == {"k": 0.5}
 
 
 def test_technique_parameters_reach_the_spec():
     cfg = load(techniques={"random_normal": {"stddev": 0.5}})
     spec = gaconfig.run_spec(cfg, {"initializer": "random_normal", "activation": "relu", "optimizer": "adam",
                                    "regularizer": "none", "seed": 0})  # fmt: skip
-    assert spec["initializer_params"] == {"stddev": 0.5}
+    assert spec.initializer_params == {"stddev": 0.5}
 
 
 @pytest.mark.parametrize(
@@ -106,7 +106,170 @@ def test_schema_refuses_bad_types_ranges_and_unknown_keys(changes):
         load(**changes)
 
 
-def test_data_key_depends_on_the_origin():
-    a = gaconfig.data_key({"source": "idx", "path": "/a", "url": "u"})
-    assert a == gaconfig.data_key({"source": "idx", "path": "/a", "url": "other"})
-    assert a != gaconfig.data_key({"source": "idx", "path": "/b", "url": "u"})
+def test_data_key_depends_on_the_content_not_the_path(tmp_path, monkeypatch):
+    from gradatlas import data
+
+    monkeypatch.chdir(tmp_path)
+    shipped = gaconfig.data_key({"source": "bundled", "path": str(data.BUNDLED)})
+    # the same canonical bytes, wherever they are and however they arrive: one key
+    assert shipped == gaconfig.data_key({"source": "download", "path": "cache", "url": "http://elsewhere/"})
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in data.FILES.values():
+        (moved / f"{name}.gz").write_bytes((data.BUNDLED / f"{name}.gz").read_bytes())
+    assert gaconfig.data_key({"source": "idx", "path": str(moved)}) == shipped
+    # a canonical file stored uncompressed still counts as the canonical content
+    import gzip
+
+    raw = moved / "t10k-labels-idx1-ubyte"
+    raw.write_bytes(gzip.decompress((moved / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    (moved / "t10k-labels-idx1-ubyte.gz").unlink()
+    assert gaconfig.data_key({"source": "idx", "path": str(moved)}) == shipped
+    # other bytes: another key
+    raw.write_bytes(raw.read_bytes()[:-1] + b"\x00")
+    assert gaconfig.data_key({"source": "idx", "path": str(moved)}) != shipped
+
+
+def test_data_key_of_unreadable_data_reuses_the_prepared_folder_of_that_origin(tmp_path, monkeypatch):
+    """A cluster node that cannot see the submit host's data folder finds the prepared folder by origin."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    missing = {"source": "idx", "path": str(tmp_path / "not-here")}
+    key = gaconfig.data_key(missing)
+    assert key.startswith("mnist-unread-") and key != gaconfig.data_key({"source": "idx", "path": "/elsewhere"})
+    made = tmp_path / "resources" / "prepared" / "mnist-0123456789abcdef"
+    made.mkdir(parents=True)
+    (made / "source.json").write_text(json.dumps({"source": "idx", "path": missing["path"]}))
+    assert gaconfig.data_key(missing) == "mnist-0123456789abcdef"
+
+
+def test_bundled_is_the_default_source_and_takes_no_path():
+    from gradatlas import data
+
+    cfg = copy.deepcopy(BASE)
+    del cfg["data"]
+    cfg = gaconfig.check(gaconfig.validate_schema(cfg))
+    assert cfg["data"]["source"] == "bundled" and cfg["data"]["path"] == str(data.BUNDLED)
+    assert cfg["data"]["allow_unusual_split"] is False and cfg["train"]["stall_accuracy"] == 0.5
+    with pytest.raises(gaconfig.ConfigError, match="data.path.*not used with data.source: bundled"):
+        load(data={"source": "bundled", "path": "/data/mnist"})
+    with pytest.raises(gaconfig.ConfigError, match="data.train_subset: 70000"):
+        load(data={"source": "bundled", "train_subset": 70000})
+
+
+def test_whole_floats_become_integers():
+    cfg = load(seeds=[1.0, 2], model__width=32.0, train__batch_size=64.0, grid__depth=[2.0, 3],
+               diagnostics__early_steps=[1.0], data__validation_size=500.0)  # fmt: skip
+    assert cfg["seeds"] == [1, 2] and all(type(s) is int for s in cfg["seeds"])
+    assert type(cfg["model"]["width"]) is int and type(cfg["train"]["batch_size"]) is int
+    assert [type(d) for d in cfg["grid"]["depth"]] == [int, int]
+    assert type(cfg["diagnostics"]["early_steps"][0]) is int and type(cfg["data"]["validation_size"]) is int
+    assert set(gaconfig.grid_frame(cfg)["seed"]) == {"1", "2"}  # tokens "1", not "1.0"
+    assert type(cfg["train"]["learning_rate"]["adam"]) is float  # numbers stay numbers
+
+
+@pytest.mark.parametrize(
+    "changes, text",
+    [
+        ({"seeds": [4294967296]}, "maximum"),
+        ({"seeds": [1.5]}, "integer"),
+        ({"grid__width": [100000000]}, "maximum"),
+        ({"grid__depth": [1000]}, "maximum"),
+        ({"grid__batch_size": [10**6]}, "maximum"),
+        ({"train__batch_size": 10**6}, "maximum"),
+    ],
+)
+def test_integer_bounds_of_seeds_and_grid_axes(changes, text):
+    with pytest.raises(WorkflowError, match=text):
+        load(**changes)
+
+
+@pytest.mark.parametrize(
+    "techniques, key",
+    [
+        ({"dropout": {"rate": 1.5}}, "techniques.dropout.rate"),
+        ({"dropout": {"rate": 1.0}}, "techniques.dropout.rate"),
+        ({"dropout": {"rate": -0.1}}, "techniques.dropout.rate"),
+        ({"l2": {"factor": -1e-4}}, "techniques.l2.factor"),
+        ({"l1_l2": {"l1": -1}}, "techniques.l1_l2.l1"),
+        ({"max_norm": {"max_value": 0}}, "techniques.max_norm.max_value"),
+        ({"random_normal": {"stddev": 0}}, "techniques.random_normal.stddev"),
+        ({"batch_norm": {"momentum": 1.0}}, "techniques.batch_norm.momentum"),
+        ({"momentum": {"momentum": 1.2}}, "techniques.momentum.momentum"),
+        ({"adam": {"beta_2": 1.0}}, "techniques.adam.beta_2"),
+        ({"leaky_relu": {"negative_slope": -0.2}}, "techniques.leaky_relu.negative_slope"),
+        ({"cosine": {"alpha": 2}}, "techniques.cosine.alpha"),
+        ({"dropout": {"rate": "half"}}, "techniques.dropout.rate"),
+        ({"dropout": {"rate": True}}, "techniques.dropout.rate"),
+    ],
+)
+def test_technique_parameters_are_range_checked(techniques, key):
+    with pytest.raises(gaconfig.ConfigError) as error:
+        load(techniques=techniques)
+    assert key in str(error.value)
+
+
+def test_technique_parameters_in_range_pass_as_floats():
+    cfg = load(techniques={"dropout": {"rate": 0}, "momentum": {"momentum": 0}, "l2": {"factor": 0}})
+    assert cfg["techniques"]["momentum"]["momentum"] == 0.0 and type(cfg["techniques"]["momentum"]["momentum"]) is float
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_numbers_are_refused(value):
+    with pytest.raises(gaconfig.ConfigError, match="grid.learning_rate.0.*not a finite number|grid.learning_rate\\[0\\]"):
+        load(grid__learning_rate=[value])
+    with pytest.raises(gaconfig.ConfigError, match="train.learning_rate.adam"):
+        load(train__learning_rate={"adam": value, "sgd": 0.1})
+
+
+@pytest.mark.parametrize(
+    "results, text",
+    [("/", "filesystem root"), (".", "working folder"), ("./", "working folder"), ("..", "'..'"),
+     ("/usr", "system folder"), ("/etc/gradatlas", "system folder"), ("~/results", "not expanded")],
+)  # fmt: skip
+def test_unsafe_results_folders_are_refused(results, text, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(gaconfig.ConfigError, match=text) as error:
+        load(results=results)
+    assert "config key results" in str(error.value)
+
+
+def test_results_folder_may_not_be_or_contain_home_or_the_repository(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    home = tmp_path / "home" / "someone"
+    home.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    for results, text in [(str(home), "is the home folder"), (str(home.parent), "contains the home folder"),
+                          (str(gaconfig.REPO), "the repository"), (str(gaconfig.REPO.parent), "contains")]:  # fmt: skip
+        with pytest.raises(gaconfig.ConfigError, match=text):
+            gaconfig.check_results_folder(results)
+    for fine in ["results", "results/demo", str(home / "studies" / "one"), str(Path(tmp_path) / "shared-results")]:
+        gaconfig.check_results_folder(fine)
+
+
+@pytest.mark.parametrize(
+    "content, text",
+    [
+        ('__use_yte__: true\nstudy: ?"x"\n', "__use_yte__"),
+        ("study: x\n# __use_yte__: true\n", "__use_yte__"),
+        ("study: !!python/name:os.system\n", "not plain YAML"),
+        ("- a list\n", "mapping"),
+        ("study: [unclosed\n", "not plain YAML"),
+    ],
+)
+def test_check_file_refuses_templates_and_non_plain_files(tmp_path, content, text):
+    path = tmp_path / "study.yaml"
+    path.write_text(content)
+    with pytest.raises(gaconfig.ConfigError, match=text) as error:
+        gaconfig.check_file(path)
+    assert str(path) in str(error.value)
+
+
+def test_check_file_passes_the_shipped_configs():
+    for path in [gaconfig.REPO / "config.yaml", *sorted((gaconfig.REPO / "studies").glob("*.yaml"))]:
+        gaconfig.check_file(path)
+    assert gaconfig.main(["check-file", str(gaconfig.REPO / "config.yaml")]) == 0
+

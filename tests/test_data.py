@@ -17,7 +17,7 @@ import pytest
 from gradatlas import data
 from gradatlas.data import FILES, DataError
 
-REAL_MNIST = Path(os.environ.get("GRADATLAS_MNIST", "/work/shared/data/mnist"))
+REAL_MNIST = Path(os.environ.get("GRADATLAS_MNIST", data.BUNDLED))  # the shipped copy unless told otherwise
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -371,3 +371,138 @@ def test_real_mnist():
     assert mnist.x_train.shape == (60000, 28, 28) and mnist.x_test.shape == (10000, 28, 28)
     assert len(mnist.y_train) == 60000 and len(mnist.y_test) == 10000
     assert mnist.y_train[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+
+
+# --- the copy shipped with the project, swapped files, unreadable files ----------------------------
+def copy_bundled(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in FILES.values():
+        (folder / f"{name}.gz").write_bytes((data.BUNDLED / f"{name}.gz").read_bytes())
+    return folder
+
+
+def test_shipped_mnist_is_canonical_and_loads_without_network():
+    for key, name in FILES.items():
+        assert data.sha256_of(data.BUNDLED / f"{name}.gz") == data.SHA256[key], name
+    mnist = data.load("bundled", None)
+    assert mnist.x_train.shape == (60000, 28, 28) and mnist.x_test.shape == (10000, 28, 28)
+    assert {key: data.fingerprint(getattr(mnist, key)) for key in FILES} == data.SHA256_IDX
+    record = data.describe_source("bundled", None)
+    assert record["path"] == str(data.BUNDLED) and set(record["sha256"].values()) == set(data.SHA256.values())
+
+
+def test_bundled_copy_with_a_changed_file_is_refused(tmp_path):
+    folder = copy_bundled(tmp_path / "mnist")
+    labels = folder / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(gzip.decompress(labels.read_bytes())))  # same payload, other bytes
+    with pytest.raises(DataError, match="expected " + data.SHA256["y_test"]) as error:
+        data.read_bundled(folder)
+    assert str(labels) in str(error.value) and "git checkout -- resources/mnist" in str(error.value)
+
+
+def test_bundled_copy_with_swapped_files_names_both(tmp_path):
+    folder = copy_bundled(tmp_path / "mnist")
+    train, test = folder / "train-labels-idx1-ubyte.gz", folder / "t10k-labels-idx1-ubyte.gz"
+    a, b = train.read_bytes(), test.read_bytes()
+    train.write_bytes(b), test.write_bytes(a)
+    with pytest.raises(DataError, match="swapped") as error:
+        data.read_bundled(folder)
+    assert str(train) in str(error.value) and str(test) in str(error.value)
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "raw"])
+def test_canonical_train_and_test_files_swapped_in_an_idx_folder(tmp_path, gz):
+    """The four files are each valid; images and labels match in count; only their roles are wrong."""
+    mnist = data.load("bundled", None)
+    swapped = data.MNIST(mnist.x_test, mnist.y_test, mnist.x_train, mnist.y_train)
+    paths = write_folder(tmp_path, swapped, gz=gz)
+    with pytest.raises(DataError, match="look swapped") as error:
+        data.load("idx", tmp_path)
+    assert str(paths["x_train"]) in str(error.value) and str(paths["x_test"]) in str(error.value)
+    with pytest.raises(DataError, match="look swapped"):  # no override for canonical files in the wrong role
+        data.load("idx", tmp_path, allow_unusual_split=True)
+
+
+def test_canonical_arrays_swapped_in_an_npz(tmp_path):
+    mnist = data.load("bundled", None)
+    path = save_npz(tmp_path / "swapped.npz", data.MNIST(mnist.x_test, mnist.y_test, mnist.x_train, mnist.y_train))
+    with pytest.raises(DataError, match="look swapped") as error:
+        data.load("npz", path)
+    assert "[x_train]" in str(error.value) and "[x_test]" in str(error.value)
+
+
+def test_unknown_data_needs_a_larger_training_split_or_the_override(tmp_path):
+    write_folder(tmp_path, synthetic(n_train=5, n_test=12))
+    with pytest.raises(DataError, match="data.allow_unusual_split") as error:
+        data.load("idx", tmp_path)
+    assert str(tmp_path / "train-images-idx3-ubyte.gz") in str(error.value)
+    assert str(tmp_path / "t10k-images-idx3-ubyte.gz") in str(error.value)
+    assert len(data.load("idx", tmp_path, allow_unusual_split=True).x_train) == 5
+    write_folder(tmp_path, synthetic(n_train=12, n_test=5))
+    assert len(data.load("idx", tmp_path).x_train) == 12
+
+
+def test_download_failure_says_what_to_do(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DataError, match="could not download") as error:
+        data.download(f"http://127.0.0.1:{port}/", tmp_path / "cache")
+    message = str(error.value)
+    assert "data.source: bundled" in message and "make demo MNIST=/path/to/mnist" in message
+    assert "data.source: idx" in message and "train-images-idx3-ubyte.gz" in message
+    with pytest.raises(DataError, match="could not download.*make demo MNIST="):  # data.url not a URL at all
+        data.download("not/a/url/", tmp_path / "cache")
+
+
+def test_unreadable_files_are_named(tmp_path):
+    folder = copy_bundled(tmp_path / "idx")
+    target = folder / "train-labels-idx1-ubyte.gz"
+    target.unlink()
+    target.symlink_to(target)  # a link to itself: cannot be opened, even by root
+    with pytest.raises(DataError) as error:
+        data.read_idx_folder(folder)
+    assert str(target) in str(error.value) and "cannot be read" in str(error.value)
+    with pytest.raises(DataError) as error:
+        data.read_bundled(folder)
+    assert str(target) in str(error.value)
+
+    dangling = tmp_path / "broken"
+    copy_bundled(dangling)
+    (dangling / "t10k-images-idx3-ubyte.gz").unlink()
+    (dangling / "t10k-images-idx3-ubyte.gz").symlink_to(tmp_path / "nowhere.gz")
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz: cannot be read"):
+        data.load("idx", dangling)
+
+    as_folder = tmp_path / "mnist.npz"
+    as_folder.mkdir()
+    with pytest.raises(DataError, match="mnist.npz: is not a regular file"):
+        data.read_npz(as_folder)
+    loop = tmp_path / "loop.npz"
+    loop.symlink_to(loop)
+    with pytest.raises(DataError, match="loop.npz: cannot be read"):
+        data.read_npz(loop)
+    with pytest.raises(DataError, match="loop.npz: cannot be read"):
+        data.sha256_of(loop)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_file_without_read_permission_is_named(tmp_path):
+    folder = copy_bundled(tmp_path / "idx")
+    target = folder / "t10k-labels-idx1-ubyte.gz"
+    target.chmod(0)
+    with pytest.raises(DataError, match="cannot be read") as error:
+        data.load("idx", folder)
+    assert str(target) in str(error.value)
+
+
+def test_content_digest_follows_the_bytes(tmp_path):
+    canonical = data.content_digest("bundled", None)
+    assert data.content_digest("download", "anything") == canonical
+    assert data.content_digest("idx", copy_bundled(tmp_path / "a")) == canonical
+    npz = save_npz(tmp_path / "m.npz", synthetic())
+    assert data.content_digest("npz", npz) != canonical
+    with pytest.raises(DataError, match="MNIST folder not found"):
+        data.content_digest("idx", tmp_path / "absent")

@@ -1,16 +1,17 @@
-"""The diagnostics probe against hand-computed backpropagation, and its promise not to disturb training."""
+"""The diagnostics probe (the engine's, on a pack of one) against hand-computed backpropagation,
+its measures per activation family, and its promise not to disturb training."""
 
 import keras
 import numpy as np
 import pytest
 
-from gradatlas import backend, config as gaconfig, diagnostics, model as gamodel
+from gradatlas import config as gaconfig, diagnostics, model as gamodel
 
 
-def make_spec(**overrides):
+def make_spec(depth=2, width=3, **overrides):
     cfg = {
         "data": {"source": "idx", "path": "unused"},
-        "model": {"depth": 2, "width": 3},
+        "model": {"depth": depth, "width": width},
         "grid": {"initializer": ["glorot_uniform"], "activation": ["sigmoid"], "optimizer": ["sgd"], "regularizer": ["none"]},
         "seeds": [0],
     }
@@ -47,84 +48,112 @@ def test_probe_matches_hand_computed_gradients():
     rng = np.random.default_rng(0)
     x = rng.random((16, 784)).astype("float32")
     y = rng.integers(0, 10, 16).astype("int32")
-    model = gamodel.build(make_spec())
+    spec = make_spec()
+    model = gamodel.build(spec)
     for layer in gamodel.dense_layers(model):  # non-zero biases, so bias paths are exercised
         layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
     weights = [(keras.ops.convert_to_numpy(l.kernel).astype("float64"), keras.ops.convert_to_numpy(l.bias).astype("float64"))
                for l in gamodel.dense_layers(model)]  # fmt: skip
     dz_hand, dw_hand, z_hand, a_hand = hand_backprop(weights, x.astype("float64"), y)
 
-    records, dz, dW = backend.probe_gradients(model, x, y)
-    for k in range(3):
-        np.testing.assert_allclose(dz[k], dz_hand[k], rtol=1e-3, atol=1e-7)
-        np.testing.assert_allclose(dW[k], dw_hand[k], rtol=1e-3, atol=1e-7)
-        np.testing.assert_allclose(records[k]["z"], z_hand[k], rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(records[k]["a"], a_hand[k], rtol=1e-4, atol=1e-5)
-
-    rows = diagnostics.layer_statistics(records, dz, dW, [w for w, _ in weights], None, "sigmoid", {})
-    for k, row in enumerate(rows):
-        bias_gradient = dz_hand[k].sum(axis=0)
-        assert row["delta_norm"] == pytest.approx(np.linalg.norm(bias_gradient), rel=1e-3)
-        assert row["grad_w_norm"] == pytest.approx(np.linalg.norm(dw_hand[k]), rel=1e-3)
-        assert row["delta_rms"] == pytest.approx(np.sqrt(np.mean((dz_hand[k] * 16) ** 2)), rel=1e-3)
-        assert row["act_mean"] == pytest.approx(a_hand[k].mean(), rel=1e-4)
-    hidden_slope = [a * (1 - a) for a in a_hand[:2]]
-    for k in range(2):
-        assert rows[k]["saturated_frac"] == pytest.approx((hidden_slope[k] < 0.05 * 0.25).mean())
+    rows = diagnostics.probe(model, spec, x, y).to_dict("records")
     assert [r["layer_kind"] for r in rows] == ["hidden", "hidden", "output"]
+    for k, row in enumerate(rows):
+        signal = np.abs(dz_hand[k] * 16)  # the per-sample error signal dL_i/dz
+        assert row["delta_norm"] == pytest.approx(np.linalg.norm(dz_hand[k].sum(axis=0)), rel=1e-3)
+        assert row["grad_w_norm"] == pytest.approx(np.linalg.norm(dw_hand[k]), rel=1e-3)
+        assert row["delta_rms"] == pytest.approx(np.sqrt(np.mean(signal**2)), rel=1e-3)
+        assert row["delta_p50"] == pytest.approx(np.percentile(signal, 50), rel=1e-3)
+        assert row["act_mean"] == pytest.approx(a_hand[k].mean(), rel=1e-4)
+        assert row["act_p95"] == pytest.approx(np.percentile(a_hand[k], 95), rel=1e-4)
+        assert row["weight_norm"] == pytest.approx(np.linalg.norm(weights[k][0]), rel=1e-5)
+    for k in range(2):
+        slope = a_hand[k] * (1 - a_hand[k])
+        assert rows[k]["saturated_frac"] == pytest.approx((slope < 0.05 * 0.25).mean())
+        assert np.isnan(rows[k]["inactive_frac"])  # sigmoid: no inactive measure
     assert np.isnan(rows[2]["saturated_frac"]) and np.isnan(rows[0]["update_ratio"])
 
 
-def test_relu_saturation_counts_inactive_units_and_dead_units():
-    rng = np.random.default_rng(1)
-    u = rng.normal(size=(50, 4)).astype("float32")
-    u[:, 0] = -np.abs(u[:, 0]) - 0.1  # unit 0 never active: dead
-    records = [{"z": u, "u": u, "a": np.maximum(u, 0)}, {"z": u, "u": u, "a": u}]
-    dz = [np.zeros_like(u), np.zeros_like(u)]
-    rows = diagnostics.layer_statistics(records, dz, [np.zeros((4, 4))] * 2, [np.ones((4, 4))] * 2, None, "relu", {})
-    assert rows[0]["saturated_frac"] == pytest.approx((u < 0).mean())
-    assert rows[0]["dead_frac"] == pytest.approx(0.25)
+def _kill_unit(model, unit=0):
+    """Make hidden unit `unit` of layer 1 inactive for every input in [0, 1]."""
+    first = gamodel.dense_layers(model)[0]
+    kernel = keras.ops.convert_to_numpy(first.kernel).copy()
+    kernel[:, unit] = -np.abs(kernel[:, unit])
+    first.kernel.assign(kernel)
+    first.bias.assign(np.full(first.bias.shape, -0.1, dtype="float32") * (np.arange(first.bias.shape[0]) == unit))
+
+
+def test_relu_reports_inactive_and_dead_units_not_saturation():
+    spec = make_spec(width=4, activation="relu")
+    model = gamodel.build(spec)
+    _kill_unit(model)
+    x = np.random.default_rng(1).random((50, 784)).astype("float32")
+    first = diagnostics.probe(model, spec, x, np.zeros(50, "int32")).iloc[0]
+    layer = gamodel.dense_layers(model)[0]
+    u = x @ keras.ops.convert_to_numpy(layer.kernel) + keras.ops.convert_to_numpy(layer.bias)
+    assert first["inactive_frac"] == pytest.approx((u < 0).mean())
+    assert first["dead_frac"] >= 0.25  # unit 0 of 4 never active
+    assert np.isnan(first["saturated_frac"])  # never compared with sigmoid's saturation
 
 
 def test_leaky_relu_units_cannot_die():
-    u = -np.ones((10, 3), dtype="float32")
-    records = [{"z": u, "u": u, "a": u}, {"z": u, "u": u, "a": u}]
-    rows = diagnostics.layer_statistics(records, [u, u], [np.zeros((3, 3))] * 2, [np.ones((3, 3))] * 2, None,
-                                        "leaky_relu", {"negative_slope": 0.2})  # fmt: skip
-    assert rows[0]["saturated_frac"] == 1.0 and rows[0]["dead_frac"] == 0.0
+    spec = make_spec(width=4, activation="leaky_relu")
+    model = gamodel.build(spec)
+    _kill_unit(model)
+    x = np.random.default_rng(1).random((50, 784)).astype("float32")
+    first = diagnostics.probe(model, spec, x, np.zeros(50, "int32")).iloc[0]
+    assert first["inactive_frac"] >= 0.25 and first["dead_frac"] == 0.0
 
 
 def test_update_ratio_measures_relative_weight_change():
-    w0, w1 = np.ones((3, 3)), np.ones((3, 3)) * 1.1
-    u = np.zeros((2, 3), dtype="float32")
-    records = [{"z": u, "u": u, "a": u}]
-    rows = diagnostics.layer_statistics(records, [u], [w0], [w1], [w0], "sigmoid", {})
-    assert rows[0]["update_ratio"] == pytest.approx(0.1)
+    spec = make_spec()
+    model = gamodel.build(spec)
+    before = [keras.ops.convert_to_numpy(l.kernel) / 1.1 for l in gamodel.dense_layers(model)]
+    x = np.random.default_rng(2).random((8, 784)).astype("float32")
+    rows = diagnostics.probe(model, spec, x, np.zeros(8, "int32"), previous_kernels=before)
+    np.testing.assert_allclose(rows["update_ratio"], 0.1, rtol=1e-4)
 
 
 def test_probe_changes_neither_weights_nor_random_streams():
-    spec = make_spec(regularizer="dropout")
-    spec["depth"] = 3
-    model = gamodel.build(spec)
+    spec = make_spec(depth=3, regularizer="dropout")
+    model = gamodel.build(spec, packed=True, dropout=True)
     x = np.random.default_rng(2).random((32, 784)).astype("float32")
     y = np.arange(32, dtype="int32") % 10
     before = [keras.ops.convert_to_numpy(v).copy() for v in model.variables]
-    seeds_before = [keras.ops.convert_to_numpy(layer.seed_generator.state).copy()
-                    for layer in model.layers if isinstance(layer, keras.layers.Dropout)]  # fmt: skip
-    backend.probe_gradients(model, x, y)
+    diagnostics.probe(model, spec, x, y)
     after = [keras.ops.convert_to_numpy(v) for v in model.variables]
-    seeds_after = [keras.ops.convert_to_numpy(layer.seed_generator.state)
-                   for layer in model.layers if isinstance(layer, keras.layers.Dropout)]  # fmt: skip
-    assert seeds_before and all(np.array_equal(a, b) for a, b in zip(before, after))
-    assert all(np.array_equal(a, b) for a, b in zip(seeds_before, seeds_after))
+    assert any(isinstance(l, gamodel.MemberDropout) for l in model.layers)
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))  # RNG seed states included
 
 
-def test_batch_norm_probe_uses_moving_averages_and_does_not_update_them():
-    spec = make_spec(regularizer="batch_norm")
+def test_batch_norm_is_probed_on_batch_statistics_and_its_averages_stay():
+    # Glorot + sigmoid at depth 5: the error signal all but vanishes on its way back to layer 1;
+    # batch normalization, probed as it trains (on the batch's statistics), keeps most of it.
+    x = np.random.default_rng(3).random((256, 784)).astype("float32")
+    y = np.arange(256, dtype="int32") % 10
+    ratios = {}
+    for regularizer in ("none", "batch_norm"):
+        spec = make_spec(depth=5, width=64, regularizer=regularizer)
+        model = gamodel.build(spec)
+        before = [keras.ops.convert_to_numpy(v).copy() for v in model.non_trainable_variables]
+        ratios[regularizer] = diagnostics.delta_ratio(diagnostics.probe(model, spec, x, y), first=True)
+        after = [keras.ops.convert_to_numpy(v) for v in model.non_trainable_variables]
+        assert all(np.array_equal(a, b) for a, b in zip(before, after))  # moving averages untouched
+    assert ratios["batch_norm"] > 30 * ratios["none"], ratios
+
+
+def test_a_non_finite_network_records_nan_not_dead_units():
+    spec = make_spec(activation="relu")
     model = gamodel.build(spec)
-    bn = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
-    x = np.random.default_rng(3).random((64, 784)).astype("float32")
-    before = [keras.ops.convert_to_numpy(l.moving_mean).copy() for l in bn]
-    records, _, _ = backend.probe_gradients(model, x, np.zeros(64, dtype="int32"))
-    assert all(np.array_equal(b, keras.ops.convert_to_numpy(l.moving_mean)) for b, l in zip(before, bn))
-    assert not np.allclose(records[0]["z"], records[0]["u"])  # u is the batch-normalized z
+    first = gamodel.dense_layers(model)[0]
+    first.kernel.assign(np.full(first.kernel.shape, np.nan, dtype="float32"))
+    x = np.random.default_rng(4).random((8, 784)).astype("float32")
+    rows = diagnostics.probe(model, spec, x, np.zeros(8, "int32"))
+    assert rows[diagnostics.STATS].isna().all().all()
+
+
+def test_flow_classes_follow_the_stated_thresholds():
+    assert diagnostics.flow_class(0.05) == "vanishing"
+    assert diagnostics.flow_class(1.0) == "healthy"
+    assert diagnostics.flow_class(20.0) == "exploding"
+    assert diagnostics.flow_class(float("nan")) is None

@@ -25,7 +25,7 @@ RULE_FILES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
 
 # An env may pin a GPU build of a package whose CPU build requirements.txt pins; the version must
 # be the same. Extras (tensorflow[and-cuda], jax[cuda12]) are dropped before the lookup.
-GPU_BUILD_OF = {"tensorflow": "tensorflow-cpu"}
+GPU_BUILD_OF: dict[str, str] = {}  # a GPU build pinned under another name than the CPU one
 # needed at run time without an import statement: pandas reads and writes parquet through pyarrow
 RUNTIME_ONLY = {"pyarrow"}
 # provided by snakemake itself: a `script:` preamble puts snakemake's own package on sys.path
@@ -93,11 +93,13 @@ def test_cpu_and_cuda_training_envs_pin_the_same_libraries():
     # jax[cuda12] brings its own jaxlib, of jax's version
     assert names(REPO / "envs" / "train-cuda.yaml") | {"jaxlib"} == names(REPO / "envs" / "train-cpu.yaml")
     cuda = {canonicalize_name(r.name): r for r in pip_requirements(env_file(REPO / "envs" / "train-cuda.yaml"))}
-    assert "and-cuda" in cuda["tensorflow"].extras
+    assert "cuda12" in cuda["jax"].extras
+    assert "tensorflow" not in cuda  # the engine never imports it
 
 
 # --- rules -> env files --------------------------------------------------------------------------------
-RULE_RE = re.compile(r"^(?:rule|checkpoint)\s+(\w+)\s*:", re.M)
+# named rules, and rules made in a loop (`rule:` with a `name:` f-string, e.g. train_<pack>)
+RULE_RE = re.compile(r"^\s*(?:rule|checkpoint)\s*(\w*)\s*:(?:\s*\n\s+name:\s*\n?\s*f?[\"']([a-z_]+))?", re.M)
 CONDA_RE = re.compile(r"^\s+conda:\s*(?:\n\s*)?(f?)([\"'])(.+?)\2", re.M)
 SCRIPT_RE = re.compile(r"^\s+script:\s*(?:\n\s*)?([\"'])(.+?)\1", re.M)
 
@@ -111,9 +113,10 @@ def rule_blocks() -> list[tuple[Path, str, str]]:
         for i, m in enumerate(starts):
             end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
             body = text[m.end():end]
-            # the rule ends at the first top-level statement after it
-            top = re.search(r"^(?=[^\s#])", body, re.M)
-            blocks.append((path, m.group(1), body[: top.start()] if top else body))
+            # the rule ends at the first statement at or left of its own indentation
+            indent = len(m.group(0)) - len(m.group(0).lstrip())
+            top = re.compile(rf"^(?=\s{{0,{indent}}}[^\s#])", re.M).search(body, body.find("\n") + 1)
+            blocks.append((path, m.group(1) or m.group(2), body[: top.start()] if top else body))
     return blocks
 
 
@@ -130,7 +133,7 @@ def conda_envs_of(path: Path, body: str) -> list[Path]:
 
 def test_rules_found():
     names = {name for _, name, _ in rule_blocks()}
-    assert {"prepare_data", "train", "aggregate", "report"} <= names
+    assert {"prepare_data", "train_", "aggregate", "report"} <= names  # train_<pack>: one rule per pack
 
 
 @pytest.mark.parametrize("block", rule_blocks(), ids=lambda b: b[1])

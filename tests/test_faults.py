@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, make_workspace, run_snakemake, write_config
+from conftest import REPO, SNAKEMAKE, make_workspace, planned_runs, run_snakemake, write_config
 
 FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -158,6 +158,17 @@ def test_npz_wrong_shape_and_not_a_zip(ws, mnist_dir):
     fails_cleanly(ws, study({"source": "npz", "path": str(garbage)}), "npz-garbage", "garbage.npz", "not an .npz")
 
 
+def test_canonical_train_and_test_files_swapped(ws, mnist_dir):
+    """Each file valid, images and labels agree in number: only the roles are wrong."""
+    folder = ws / "data" / "swapped"
+    folder.mkdir(parents=True)
+    for a, b in (("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"), ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte")):
+        shutil.copy(mnist_dir / f"{a}.gz", folder / f"{b}.gz")
+        shutil.copy(mnist_dir / f"{b}.gz", folder / f"{a}.gz")
+    out = fails_cleanly(ws, study({"source": "idx", "path": str(folder)}), "swapped", "look swapped")
+    assert str(folder / "train-images-idx3-ubyte.gz") in out and str(folder / "t10k-images-idx3-ubyte.gz") in out
+
+
 @pytest.fixture
 def mnist_server(tmp_path, mnist_dir):
     """A local HTTP server over a folder of MNIST .gz files: (base url, folder, stop)."""
@@ -214,6 +225,14 @@ BAD_CONFIGS = {
     "unknown-key": ({"train": {"epoch": 3}}, ["Additional properties are not allowed ('epoch' was unexpected)"]),
     "unknown-parameter": ({"techniques": {"dropout": {"rat": 0.5}}}, ["techniques.dropout.rat", "Allowed: rate"]),
     "bad-source": ({"data": {"source": "ftp"}}, ["source", "'ftp' is not one of"]),
+    "seed-too-large": ({"seeds": [4294967296]}, ["seeds", "4294967296 is greater than the maximum of 2147483647"]),
+    "fractional-seed": ({"seeds": [1.5]}, ["seeds", "1.5 is not of type 'integer'"]),
+    "dropout-rate": ({"techniques": {"dropout": {"rate": 1.5}}}, ["techniques.dropout.rate", "must be in [0, 1)"]),
+    "negative-l2": ({"techniques": {"l2": {"factor": -0.1}}}, ["techniques.l2.factor", "must be >= 0"]),
+    "huge-width-axis": ({"grid": TINY_GRID | {"width": [100000000]}}, ["width", "100000000 is greater than the maximum of 10000"]),
+    "nan-learning-rate": ({"train": {"learning_rate": {"sgd": float("nan")}}}, ["train.learning_rate.sgd", "not a finite number"]),
+    "root-results": ({"results": "/"}, ["config key results", "filesystem root"]),
+    "repo-results": ({"results": "."}, ["config key results", "working folder"]),
 }
 
 
@@ -235,7 +254,10 @@ def test_bad_config_is_refused_by_the_checks(mnist_dir, case):
         assert text in str(error.value), f"{text!r} not in {error.value}"
 
 
-@pytest.mark.parametrize("case", ["unknown-name", "wrong-type", "unsafe-results", "unknown-key"])
+@pytest.mark.parametrize(
+    "case", ["unknown-name", "wrong-type", "unsafe-results", "unknown-key", "seed-too-large", "dropout-rate",
+             "huge-width-axis", "root-results"],
+)  # fmt: skip
 def test_bad_config_stops_snakemake_before_any_job(ws, mnist_dir, case):
     config = write_config(ws, bad_overlay(mnist_dir, case), f"config-{case}.yaml")
     proc = run_snakemake(ws, "-n", "--configfile", str(config), check=False)
@@ -244,6 +266,121 @@ def test_bad_config_stops_snakemake_before_any_job(ws, mnist_dir, case):
     for text in BAD_CONFIGS[case][1]:
         assert text in out, f"{text!r} not in:\n{out[-3000:]}"
     assert "Job stats" not in out and "rule train" not in out  # nothing was scheduled
+
+
+def test_whole_floats_are_the_integers_they_are(ws, mnist_dir):
+    """seeds: [1.0] used to crash while snakemake built the DAG; width/batch size 32.0 inside Keras."""
+    overlay = study({"source": "idx", "path": str(mnist_dir)}, seeds=[1.0], model={"depth": 2, "width": 32.0},
+                    train={"epochs": 1, "batch_size": 64.0}, grid=TINY_GRID | {"depth": [2.0]})  # fmt: skip
+    config = write_config(ws, overlay, "floats.yaml")
+    plan = run_snakemake(ws, "-n", "--configfile", str(config)).stdout
+    assert "/depth~2/seed~1/run.json" in plan and "seed~1.0" not in plan and "depth~2.0" not in plan
+
+
+# --- config files that are code (YTE), the shipped data ----------------------------------------------
+YTE = '__use_yte__: true\nstudy: ?"x" if __import__("os").system("touch PWNED") == 0 else "y"\n'
+
+
+def test_a_yte_config_runs_code_when_given_straight_to_snakemake(tmp_path):
+    """The limit the README states: snakemake itself evaluates it, even in a dry run, before any
+    line of GradAtlas runs. Only the Makefile (and a careful user) can refuse it first."""
+    ws = make_workspace(tmp_path / "ws")
+    (ws / "y.yaml").write_text(YTE)
+    run_snakemake(ws, "-n", "--configfile", "y.yaml", check=False)
+    assert (ws / "PWNED").exists()
+
+
+def test_make_refuses_a_yte_config_before_snakemake_reads_it(tmp_path):
+    import subprocess
+    import sys
+
+    ws = make_workspace(tmp_path / "ws")
+    shutil.copy(REPO / "Makefile", ws / "Makefile")
+    (ws / "y.yaml").write_text(YTE)
+    venv = Path(sys.executable).parent.parent
+    for target in ("demo", "study"):
+        # -o: treat the environment as installed (never pip install from a test)
+        proc = subprocess.run(["make", "-o", f"{venv}/.installed", target, "CONFIG=y.yaml", f"VENV={venv}"],
+                              cwd=ws, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode != 0, proc.stdout + proc.stderr
+        assert "ConfigError: config file y.yaml" in proc.stderr and "__use_yte__" in proc.stderr, proc.stderr
+    assert not (ws / "PWNED").exists() and not (ws / ".snakemake").exists()
+
+
+def test_shipped_mnist_is_the_default_and_needs_no_network(tmp_path):
+    """make demo's data with no MNIST= argument: the prepared data comes from resources/mnist/ with
+    every connection attempt refused."""
+    import os
+    import subprocess
+
+    from gradatlas import config as gaconfig
+
+    ws = make_workspace(tmp_path / "ws")
+    shutil.copytree(REPO / "resources" / "mnist", ws / "resources" / "mnist")
+    guard = ws / "netguard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(NO_NETWORK)
+    netlog = ws / "network.log"
+    target = f"resources/prepared/{gaconfig.data_key({'source': 'bundled', 'path': 'shipped'})}"
+    env = os.environ | {"PYTHONPATH": str(guard), "GRADATLAS_TEST_NETLOG": str(netlog), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([str(SNAKEMAKE), target, "--cores", "1", "--configfile", "studies/demo.yaml"], cwd=ws,
+                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not netlog.exists(), netlog.read_text()
+    source = yaml.safe_load((ws / target / "source.json").read_text())
+    assert source["source"] == "bundled" and source["path"] == str(ws / "resources" / "mnist")
+    assert source["counts"]["x_train"] == 60000
+
+    make = subprocess.run(["make", "-n", "-C", str(REPO), "demo"], capture_output=True, text=True, check=True).stdout
+    line = next(l for l in make.splitlines() if "snakemake" in l and "--configfile" in l)
+    import shlex
+
+    assert "--config" not in shlex.split(line) and "download" not in line
+
+
+def test_moving_the_mnist_folder_does_not_retrain(tmp_path, mnist_dir):
+    """The prepared data is keyed by the files' content: the same bytes elsewhere are the same data."""
+    ws = make_workspace(tmp_path / "ws")
+    first = tmp_path / "mnist-here"
+    shutil.copytree(mnist_dir, first, ignore=shutil.ignore_patterns("README*"))
+    overlay = study({"source": "idx", "path": str(first), "train_subset": 3000, "validation_size": 500},
+                    model={"depth": 2, "width": 32}, train={"epochs": 1})  # fmt: skip
+    run = "results/runs/initializer~he_normal/activation~relu/optimizer~sgd/regularizer~none/seed~0/run.json"
+    run_snakemake(ws, run, "--cores", "1", "--configfile", str(write_config(ws, overlay, "here.yaml")))
+    assert (ws / run).exists()
+
+    moved = tmp_path / "elsewhere" / "mnist"
+    moved.parent.mkdir()
+    first.rename(moved)
+    overlay["data"]["path"] = str(moved)
+    plan = run_snakemake(ws, "-n", "--configfile", str(write_config(ws, overlay, "moved.yaml"))).stdout
+    assert "prepare_data" not in plan and run.removesuffix("/run.json") not in planned_runs(plan), plan[-2000:]
+
+
+def test_prepared_data_is_found_where_the_data_folder_cannot_be_seen(tmp_path, mnist_dir):
+    """A cluster node re-reads the config but may not see the submit host's data folder
+    (prepare_data is a local rule): the key falls back to the folder prepared from that origin."""
+    from gradatlas import config as gaconfig
+
+    ws = make_workspace(tmp_path / "ws")
+    folder = tmp_path / "submit-host-only"
+    shutil.copytree(mnist_dir, folder, ignore=shutil.ignore_patterns("README*"))
+    config = write_config(ws, study({"source": "idx", "path": str(folder)}), "local.yaml")
+    prepared = f"resources/prepared/{gaconfig.data_key({'source': 'idx', 'path': str(folder)})}"
+    run_snakemake(ws, prepared, "--cores", "1", "--configfile", str(config))
+    shutil.rmtree(folder)
+    plan = run_snakemake(ws, "-n", "--configfile", str(config)).stdout
+    assert "rule prepare_data" not in plan and "rule train" in plan and f"input: {prepared}" in plan, plan[-3000:]
+
+
+def test_a_damaged_shipped_copy_is_refused(tmp_path):
+    ws = make_workspace(tmp_path / "ws")
+    shutil.copytree(REPO / "resources" / "mnist", ws / "resources" / "mnist")
+    damaged = ws / "resources" / "mnist" / "train-labels-idx1-ubyte.gz"
+    damaged.chmod(0o644)
+    damaged.write_bytes(damaged.read_bytes()[:-10])
+    out = fails_cleanly(ws, study({"source": "bundled"}), "damaged", str(damaged), "expected 3552534a", "git checkout -- resources/mnist")
+    assert "DataError" in out
 
 
 # --- a diverging training, stale and partial run folders, no network ------------------------------

@@ -15,6 +15,11 @@ import yaml
 
 from conftest import REPO, SNAKEMAKE, make_workspace, run_snakemake, write_config
 
+from gradatlas import backend
+
+if "keras" not in sys.modules:  # the engine's default backend, when this module decides
+    backend.select("jax")
+
 PRESETS = sorted(p.name for p in (REPO / "studies").glob("*.yaml"))
 MINE = ["batch_norm.yaml", "depth_init.yaml", "nielsen.yaml", "transfer.yaml"]
 
@@ -93,16 +98,16 @@ def test_nielsen_verdict_uses_the_tolerance():
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, mnist_split):
-    from gradatlas import backend
+    import keras
+
     from gradatlas.studies import transfer
 
     spec = _tiny_spec()
-    backend.configure(1, True, 0)
-    model, record = transfer.pretrain(spec, mnist_split, epochs=1, patience=1)
-    path = tmp_path_factory.mktemp("transfer") / "pretrained.keras"
-    model.save(path)
-    assert record["test_accuracy_a"] > 0.8
-    return path, model
+    run_dir = tmp_path_factory.mktemp("transfer") / "pretrain"
+    path, record = transfer.pretrain(spec, mnist_split, epochs=1, patience=1, run_dir=run_dir)
+    assert record["test_accuracy_a"] > 0.8 and record["epochs_run"] == 1
+    assert (run_dir / "run.json").exists() and (run_dir / "diagnostics.parquet").exists()  # the engine's run folder
+    return path, keras.models.load_model(path)
 
 
 def _tiny_spec():
@@ -113,7 +118,7 @@ def _tiny_spec():
     gaconfig.validate_schema(cfg)
     cell = {"initializer": "he_normal", "activation": "elu", "optimizer": "adam", "regularizer": "none", "seed": 0,
             "depth": 3, "width": 16}  # fmt: skip
-    return gaconfig.run_spec(cfg, cell) | {"batch_size": 64}
+    return gaconfig.run_spec(cfg, cell).replace(batch_size=64, backend=backend.name())
 
 
 def test_transfer_variants_set_trainable_flags_and_reuse_weights(pretrained):
@@ -122,6 +127,7 @@ def test_transfer_variants_set_trainable_flags_and_reuse_weights(pretrained):
     path, original = pretrained
     expected = {"frozen_all": [False] * 3, "frozen_cached": [False] * 3, "frozen_all_but_top1": [False, False, True],
                 "frozen_all_but_top2": [False, True, True], "fine_tuned": [True] * 3}  # fmt: skip
+    frozen_dense = transfer.frozen_dense_class()
     for variant, flags in expected.items():
         model = transfer.variant_model(variant, path, _tiny_spec(), 5)
         dense = transfer.hidden_dense(model)
@@ -131,47 +137,79 @@ def test_transfer_variants_set_trainable_flags_and_reuse_weights(pretrained):
             np.testing.assert_array_equal(np.asarray(reused.kernel), np.asarray(source.kernel))
         assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == (
             16 * 5 + 5 + sum(d.kernel.shape[0] * 16 + 16 for d, f in zip(dense, flags) if f))
+        # what the engine trains: the frozen Dense layers as FrozenDense, same names and weights
+        packed = transfer.packed_variant_model(variant, path, _tiny_spec(), 5)
+        packed_dense = transfer.hidden_dense(packed)
+        assert [not isinstance(d, frozen_dense) for d in packed_dense] == flags, variant
+        assert [v.path for v in packed.weights] == [v.path for v in model.weights]
+        for a, b in zip(packed_dense, dense):
+            np.testing.assert_array_equal(np.asarray(a.kernel), np.asarray(b.kernel))
     scratch = transfer.variant_model("scratch", path, _tiny_spec(), 5)
     assert all(d.trainable for d in transfer.hidden_dense(scratch))
     assert not np.array_equal(np.asarray(transfer.hidden_dense(scratch)[0].kernel), np.asarray(transfer.hidden_dense(original)[0].kernel))
 
 
-def test_cached_features_equal_recomputed_ones_after_training(pretrained, mnist_split):
-    from gradatlas.model import compile_model
+def test_frozen_dense_gets_no_gradient():
+    import keras
+
     from gradatlas.studies import transfer
 
-    path, _ = pretrained
-    x, y = transfer.task(mnist_split.x_train, mnist_split.y_train, transfer.TASK_B, 20)
-    model = transfer.variant_model("frozen_all", path, _tiny_spec(), 5)
-    extractor = transfer.feature_extractor(model)
-    cached = extractor.predict(x, verbose=0)
-    compile_model(model, _tiny_spec(), 2).fit(x, y, epochs=2, batch_size=32, verbose=0)
-    np.testing.assert_allclose(extractor.predict(x, verbose=0), cached, rtol=1e-6, atol=1e-6)  # frozen: unchanged
+    layer = transfer.frozen_dense_class()(3, name="f")
+    layer.build((None, 4))
+    x = keras.ops.ones((2, 4))
+
+    def loss(kernel, bias):
+        out, _ = layer.stateless_call([kernel, bias], [], x)
+        return keras.ops.sum(out**2), None
+
+    (_, _), grads = backend.value_and_grad(lambda tv: loss(*tv))([layer.kernel.value, layer.bias.value])
+    assert all(float(keras.ops.max(keras.ops.abs(g))) == 0.0 for g in grads)
 
 
-def test_transfer_variants_run_and_cached_matches_recomputed(pretrained, mnist_split):
+def test_transfer_variants_train_through_the_engine(pretrained, mnist_split, tmp_path):
+    import keras
+
     from gradatlas.studies import transfer
 
-    path, _ = pretrained
+    path, original = pretrained
     table = transfer.run_variants(_tiny_spec(), mnist_split, path, per_class=20, epochs=3, patience=3,
-                                  variants=("scratch", "frozen_all", "frozen_cached"))  # fmt: skip
+                                  variants=("scratch", "frozen_all", "frozen_all_but_top1", "frozen_cached"),
+                                  runs_dir=tmp_path)  # fmt: skip
     acc = table.set_index("variant")["test_accuracy"]
-    assert acc["frozen_cached"] == pytest.approx(acc["frozen_all"], abs=0.01)
+    assert acc["frozen_cached"] == pytest.approx(acc["frozen_all"], abs=0.01)  # cached = recomputed
     assert (table["train_images"] == 100).all() and table.loc[table["variant"] == "frozen_cached", "cache_seconds"].item() > 0
+    assert (table["epochs_run"] == 3).all()
+    source = [np.asarray(d.kernel) for d in transfer.hidden_dense(original)]
+    for variant, trained_top in (("frozen_all", 0), ("frozen_cached", 0), ("frozen_all_but_top1", 1)):
+        run = json.loads((tmp_path / variant / "run.json").read_text())
+        assert run["pack"]["size"] == 1 and run["summary"]["epochs_run"] == 3
+        saved = keras.models.load_model(tmp_path / variant / "model.keras")  # the whole task-B network
+        kernels = [np.asarray(d.kernel) for d in transfer.hidden_dense(saved)]
+        for i, (k, s) in enumerate(zip(kernels, source)):
+            if i < len(source) - trained_top:
+                np.testing.assert_array_equal(k, s)  # frozen: exactly unchanged by the engine's optimizer
+            else:
+                assert not np.array_equal(k, s), variant
+        assert saved.layers[-1].units == 5
 
 
-def test_batch_norm_tracks_accuracy_and_the_sigmoid_input(mnist_split):
-    from gradatlas import backend
+def test_batch_norm_tracks_accuracy_and_the_sigmoid_input(mnist_split, tmp_path):
     from gradatlas.studies import batch_norm
 
     settings = {"init_stddev": 0.01, "learning_rate": 0.5, "batch_size": 60, "eval_every": 20, "bn_momentum": 0.99}
+    seeds = [0, 1] if backend.name() == "jax" else [0]  # one pack of the seeds
     curves = []
     for variant in batch_norm.VARIANTS:
-        backend.configure(1, True, 0)
-        spec = batch_norm.spec_for(_tiny_spec(), variant, settings)
-        curve, record = batch_norm.run(spec, mnist_split, steps=60, eval_every=20, unit=0, fixed_images=200)
-        assert list(curve["step"]) == [0, 20, 40, 60] and record["steps"] == 60
-        curves.append(curve.assign(variant=variant, seed=0))
+        specs = [batch_norm.spec_for(_tiny_spec().replace(seed=s), variant, settings) for s in seeds]
+        run_dirs = [tmp_path / variant / f"seed~{s}" for s in seeds]
+        got, records = batch_norm.run(specs, mnist_split, steps=60, eval_every=20, unit=0, fixed_images=200,
+                                      run_dirs=run_dirs, pack_dir=tmp_path / variant / ".pack")  # fmt: skip
+        for seed, curve, record, run_dir in zip(seeds, got, records, run_dirs):
+            assert list(curve["step"]) == [0, 20, 40, 60] and record["steps"] == 60
+            assert record["pack_size"] == len(seeds) and (run_dir / "diagnostics.parquet").exists()
+            curves.append(curve.assign(variant=variant, seed=seed))
+        if len(seeds) > 1:  # the seeds are different networks
+            assert got[0]["p50"].iloc[0] != got[1]["p50"].iloc[0]
     curves = pd.concat(curves)
     assert (curves["p15"] <= curves["p50"]).all() and (curves["p50"] <= curves["p85"]).all()
     result = batch_norm.assess(curves)

@@ -5,7 +5,8 @@ the bias gradient averaged over the first 1,000 training images, at init.
 
 Two output heads are measured on the same networks:
 - `gradatlas`: GradAtlas' own convention (linear logits, softmax cross-entropy), measured with the
-  project's gradient probe (`backend.probe_gradients`, whose `delta_norm` is this norm);
+  project's diagnostics probe (`diagnostics.probe_program`, the program the training engine runs,
+  over the seeds' networks stacked as one pack; its `delta_norm` is this norm);
 - `nielsen`: his exact setup (sigmoid output units, per-unit cross-entropy C = -sum[y ln a + (1-y) ln(1-a)]),
   by a plain numpy backward pass over the same weights.
 """
@@ -13,24 +14,25 @@ Two output heads are measured on the same networks:
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
-import keras
 import numpy as np
 import pandas as pd
 
 from gradatlas import backend, catalog
-from gradatlas.model import dense_layers
 
 # the norms he prints (hidden layer 1 first), by number of hidden layers
 PUBLISHED = {2: [0.07, 0.31], 3: [0.012, 0.060, 0.283], 4: [0.003, 0.017, 0.070, 0.285]}
 HEADS = ("gradatlas", "nielsen")
 
 
-def build(hidden_layers: int, width: int, seed: int) -> keras.Sequential:
+def build(hidden_layers: int, width: int, seed: int):
     """784-[width]x hidden_layers-10 sigmoid net, W ~ N(0, 1/n_in) (catalog `fan_in_normal`), b ~ N(0, 1).
 
     The output Dense is linear: the head (softmax or sigmoid) is applied by the loss.
     """
+    import keras
+
     layers = [keras.Input((784,), name="pixels")]
     units = [width] * hidden_layers + [10]
     for i, n in enumerate(units, start=1):
@@ -51,12 +53,15 @@ def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def mean_bias_gradients(model: keras.Sequential, x: np.ndarray, y: np.ndarray, head: str) -> list[np.ndarray]:
+def mean_bias_gradients(model, x: np.ndarray, y: np.ndarray, head: str) -> list[np.ndarray]:
     """dC/db per Dense layer, averaged over the batch, by a numpy forward and backward pass.
 
     head `nielsen`: sigmoid outputs with per-unit cross-entropy (output error a - y);
     head `gradatlas`: softmax cross-entropy on linear logits (output error softmax - y).
     """
+    import keras
+
+    from gradatlas.model import dense_layers
     params = [(keras.ops.convert_to_numpy(d.kernel).astype(np.float64), keras.ops.convert_to_numpy(d.bias).astype(np.float64))
               for d in dense_layers(model)]  # fmt: skip
     a, zs = x.astype(np.float64), []
@@ -81,20 +86,48 @@ def mean_bias_gradients(model: keras.Sequential, x: np.ndarray, y: np.ndarray, h
     return [d.mean(axis=0) for d in reversed(deltas)]
 
 
+def probe_norms(models: list, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(members, Dense layers): ||mean over the batch of dL/dz|| at init, by the diagnostics probe
+    (`delta_norm`) of the members' networks stacked as one pack (one compiled, vectorized program).
+
+    The TensorFlow backend vectorizes packs of one only, so there each network is probed alone."""
+    import keras
+
+    from gradatlas import diagnostics
+    from gradatlas.model import dense_layers
+
+    ops = keras.ops
+    template = models[0]
+    variables = template.trainable_variables
+    kernels = [next(i for i, v in enumerate(variables) if v is d.kernel) for d in dense_layers(template)]
+    # the probe reads the activation from the spec: every network here is sigmoid
+    spec = SimpleNamespace(activation="sigmoid", activation_params=catalog.params("activation", "sigmoid"))
+    probe = backend.jit(diagnostics.probe_program(template, kernels, spec))
+    x, y = ops.convert_to_tensor(x), ops.convert_to_tensor(y)
+    at_once = len(models) if backend.name() == "jax" else 1
+    out = []
+    for start in range(0, len(models), at_once):
+        pack = models[start : start + at_once]
+        tv = [ops.convert_to_tensor(np.stack([ops.convert_to_numpy(m.trainable_variables[i]) for m in pack]))
+              for i in range(len(variables))]  # fmt: skip
+        stats = probe(tv, [], [tv[i] for i in kernels], x, y)
+        out.append(ops.convert_to_numpy(stats["delta_norm"]))
+    return np.concatenate(out)
+
+
 def gradient_norms(x: np.ndarray, y: np.ndarray, depths, width: int, seeds) -> pd.DataFrame:
     """One row per (hidden_layers, seed, head, hidden layer): the norm of the mean bias gradient."""
     rows = []
     for k in depths:
-        for seed in seeds:
-            model = build(k, width, seed)
-            dz = backend.probe_gradients(model, x, y)[1]  # (records, dz, ...): dL/dz per Dense layer
-            probe = [float(np.linalg.norm(d.sum(axis=0))) for d in dz]  # sum of dL/dz of the mean loss
+        models = [build(k, width, seed) for seed in seeds]
+        probed = probe_norms(models, x, y)
+        for seed, model, probe in zip(seeds, models, probed):
             for head in HEADS:
                 norms = [float(np.linalg.norm(g)) for g in mean_bias_gradients(model, x, y, head)]
                 for layer in range(1, k + 1):
                     rows.append({
                         "hidden_layers": k, "seed": seed, "head": head, "layer": layer,
-                        "norm": norms[layer - 1], "probe_norm": probe[layer - 1] if head == "gradatlas" else math.nan,
+                        "norm": norms[layer - 1], "probe_norm": float(probe[layer - 1]) if head == "gradatlas" else math.nan,
                     })  # fmt: skip
     return pd.DataFrame(rows)
 

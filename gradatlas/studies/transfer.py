@@ -3,7 +3,7 @@
 Task A: digits 0-4 (the whole training split). Task B: digits 5-9 from only `per_class` training
 images per class. The reused network is the task-A model loaded from its `.keras` file (a fresh
 copy per variant, so variants never share weights); its hidden layers are reused as Keras layers
-under a new 5-unit output layer, and frozen with Keras' `trainable` flags.
+under a new 5-unit output layer.
 
 - scratch                 a new network of the same shape, trained on task B only
 - frozen_all              every reused hidden layer frozen, only the new output layer trains
@@ -11,21 +11,34 @@ under a new 5-unit output layer, and frozen with Keras' `trainable` flags.
 - fine_tuned              every reused layer trains
 - frozen_cached           as frozen_all, but the frozen layers' outputs are computed once and the
                           output layer trains on that cache (the same model, without recomputing)
+
+Every training (the task-A pretraining and each task-B variant) runs through the training engine
+(`engine.train_pack`, a pack of one) with an injected `build` and a `data.Split` of the task's images,
+so it gets the engine's early stopping (best weights restored), diagnostics and run folder.
+
+How frozen layers are expressed: the engine trains `model.trainable_variables` and probes every
+Dense kernel, so a Keras `trainable = False` layer cannot be in its network. The network the engine
+trains (`build(..., packed=True)`) therefore holds each frozen Dense as a `FrozenDense`: a Dense whose
+kernel and bias enter the forward pass through `stop_gradient`. Their gradient is exactly zero, so
+no optimizer moves them (SGD, momentum and Adam all update a zero-gradient variable by exactly 0),
+and JAX computes no weight gradient for them. The run's own model (`packed=False`, what the run
+folder's `model.keras` holds) is the same network with plain Dense layers and Keras' `trainable` flags.
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 
 from gradatlas import data
-from gradatlas.model import build, compile_model
 
 TASK_A, TASK_B = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
 VARIANTS = ("scratch", "frozen_all", "frozen_all_but_top1", "frozen_all_but_top2", "fine_tuned", "frozen_cached")
+MODEL_NAME = "transfer"
 TRAINABLE_TOP = {"frozen_all": 0, "frozen_all_but_top1": 1, "frozen_all_but_top2": 2, "frozen_cached": 0}
 
 
@@ -38,72 +51,167 @@ def task(x, y, digits, per_class: int | None = None):
     return x[keep], (y[keep] - min(digits)).astype(np.int32)
 
 
-def head(n_classes: int, seed: int) -> keras.layers.Dense:
+def task_split(split: data.Split, digits, per_class: int | None = None) -> data.Split:
+    """The engine's data for one task: training and validation images of `digits` (the first
+    `per_class` of each), the whole test set of those digits."""
+    xb, yb = task(split.x_train, split.y_train, digits, per_class)
+    xv, yv = task(split.x_val, split.y_val, digits, per_class)  # early stopping on as few images
+    xt, yt = task(split.x_test, split.y_test, digits)
+    return data.Split(xb, yb, xv, yv, xt, yt)
+
+
+@functools.cache
+def frozen_dense_class():
+    """`FrozenDense`: a Dense layer whose weights get no gradient (see the module docstring)."""
+    import keras
+
+    class FrozenDense(keras.layers.Dense):
+        def call(self, inputs, training=None):
+            ops = keras.ops
+            out = ops.matmul(inputs, ops.stop_gradient(self.kernel))
+            if self.use_bias:
+                out = ops.add(out, ops.stop_gradient(self.bias))
+            return self.activation(out) if self.activation is not None else out
+
+    return FrozenDense
+
+
+def head(n_classes: int, seed: int):
+    import keras
+
     return keras.layers.Dense(n_classes, kernel_initializer=keras.initializers.GlorotUniform(seed=seed), name="output_b")
 
 
-def with_new_head(network: keras.Sequential, n_classes: int, seed: int) -> keras.Sequential:
+def with_new_head(network, n_classes: int, seed: int):
     """The hidden layers of `network` (reused, same weights) under a new output layer."""
-    return keras.Sequential([keras.Input((784,), name="pixels"), *network.layers[:-1], head(n_classes, seed)])
+    import keras
+
+    # a fixed model name: Keras puts it in the head's variable paths, by which the engine matches a
+    # run's own model to the network it trained
+    return keras.Sequential([keras.Input((784,), name="pixels"), *network.layers[:-1], head(n_classes, seed)], name=MODEL_NAME)
 
 
-def hidden_dense(model: keras.Sequential) -> list:
+def hidden_dense(model) -> list:
+    import keras
+
     return [layer for layer in model.layers[:-1] if isinstance(layer, keras.layers.Dense)]
 
 
-def variant_model(variant: str, pretrained_path, spec: dict, n_classes: int) -> keras.Sequential:
-    """The task-B model of one variant, its `trainable` flags set (not compiled)."""
+def _frozen_flags(model, variant: str) -> list[bool]:
+    """Per layer of `model` (hidden layers, then the head): whether the variant freezes it.
+    A hidden block's layers (Dense, its activation...) follow the Dense's flag."""
+    import keras
+
+    n_dense = len(hidden_dense(model))
+    free = n_dense if variant in ("fine_tuned", "scratch") else TRAINABLE_TOP[variant]
+    flags, block = [], 0
+    for layer in model.layers[:-1]:
+        block += isinstance(layer, keras.layers.Dense)
+        flags.append(block <= n_dense - free)
+    return flags + [False]
+
+
+def variant_model(variant: str, pretrained_path, spec, n_classes: int):
+    """The task-B model of one variant, its Keras `trainable` flags set (not compiled)."""
+    from gradatlas import model as gmodel
+
     if variant not in VARIANTS:
         raise ValueError(f"unknown transfer variant {variant!r}; allowed: {', '.join(VARIANTS)}")
     if variant == "scratch":
-        return with_new_head(build(spec), n_classes, spec["seed"])
-    model = with_new_head(keras.models.load_model(pretrained_path), n_classes, spec["seed"])
-    dense = hidden_dense(model)
-    free = len(dense) if variant == "fine_tuned" else TRAINABLE_TOP[variant]
-    for i, layer in enumerate(model.layers[:-1]):
-        # a hidden block's layers (Dense, its activation...) follow the Dense's flag
-        block = sum(1 for d in model.layers[: i + 1] if isinstance(d, keras.layers.Dense))
-        layer.trainable = block > len(dense) - free
+        return with_new_head(gmodel.build(spec), n_classes, spec.seed)
+    import keras
+
+    model = with_new_head(keras.models.load_model(pretrained_path), n_classes, spec.seed)
+    for layer, frozen in zip(model.layers, _frozen_flags(model, variant)):
+        layer.trainable = not frozen
     return model
 
 
-def feature_extractor(model: keras.Sequential) -> keras.Sequential:
+def packed_variant_model(variant: str, pretrained_path, spec, n_classes: int):
+    """The same network as the engine trains it: every frozen Dense a `FrozenDense` (trainable
+    variables, zero gradient), so that the engine's optimizer and probe see every kernel."""
+    import keras
+
+    model = variant_model(variant, pretrained_path, spec, n_classes)
+    frozen_dense = frozen_dense_class()
+    layers = [keras.Input((784,), name="pixels")]
+    for layer, frozen in zip(model.layers, _frozen_flags(model, variant)):
+        if frozen and isinstance(layer, keras.layers.Dense):
+            copy = frozen_dense.from_config(layer.get_config() | {"trainable": True})
+            copy.build((None, layer.kernel.shape[0]))
+            copy.set_weights(layer.get_weights())
+            layer = copy
+        layer.trainable = True
+        layers.append(layer)
+    return keras.Sequential(layers, name=MODEL_NAME)
+
+
+def feature_extractor(model):
     """The frozen hidden layers of a transfer model, as a model of their own (shared layers)."""
+    import keras
+
     return keras.Sequential([keras.Input((784,), name="pixels"), *model.layers[:-1]])
 
 
-def _compile(model, spec, steps_per_epoch):
-    return compile_model(model, spec, steps_per_epoch)
+def cached_head_model(n_features: int, n_classes: int, seed: int):
+    """What `frozen_cached` trains: the new output layer alone, on the cached features."""
+    import keras
+
+    return keras.Sequential([keras.Input((n_features,), name="cached"), head(n_classes, seed)], name=MODEL_NAME)
 
 
-def pretrain(spec: dict, split: data.Split, epochs: int, patience: int) -> tuple[keras.Sequential, dict]:
-    """Train the task-A network (digits 0-4) with early stopping; returns it and a summary."""
-    xa, ya = task(split.x_train, split.y_train, TASK_A)
-    xv, yv = task(split.x_val, split.y_val, TASK_A)
-    xt, yt = task(split.x_test, split.y_test, TASK_A)
-    model = with_new_head(build(spec), len(TASK_A), spec["seed"])
-    _compile(model, spec, int(np.ceil(len(xa) / spec["batch_size"])))
+def _train(spec, split: data.Split, run_dir: Path, build, threads: int) -> tuple[dict, float]:
+    """One engine training (a pack of one); its run.json record and its wall time."""
+    from gradatlas import engine
+
+    member = engine.Member(spec, {"seed": spec.seed}, Path(run_dir))
     start = time.perf_counter()
-    stop = keras.callbacks.EarlyStopping("val_accuracy", patience=patience, restore_best_weights=True)
-    hist = model.fit(xa, ya, batch_size=spec["batch_size"], epochs=epochs, validation_data=(xv, yv),
-                     callbacks=[stop], verbose=0)  # fmt: skip
-    seconds = time.perf_counter() - start
-    test = model.evaluate(xt, yt, batch_size=1024, verbose=0, return_dict=True)
-    return model, {"seed": spec["seed"], "train_images": len(xa), "epochs_run": len(hist.history["loss"]),
-                   "test_accuracy_a": float(test["accuracy"]), "train_seconds": seconds}  # fmt: skip
+    (record,) = engine.train_pack([member], split, Path(run_dir).parent / f".{Path(run_dir).name}.pack", threads, build=build)
+    return record, time.perf_counter() - start
 
 
-def run_variants(spec: dict, split: data.Split, pretrained_path, per_class: int, epochs: int, patience: int,
-                 variants=VARIANTS) -> pd.DataFrame:  # fmt: skip
-    """Train every variant on task B (same data, seed and head init); one row per variant."""
-    xb, yb = task(split.x_train, split.y_train, TASK_B, per_class)
-    xv, yv = task(split.x_val, split.y_val, TASK_B, per_class)  # early stopping on as few images
-    xt, yt = task(split.x_test, split.y_test, TASK_B)
+def _steady_seconds(run_dir: Path) -> tuple[int, float]:
+    """Epochs run and seconds per epoch, steady state: the median epoch after the first (whose
+    time includes compiling the engine's programs), or the first when it is the only one."""
+    seconds = pd.read_csv(Path(run_dir) / "history.csv")["seconds"].to_numpy()
+    return len(seconds), float(np.median(seconds[1:] if len(seconds) > 1 else seconds))
+
+
+def pretrain(spec, split: data.Split, epochs: int, patience: int, run_dir: Path, threads: int = 1) -> tuple[Path, dict]:
+    """Train the task-A network (digits 0-4) with early stopping through the engine; returns the
+    path of its model (`<run_dir>/model.keras`, best weights) and a summary."""
+    from gradatlas import model as gmodel
+
+    spec = spec.replace(epochs=epochs, patience=patience)
+    split_a = task_split(split, TASK_A)
+
+    def build(s, packed=False, dropout=None):
+        return with_new_head(gmodel.build(s, packed=packed, dropout=dropout), len(TASK_A), s.seed)
+
+    record, seconds = _train(spec, split_a, run_dir, build, threads)
+    summary = record["summary"]
+    return Path(run_dir) / "model.keras", {
+        "seed": spec.seed, "train_images": len(split_a.x_train), "epochs_run": summary["epochs_run"],
+        "test_accuracy_a": summary["test_accuracy"], "train_seconds": summary["train_seconds"], "wall_seconds": seconds,
+        "status": summary["status"],
+    }  # fmt: skip
+
+
+def run_variants(spec, split: data.Split, pretrained_path, per_class: int, epochs: int, patience: int,
+                 variants=VARIANTS, runs_dir: Path | None = None, threads: int = 1) -> pd.DataFrame:  # fmt: skip
+    """Train every variant on task B (same data, seed, batch order and head init) through the
+    engine; one row per variant. Each variant's run folder is `<runs_dir>/<variant>`."""
+    import tempfile
+
+    import keras
+
+    if runs_dir is None:
+        runs_dir = Path(tempfile.mkdtemp(prefix="gradatlas-transfer-"))
+    spec = spec.replace(epochs=epochs, patience=patience)
+    split_b = task_split(split, TASK_B, per_class)
     n_classes = len(TASK_B)
-    steps = int(np.ceil(len(xb) / spec["batch_size"]))
     rows = []
     for variant in variants:
-        keras.utils.set_random_seed(spec["seed"])
         model = variant_model(variant, pretrained_path, spec, n_classes)
         trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
         cache_seconds = 0.0
@@ -111,26 +219,34 @@ def run_variants(spec: dict, split: data.Split, pretrained_path, per_class: int,
             # the frozen layers' outputs, computed once; only the output layer trains on them
             start = time.perf_counter()
             extractor = feature_extractor(model)
-            fb, fv = (extractor.predict(a, batch_size=1024, verbose=0) for a in (xb, xv))
+            fb, fv = (extractor.predict(a, batch_size=1024, verbose=0) for a in (split_b.x_train, split_b.x_val))
             cache_seconds = time.perf_counter() - start
-            trained = keras.Sequential([keras.Input((fb.shape[1],), name="cached"), model.layers[-1]])
-            fit_x, fit_v = fb, (fv, yv)
+            ft = extractor.predict(split_b.x_test, batch_size=1024, verbose=0)  # for the test evaluation, untimed
+            source = data.Split(fb, split_b.y_train, fv, split_b.y_val, ft, split_b.y_test)
+
+            def build(s, packed=False, dropout=None, n=fb.shape[1]):
+                # the engine trains the head alone; the run's model.keras is the whole network
+                if packed:
+                    return cached_head_model(n, n_classes, s.seed)
+                return variant_model("frozen_cached", pretrained_path, s, n_classes)
         else:
-            trained, fit_x, fit_v = model, xb, (xv, yv)
-        _compile(trained, spec, steps)
-        stop = keras.callbacks.EarlyStopping("val_accuracy", patience=patience, restore_best_weights=True)
-        start = time.perf_counter()
-        hist = trained.fit(fit_x, yb, batch_size=spec["batch_size"], epochs=epochs, validation_data=fit_v,
-                           callbacks=[stop], verbose=0)  # fmt: skip
-        fit_seconds = time.perf_counter() - start
-        _compile(model, spec, steps)  # the full model (its output layer is the one just trained)
-        test = model.evaluate(xt, yt, batch_size=1024, verbose=0, return_dict=True)
-        n_epochs = len(hist.history["loss"])
+            source = split_b
+
+            def build(s, packed=False, dropout=None, variant=variant):
+                if packed:
+                    return packed_variant_model(variant, pretrained_path, s, n_classes)
+                return variant_model(variant, pretrained_path, s, n_classes)
+
+        keras.utils.set_random_seed(spec.seed)
+        record, wall = _train(spec, source, Path(runs_dir) / variant, build, threads)
+        n_epochs, per_epoch = _steady_seconds(Path(runs_dir) / variant)
+        summary = record["summary"]
         rows.append({
-            "variant": variant, "seed": spec["seed"], "train_images": len(xb), "test_accuracy": float(test["accuracy"]),
-            "best_val_accuracy": float(max(hist.history["val_accuracy"])), "epochs_run": n_epochs,
-            "trainable_params": trainable, "cache_seconds": cache_seconds, "fit_seconds": fit_seconds,
-            "train_seconds": cache_seconds + fit_seconds, "seconds_per_epoch": fit_seconds / n_epochs,
+            "variant": variant, "seed": spec.seed, "train_images": len(split_b.x_train),
+            "test_accuracy": float(summary["test_accuracy"]), "best_val_accuracy": float(summary["best_val_accuracy"]),
+            "epochs_run": n_epochs, "trainable_params": trainable, "cache_seconds": cache_seconds,
+            "fit_seconds": float(summary["train_seconds"]), "train_seconds": cache_seconds + float(summary["train_seconds"]),
+            "seconds_per_epoch": per_epoch, "engine_wall_seconds": wall,
         })  # fmt: skip
     return pd.DataFrame(rows)
 

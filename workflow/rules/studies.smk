@@ -62,19 +62,21 @@ rule study_transfer:
         "../../scripts/study_transfer.py"
 
 
+# one job per variant: its seeds train as one pack of the engine (one compiled program)
 rule study_batch_norm:
     input:
         prepared=PREPARED,
     output:
-        curve=f"{STUDY}/batch_norm/{{variant}}/seed~{{seed}}/curve.parquet",
-        record=f"{STUDY}/batch_norm/{{variant}}/seed~{{seed}}/run.json",
+        curves=expand(f"{STUDY}/batch_norm/{{{{variant}}}}/seed~{{seed}}/curve.parquet", seed=config["seeds"]),
+        records=expand(f"{STUDY}/batch_norm/{{{{variant}}}}/seed~{{seed}}/run.json", seed=config["seeds"]),
     wildcard_constraints:
-        seed=r"\d+",
         variant="|".join(BN_VARIANTS),
+    params:
+        seeds=config["seeds"],
     log:
-        f"{RESULTS}/logs/study/batch_norm_{{variant}}_{{seed}}.log",
+        f"{RESULTS}/logs/study/batch_norm_{{variant}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/study/batch_norm_{{variant}}_{{seed}}.tsv"
+        f"{RESULTS}/benchmarks/study/batch_norm_{{variant}}.tsv"
     threads: config["train"]["threads"]
     resources:
         **rule_resources("study", mem_mb=2000, runtime=120),

@@ -4,11 +4,6 @@
 PACKS = plan_packs() if RUN_GRID else []
 
 
-onstart:
-    if PACKS:
-        gapacks.save(PACKS, PACK_PLAN)
-
-
 for pack in PACKS:
 
     rule:
