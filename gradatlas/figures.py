@@ -429,7 +429,8 @@ def paired_delta_forest(deltas: pd.DataFrame, outcomes: dict[str, str] | None = 
 def variance_bars(variance: pd.DataFrame, outcomes: list[str] | None = None, top: int = 8):
     """η² of each main effect and two-way interaction (top terms), one panel per outcome."""
     effects = variance[variance["term"] != "Residual"].dropna(subset=["eta_sq"])
-    outcomes = [o for o in (outcomes or list(dict.fromkeys(effects["outcome"]))) if o in set(effects["outcome"])]
+    default = [*KEY_OUTCOMES, "flow_distance_final"]  # the rest are in the variance_decomposition table
+    outcomes = [o for o in (outcomes or default) if o in set(effects["outcome"])]
     if not outcomes:
         return _empty("too few runs or levels for an ANOVA", "Variance decomposition")
     fig, axes = _grid(len(outcomes), 2, 4.75, 0.3 * top + 1.4)
