@@ -383,7 +383,9 @@ class Pack:
         import keras
 
         start = time.perf_counter()
-        stats = keras.tree.map_structure(keras.ops.convert_to_numpy, self._probe(self.state["tv"], self.state["ntv"], self.state["prev_kernels"], self.x_probe, self.y_probe))
+        stats = diagnostics.percentiles(
+            self._probe(self.state["tv"], self.state["ntv"], self.state["prev_kernels"], self.x_probe, self.y_probe)
+        )
         seconds = (time.perf_counter() - start) / max(1, len(self.members))
         kernels = self._kernel_index()
         for k, p in enumerate(self.progress):
@@ -562,7 +564,8 @@ class Pack:
             "summary": summary,
             "probe_seconds": p.probe_seconds,
             "resumed_from_epoch": self.resumed_from,
-            "pack": {"size": len(self.members), "member": k},
+            # the pack, as gradatlas.packs plans it again once its runs are finished
+            "pack": {"name": self.pack_dir.name, "member": k, "runs": [str(m.run_dir) for m in self.members]},
             "started": self.started,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "provenance": provenance.of_training(self.threads),

@@ -1,14 +1,15 @@
 """How runs form packs: the runs one training job trains together (gradatlas.engine).
 
-1. Only runs still to train form packs: a run whose folder holds a `run.json` recorded with the
-   spec the config now gives it is finished and never retrained, so adding a seed or a grid value
-   to a finished study trains just the new runs (a run whose spec changed trains again).
+1. Only runs still to train form new packs: a run whose folder holds a `run.json` recorded with
+   the spec the config now gives it is finished and never retrained, so adding a seed or a grid
+   value to a finished study trains just the new runs (a run whose spec changed trains again).
+   The pack that trained finished runs is planned again as it was (its run.json files record it),
+   so its rule exists, with the same parameters, and Snakemake finds it complete.
 2. Runs that can share one compiled graph (`graph_key`: everything but the per-member settings)
    form a group; members may differ in seed, initializer, learning rate (constant schedule),
    clipnorm / clipvalue, and the regularizer among none / l1 / l2 / l1_l2 / dropout / max_norm.
    Activation, optimizer, batch normalization, depth, width, batch size and schedule split groups.
 3. Each group is cut into ceil(n / pack_size) packs of near-equal size, in run-path order.
-   The TensorFlow backend trains one run per pack.
 
 A pack's name is its group's activation and optimizer plus a hash of its members' run folders:
 the same runs always make the same pack (and the same rule, `train_<name>`).
@@ -62,30 +63,40 @@ def graph_key(spec: RunSpec) -> str:
     return json.dumps(values, sort_keys=True, default=str)
 
 
-def finished(run: Run) -> bool:
-    """Whether `run`'s folder is complete and was trained with the spec it has now."""
+def finished_record(run: Run) -> dict | None:
+    """`run`'s run.json when its folder is complete and was trained with the spec it has now."""
     try:
         record = json.loads((Path(run.run_dir) / "run.json").read_text())
-        return RunSpec.from_dict(record["spec"]) == run.spec
+        return record if RunSpec.from_dict(record["spec"]) == run.spec else None
     except (OSError, ValueError, KeyError, TypeError):
-        return False
+        return None
 
 
 def plan(runs: list[Run], pack_size: int) -> list[Pack]:
-    """The packs that train every run of `runs` not yet finished."""
+    """The packs of `runs`: the packs that trained finished runs, as they were (so Snakemake finds
+    their outputs complete and up to date), and new packs for every run still to train."""
+    by_dir = {run.run_dir: run for run in runs}
+    done = {run.run_dir: record for run in runs if (record := finished_record(run)) is not None}
+    packs, kept = [], set()
+    for record in done.values():
+        members = record.get("pack", {}).get("runs", [])
+        if members and not kept.intersection(members) and all(m in done for m in members):
+            packs.append(_pack(tuple(by_dir[m] for m in members)))
+            kept.update(members)
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        if not finished(run):
+        if run.run_dir not in done:
             groups.setdefault(graph_key(run.spec), []).append(run)
-    packs = []
     for key in sorted(groups):
         members = sorted(groups[key], key=lambda r: r.run_dir)
-        size = 1 if members[0].spec.backend == "tensorflow" else pack_size
-        count = math.ceil(len(members) / size)
-        for i in range(count):
-            chunk = tuple(members[i::count]) if count > 1 else tuple(members)
-            packs.append(Pack(_name(chunk), tuple(sorted(chunk, key=lambda r: r.run_dir))))
-    return packs
+        count = math.ceil(len(members) / pack_size)
+        packs += [_pack(tuple(members[i::count])) for i in range(count)]
+    return sorted(packs, key=lambda p: p.name)
+
+
+def _pack(runs: tuple[Run, ...]) -> Pack:
+    runs = tuple(sorted(runs, key=lambda r: r.run_dir))
+    return Pack(_name(runs), runs)
 
 
 def _name(runs: tuple[Run, ...]) -> str:

@@ -1,0 +1,88 @@
+"""How runs form packs (gradatlas.packs): groups by graph, size limits, and what happens to finished
+runs when a study grows or a run folder goes. Run folders are written here as a finished training
+leaves them (a run.json with its spec and pack)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gradatlas import config as gaconfig, packs
+
+
+def study(tmp_path: Path, **grid) -> list[packs.Run]:
+    cfg = {
+        "data": {"source": "idx", "path": "unused"},
+        "grid": {"initializer": ["glorot_uniform", "he_normal"], "activation": ["relu", "tanh"], "optimizer": ["adam"],
+                 "regularizer": ["none", "l2", "batch_norm"]} | grid,
+        "seeds": [0, 1],
+    }  # fmt: skip
+    gaconfig.check(gaconfig.validate_schema(cfg))
+    runs = []
+    for row in gaconfig.grid_frame(cfg).to_dict("records"):
+        cell = gaconfig.typed_cell(cfg, row)
+        runs.append(packs.Run(cell, gaconfig.run_spec(cfg, cell), str(tmp_path / "/".join(f"{k}~{v}" for k, v in row.items()))))
+    return runs
+
+
+def finish(pack: packs.Pack) -> None:
+    """What the engine leaves in each member's folder."""
+    for i, run in enumerate(pack.runs):
+        Path(run.run_dir).mkdir(parents=True, exist_ok=True)
+        record = {"spec": run.spec.as_dict(), "pack": {"name": pack.name, "member": i, "runs": [r.run_dir for r in pack.runs]}}
+        (Path(run.run_dir) / "run.json").write_text(json.dumps(record))
+
+
+def test_runs_that_share_a_graph_share_a_pack(tmp_path):
+    plan = packs.plan(study(tmp_path), pack_size=64)
+    # relu/tanh x (none+l2 | batch_norm): 4 graphs; none and l2 differ only in a per-member factor
+    assert sorted(len(p.runs) for p in plan) == [4, 4, 8, 8]
+    for pack in plan:
+        assert len({packs.graph_key(r.spec) for r in pack.runs}) == 1
+        assert pack.name.startswith(f"{pack.runs[0].spec.activation}_adam_")
+
+
+def test_pack_size_cuts_groups_into_near_equal_packs(tmp_path):
+    plan = packs.plan(study(tmp_path), pack_size=3)
+    assert sorted(len(p.runs) for p in plan) == [2] * 6 + [3] * 4  # 8 -> 3+3+2 (twice), 4 -> 2+2 (twice)
+    assert sum(len(p.runs) for p in packs.plan(study(tmp_path), pack_size=1)) == 24
+
+
+def test_finished_packs_are_planned_as_they_were(tmp_path):
+    first = packs.plan(study(tmp_path), pack_size=64)
+    for pack in first:
+        finish(pack)
+    assert packs.plan(study(tmp_path), pack_size=64) == first  # same rules, same params: nothing to do
+
+
+def test_a_new_seed_trains_only_new_runs(tmp_path):
+    for pack in packs.plan(study(tmp_path), pack_size=64):
+        finish(pack)
+    grown = study(tmp_path)
+    cfg_seed2 = [packs.Run(r.cell | {"seed": 2}, r.spec.replace(seed=2), r.run_dir.replace("seed~0", "seed~2"))
+                 for r in grown if r.cell["seed"] == 0]  # fmt: skip
+    plan = packs.plan(grown + cfg_seed2, pack_size=64)
+    new = [p for p in plan if any(r.cell["seed"] == 2 for r in p.runs)]
+    assert all(r.cell["seed"] == 2 for p in new for r in p.runs)
+    assert sum(len(p.runs) for p in new) == 12
+
+
+def test_a_deleted_or_changed_run_trains_again_alone(tmp_path):
+    plan = packs.plan(study(tmp_path), pack_size=64)
+    for pack in plan:
+        finish(pack)
+    gone = plan[0].runs[0]
+    (Path(gone.run_dir) / "run.json").unlink()
+    changed = plan[1].runs[0]
+    record = json.loads((Path(changed.run_dir) / "run.json").read_text())
+    record["spec"]["epochs"] = 99  # trained with other settings
+    (Path(changed.run_dir) / "run.json").write_text(json.dumps(record))
+    again = packs.plan(study(tmp_path), pack_size=64)
+    to_train = [r.run_dir for p in again if p not in plan for r in p.runs]
+    assert sorted(to_train) == sorted([gone.run_dir, changed.run_dir])
+
+
+def test_the_plan_survives_a_round_trip(tmp_path):
+    plan = packs.plan(study(tmp_path), pack_size=5)
+    packs.save(plan, tmp_path / "plan.json")
+    assert packs.load(tmp_path / "plan.json") == plan
