@@ -429,7 +429,8 @@ def paired_delta_forest(deltas: pd.DataFrame, outcomes: dict[str, str] | None = 
 def variance_bars(variance: pd.DataFrame, outcomes: list[str] | None = None, top: int = 8):
     """η² of each main effect and two-way interaction (top terms), one panel per outcome."""
     effects = variance[variance["term"] != "Residual"].dropna(subset=["eta_sq"])
-    outcomes = [o for o in (outcomes or list(dict.fromkeys(effects["outcome"]))) if o in set(effects["outcome"])]
+    default = [*KEY_OUTCOMES, "flow_distance_final"]  # the rest are in the variance_decomposition table
+    outcomes = [o for o in (outcomes or default) if o in set(effects["outcome"])]
     if not outcomes:
         return _empty("too few runs or levels for an ANOVA", "Variance decomposition")
     fig, axes = _grid(len(outcomes), 2, 4.75, 0.3 * top + 1.4)
@@ -517,6 +518,7 @@ def delta_heatmaps(diagnostics: pd.DataFrame, cells: list[tuple[str, dict]]):
         ax.set_xticks(np.arange(grid.shape[1]) + 0.5, [names[s] for s in grid.columns], rotation=90)
         ax.set_xlabel("probe (labelled; not to scale)")
         ax.set_ylabel("layer (1 = input)")
+        ax.tick_params(axis="y", rotation=0)
         ax.set_title(label + "\n" + ", ".join(str(v) for v in cell.values()), fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.92, 0.95))
     cax = fig.add_axes((0.935, 0.2, 0.015, 0.6))

@@ -122,7 +122,9 @@ FIGURES: tuple[FigureSpec, ...] = (
                "the line its 95% t-interval over pairs (n pairs in the table). A line that does not cross the dashed "
                "zero line is a clear effect. Units as in the x-axis labels."),
     FigureSpec("variance", "variance", "Variance decomposition (η²)",
-               "For each outcome, the share of its variance across runs explained by each factor and each two-way "
+               "For the key outcomes (test accuracy, distance from healthy flow at init and after training, area under "
+               "the validation curve; every outcome is in the variance_decomposition table), the share of its variance "
+               "across runs explained by each factor and each two-way "
                "interaction, from a two-way ANOVA with type-II sums of squares (η², 0-1). It describes this study's "
                "grid and budget only: the share depends on which levels were chosen."),
     FigureSpec("delta_heatmaps", "delta-time", "δ over layers and time",

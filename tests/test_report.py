@@ -509,7 +509,7 @@ def test_small_study_report_and_snakemake_report(small_study):
     run_snakemake(ws, "--cores", "1", "--configfile", "test.yaml", "--report", "report.zip", timeout=600)
     # every config value the report shows is a tracked param: renaming the study rebuilds the report
     plan = run_snakemake(ws, "-n", "--configfile", "test.yaml", "--config", "study=renamed", timeout=600).stdout
-    assert re.search(r"rule report:\n\s+reason: .*(Params have changed|Input files updated)", plan), plan[-2000:]
+    assert re.search(r"^report\s+1$", plan, flags=re.M) and "Params have changed" in plan, plan[-2000:]
     with zipfile.ZipFile(ws / "report.zip") as archive:
         names = archive.namelist()
     assert sum(name.endswith(".png") for name in names) >= len(figures.FIGURES), names[:20]
@@ -551,3 +551,33 @@ def test_docs_name_every_analysis_column_and_section():
         assert section.title.split(". ", 1)[1].split(":")[0].lower() in doc.lower(), section.title
     for outcome in analysis.OUTCOMES:
         assert f"`{outcome}`" in doc, outcome
+
+
+@pytest.mark.integration
+def test_a_study_over_optional_axes_with_nulls_and_a_nuisance_axis_reports_end_to_end(tmp_path, mnist_dir):
+    """The reported crash (KeyError (..., 'inverse_time', nan)): learning_rate, lr_schedule and clipnorm
+    with a null value, learning_rate as nuisance, through training, analysis and report."""
+    from conftest import make_workspace, write_config
+
+    ws = make_workspace(tmp_path / "optional")
+    overlay = {
+        "study": "optional-axes",
+        "data": {"source": "idx", "path": str(mnist_dir), "validation_size": 500, "train_subset": 2000},
+        "model": {"depth": 2, "width": 16},
+        "train": {"epochs": 2, "threads": 1},
+        "diagnostics": {"probe_size": 200, "early_steps": [1]},
+        "grid": {"initializer": ["he_normal"], "activation": ["sigmoid", "relu"], "optimizer": ["sgd"],
+                 "regularizer": ["none"], "learning_rate": [0.01, 0.1], "lr_schedule": ["constant", "inverse_time"],
+                 "clipnorm": [None, 0.5]},
+        "seeds": [0],
+        "report": {"nuisance": ["learning_rate"]},
+    }  # fmt: skip
+    config = write_config(ws, overlay)
+    run_snakemake(ws, "--cores", "2", "--configfile", str(config), timeout=1200)
+    page = (ws / "results/report/index.html").read_text(encoding="utf-8")
+    _check_page(page)
+    choices = pd.read_csv(ws / "results/tables/nuisance_choices.csv")
+    assert set(choices["chosen_learning_rate"].astype(str)) <= {"0.01", "0.1"}
+    levels = pd.read_csv(ws / "results/tables/main_effects.csv", keep_default_na=False)
+    assert set(levels.query("factor == 'clipnorm'")["level"]) == {"none", "0.5"}
+    assert set(levels.query("factor == 'lr_schedule'")["level"]) == {"constant", "inverse_time"}
