@@ -30,7 +30,7 @@ from scipy import stats
 from statsmodels.stats.anova import anova_lm
 
 from gradatlas.config import FACTORS
-from gradatlas.diagnostics import FLOW_CLASSES, FLOW_EXPLODING_ABOVE, FLOW_VANISHING_BELOW
+from gradatlas.outcomes import FLOW_CLASSES, FLOW_EXPLODING_ABOVE, FLOW_VANISHING_BELOW, STATUSES, flow_class
 from gradatlas.registry import ANALYSIS_TABLES, NUISANCE_TABLE
 
 CI_LEVEL = 0.95
@@ -91,35 +91,12 @@ def label_levels(frame: pd.DataFrame, axes) -> pd.DataFrame:
     return out
 
 
-def statuses() -> tuple[str, ...]:
-    """The run statuses, from their one source (gradatlas.engine.STATUSES; imported on use because the
-    engine imports the training runtime)."""
-    from gradatlas.engine import STATUSES
-
-    return tuple(STATUSES)
-
-
 def activation_family(activation: str) -> str:
     """'relu' for the ReLU family (inactive_frac is defined), 'saturating' otherwise (saturated_frac)."""
     from gradatlas import catalog
 
     entry = catalog.ACTIVATIONS.get(str(activation))
     return "relu" if entry is not None and getattr(entry, "inactive_is_saturated", False) else "saturating"
-
-
-def flow_class(ratio) -> str | None:
-    """vanishing | healthy | exploding for a delta ratio; None where it is missing or not positive."""
-    try:
-        ratio = float(ratio)
-    except (TypeError, ValueError):
-        return None
-    if not np.isfinite(ratio) or ratio <= 0:
-        return None
-    if ratio < FLOW_VANISHING_BELOW:
-        return FLOW_CLASSES[0]
-    if ratio > FLOW_EXPLODING_ABOVE:
-        return FLOW_CLASSES[2]
-    return FLOW_CLASSES[1]
 
 
 def flow_class_of_log10(value: float) -> str | None:
@@ -559,7 +536,7 @@ def status_counts(runs: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     """How many runs of each level converged, stalled or diverged (+ any other status; a missing one
     is "unknown"), so the counts add up to n. Output columns: factor, level, n, <statuses>."""
     status = runs["status"].fillna("unknown")
-    known = statuses()
+    known = STATUSES
     status_columns = [*known, *sorted(set(status) - set(known))]
     tables = []
     for factor in factors:

@@ -32,13 +32,10 @@ import numpy as np
 import pandas as pd
 
 from gradatlas import backend, catalog
+from gradatlas.outcomes import flow_class  # noqa: F401  (re-exported: the run summary uses it here)
 
 SATURATION_LEVEL = 0.05  # of the derivative's maximum
 DEAD_LEVEL = 1e-3  # "~0": below this fraction of the derivative's maximum
-# gradient flow from the output layer back to layer 1: delta_rms(layer 1) / delta_rms(output)
-FLOW_VANISHING_BELOW = 0.1
-FLOW_EXPLODING_ABOVE = 10.0
-FLOW_CLASSES = ("vanishing", "healthy", "exploding")
 QUANTILES = (0.05, 0.5, 0.95)
 PERCENTILE_STATS = [f"{kind}_p{round(q * 100):02d}" for kind in ("act", "delta") for q in QUANTILES]
 STATS = [
@@ -186,17 +183,6 @@ def delta_ratio(diag: pd.DataFrame, first: bool) -> float:
     at = diag[diag["step"] == step].drop_duplicates("layer", keep="last").set_index("layer")["delta_rms"]
     last = at.loc[at.index.max()]
     return float(at.loc[1] / last) if last > 0 else math.nan
-
-
-def flow_class(ratio: float) -> str | None:
-    """vanishing / healthy / exploding by the thresholds above; None when the ratio is unknown."""
-    if ratio is None or not np.isfinite(ratio):
-        return None
-    if ratio < FLOW_VANISHING_BELOW:
-        return FLOW_CLASSES[0]
-    if ratio > FLOW_EXPLODING_ABOVE:
-        return FLOW_CLASSES[2]
-    return FLOW_CLASSES[1]
 
 
 def epoch1_fractions(diag: pd.DataFrame) -> dict:

@@ -40,13 +40,13 @@ import pandas as pd
 
 from gradatlas import backend, catalog, data, diagnostics, provenance
 from gradatlas.files import atomic_write, write_json
+from gradatlas.outcomes import STATUSES, flow_class
 from gradatlas.spec import RunSpec
 from gradatlas.tensorboard import RunLog
 
 log = logging.getLogger("gradatlas.engine")
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
-STATUSES = ("converged", "stalled", "diverged")
 EXPLODED_LOSS = 1e6  # a loss above this counts as diverged, like NaN (ln 10 = 2.3 is a uniform guess)
 EVAL_CHUNK = 1000  # samples per evaluation batch
 BACKUP, PREVIOUS_BACKUP = "state.npz", "state.prev.npz"
@@ -603,12 +603,13 @@ def summarize(history: pd.DataFrame, diag: pd.DataFrame, spec: RunSpec, diverged
     best_index = finite.idxmax() if len(finite) else None
     reached = history.loc[val >= spec.target_accuracy, "epoch"]
     best_val = float(finite.max()) if len(finite) else math.nan
+    converged, stalled, diverged_ = STATUSES
     if diverged:
-        status = "diverged"
+        status = diverged_
     elif not best_val >= spec.stall_accuracy:
-        status = "stalled"
+        status = stalled
     else:
-        status = "converged"
+        status = converged
     seconds = float(history["seconds"].sum())
     ratio_init, ratio_final = diagnostics.delta_ratio(diag, first=True), diagnostics.delta_ratio(diag, first=False)
     return {
@@ -623,8 +624,8 @@ def summarize(history: pd.DataFrame, diag: pd.DataFrame, spec: RunSpec, diverged
         "samples_per_second": n_train * len(history) / seconds if seconds > 0 else math.nan,
         "delta_ratio_init": ratio_init,
         "delta_ratio_final": ratio_final,
-        "flow_init": diagnostics.flow_class(ratio_init),
-        "flow_final": diagnostics.flow_class(ratio_final),
+        "flow_init": flow_class(ratio_init),
+        "flow_final": flow_class(ratio_final),
         **diagnostics.epoch1_fractions(diag),
     }
 

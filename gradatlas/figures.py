@@ -156,7 +156,7 @@ def status_overview(status_counts: pd.DataFrame):
         return _empty("no runs", "Run status")
     factors = list(dict.fromkeys(status_counts["factor"]))
     statuses = [c for c in status_counts.columns if c not in ("factor", "level", "n")]
-    colors = dict(zip(analysis.statuses(), (PALETTE[2], PALETTE[1], PALETTE[3])))  # converged, stalled, diverged
+    colors = dict(zip(analysis.STATUSES, (PALETTE[2], PALETTE[1], PALETTE[3])))  # converged, stalled, diverged
     fig, axes = _grid(len(factors), 2, 4.7, 0.32 * status_counts.groupby("factor").size().max() + 1.3)
     for ax, factor in zip(axes.flat, factors):
         sub = status_counts[status_counts["factor"] == factor].set_index("level")

@@ -287,7 +287,7 @@ def render_html(tables: dict[str, pd.DataFrame], config: dict, figure_paths: dic
         "study": settings.get("study", ""),
         "grid": " × ".join(f"{len(v)} {a}" for a, v in grid.items()) + f" × {settings.get('n_seeds')} seeds",
         "runs (after nuisance selection)": len(runs),
-        " / ".join(analysis.statuses()): " / ".join(str(int(status.get(s, 0))) for s in analysis.statuses()),
+        " / ".join(analysis.STATUSES): " / ".join(str(int(status.get(s, 0))) for s in analysis.STATUSES),
         "total training time": f"{seconds / 3600:.2f} h ({seconds:.0f} s, sum over runs)",
         "model": f"MLP 784 → {settings.get('depth')} × {settings.get('width')} → 10",
         "epochs (max) / target validation accuracy": f"{settings.get('epochs')} / {settings.get('target_accuracy')}",

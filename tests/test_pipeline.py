@@ -11,6 +11,7 @@ import pytest
 
 from conftest import REPO, planned_runs, run_snakemake, write_config
 from gradatlas import config as gaconfig, data, diagnostics, model as gamodel
+from gradatlas.outcomes import STATUSES
 
 pytestmark = pytest.mark.integration
 RUN = "results/runs/initializer~he_normal/activation~relu/optimizer~adam/regularizer~none/seed~0"
@@ -21,9 +22,9 @@ def test_tables_have_one_row_per_run_and_documented_columns(small_study):
     assert len(runs) == 16
     for column in ["initializer", "activation", "optimizer", "regularizer", "seed", "test_accuracy", "test_loss",
                    "best_val_accuracy", "best_epoch", "epochs_run", "epochs_to_target", "status", "train_seconds",
-                   "samples_per_second", "vanishing_ratio_init", "vanishing_ratio_final"]:  # fmt: skip
+                   "samples_per_second", "delta_ratio_init", "delta_ratio_final", "flow_init", "flow_final"]:  # fmt: skip
         assert column in runs.columns
-    assert set(runs["status"]) <= {"converged", "stalled", "diverged"}
+    assert set(runs["status"]) <= set(STATUSES)
     assert runs[["initializer", "activation", "optimizer", "regularizer"]].drop_duplicates().shape[0] == 16
     curves = pd.read_parquet(small_study / "results/tables/curves.parquet")
     assert len(curves) == runs["epochs_run"].sum()
