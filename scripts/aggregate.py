@@ -1,8 +1,5 @@
 """Snakemake script: gather every run folder of the study into tidy tables."""
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # gradatlas, installed or not
 
 from gradatlas import aggregate
 from gradatlas.files import logged

@@ -1,8 +1,5 @@
 """Snakemake script: the study's analysis tables (headline, gradient flow, convergence, effects, ...)."""
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # gradatlas, installed or not
 
 import pandas as pd
 

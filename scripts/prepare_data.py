@@ -1,8 +1,5 @@
 """Snakemake script: read MNIST from the configured source, check it, write the prepared arrays."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # gradatlas, installed or not
 from gradatlas import data
 from gradatlas.files import logged
 

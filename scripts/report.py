@@ -1,8 +1,5 @@
 """Snakemake script: the study's figures (PNG), its self-contained HTML report and the findings page."""
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # gradatlas, installed or not
 
 from gradatlas import report
 from gradatlas.files import logged

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 MNIST = Path(os.environ.get("GRADATLAS_MNIST", REPO.parent / "shared" / "data" / "mnist"))
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 # what a workspace needs of the repository (never results/, resources/ or .snakemake/)
-WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "scripts", "gradatlas", "envs", "studies", "profiles"]
+WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "scripts", "envs", "studies", "profiles"]  # gradatlas: installed
 
 
 @pytest.fixture(scope="session")

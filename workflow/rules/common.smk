@@ -1,12 +1,9 @@
 # Config validation and the grid. Runs at parse time, so a bad config stops before any job.
 import os
-import sys
 
 from snakemake.utils import Paramspace, validate
 
-# gradatlas is importable here whether or not it is installed (scripts do the same for themselves)
-sys.path.insert(0, workflow.basedir)
-
+# gradatlas is the installed package (make install: pip install -e .), for this file and every script
 from gradatlas import config as gaconfig
 from gradatlas import packs as gapacks
 
