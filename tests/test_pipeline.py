@@ -125,3 +125,15 @@ def test_make_demo_passes_a_local_mnist_folder_to_snakemake(tmp_path):
     line = next(l for l in out.splitlines() if "snakemake" in l and "--configfile" in l)
     args = shlex.split(line)  # the shell must be able to parse it
     assert args[args.index("--config") + 1] == f"data={{source: idx, path: {tmp_path}}}"
+
+
+def test_a_deleted_run_folder_is_retrained_and_the_tables_rebuilt(small_study, tmp_path):
+    import shutil
+
+    ws = tmp_path / "copy"
+    shutil.copytree(small_study, ws, symlinks=True)
+    shutil.rmtree(ws / RUN)
+    plan = run_snakemake(ws, "-n", "--cores", "1", "--configfile", "test.yaml").stdout
+    assert planned_runs(plan) == [RUN]  # only the missing run trains again
+    for rule in ("aggregate", "analyze", "report"):
+        assert re.search(rf"^(local)?rule {rule}:", plan, flags=re.M), rule

@@ -1,0 +1,471 @@
+"""The study configuration: validation beyond the JSON schema, the grid, and one run's spec.
+
+The JSON schema (gradatlas/schemas/config.schema.yaml, shipped with the package; applied with `snakemake.utils.validate`,
+which also fills in defaults) checks types and ranges. `check` adds what a schema cannot say:
+technique names against the catalog (with the closest valid name) and their parameters' ranges,
+whole numbers written as floats (1.0 -> 1), non-finite numbers, cross-key consistency, and
+values that would make unsafe paths or an unsafe results folder. Both run before any job is
+scheduled.
+
+`python -m gradatlas.config check-file FILE...` refuses config files that Snakemake would evaluate
+as code (YTE templates) or that are not plain YAML/JSON; the Makefile runs it before snakemake.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from gradatlas.spec import RunSpec
+
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+
+# grid axes whose values are catalog names, and the catalog section each one names
+NAMED_AXES = {
+    "initializer": "initializer",
+    "activation": "activation",
+    "optimizer": "optimizer",
+    "regularizer": "regularizer",
+    "lr_schedule": "lr_schedule",
+}
+FACTORS = ["initializer", "activation", "optimizer", "regularizer"]
+# where an optional numeric axis takes its value from when it is not in the grid
+AXIS_DEFAULTS = {
+    "learning_rate": None,  # per optimizer: train.learning_rate.<optimizer>
+    "depth": ("model", "depth"),
+    "width": ("model", "width"),
+    "batch_size": ("train", "batch_size"),
+    "lr_schedule": ("train", "lr_schedule"),
+    "clipnorm": ("train", "clipnorm"),
+    "clipvalue": ("train", "clipvalue"),
+}
+DOWNLOAD_CACHE = "resources/mnist-download"
+PREPARED_ROOT = "resources/prepared"
+SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.+-]+$")
+REPO = Path(__file__).resolve().parent.parent
+CANONICAL_TRAIN_IMAGES = 60000
+# Folders that must never be the results folder (besides /, the home, working and repository folders
+# and any folder above them): these exactly, and anything inside the second group.
+SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/opt", "/proc", "/root",
+                  "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/home", "/mnt", "/media")  # fmt: skip
+SYSTEM_TREES = ("/boot", "/dev", "/etc", "/proc", "/sys")
+
+
+def _interval(low=None, low_open=False, high=None, high_open=False):
+    return (low, low_open, high, high_open)
+
+
+# Ranges of technique parameters (catalog name, parameter) -> (low, low exclusive, high, high exclusive).
+# A parameter not listed here is only type-checked against its catalog default.
+PARAM_RANGES = {
+    ("random_normal", "stddev"): _interval(0, True),
+    ("orthogonal", "gain"): _interval(0, True),
+    ("leaky_relu", "negative_slope"): _interval(0),
+    ("elu", "alpha"): _interval(0),
+    ("momentum", "momentum"): _interval(0, False, 1, True),
+    ("nesterov", "momentum"): _interval(0, False, 1, True),
+    ("rmsprop", "rho"): _interval(0, False, 1, True),
+    ("adam", "beta_1"): _interval(0, False, 1, True),
+    ("adam", "beta_2"): _interval(0, False, 1, True),
+    ("nadam", "beta_1"): _interval(0, False, 1, True),
+    ("nadam", "beta_2"): _interval(0, False, 1, True),
+    ("adamw", "weight_decay"): _interval(0),
+    ("adamw", "beta_1"): _interval(0, False, 1, True),
+    ("adamw", "beta_2"): _interval(0, False, 1, True),
+    ("l1", "factor"): _interval(0),
+    ("l2", "factor"): _interval(0),
+    ("l1_l2", "l1"): _interval(0),
+    ("l1_l2", "l2"): _interval(0),
+    ("dropout", "rate"): _interval(0, False, 1, True),
+    ("max_norm", "max_value"): _interval(0, True),
+    ("batch_norm", "momentum"): _interval(0, False, 1, True),
+    ("inverse_time", "k"): _interval(0),
+    ("exponential", "rate"): _interval(0, True),
+    ("cosine", "alpha"): _interval(0, False, 1, False),
+}
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the key and what is allowed."""
+
+
+def validate_schema(config: dict) -> dict:
+    """Schema validation with defaults, for use outside a Snakefile (tests, scripts)."""
+    from snakemake.utils import validate
+
+    validate(config, str(SCHEMA))
+    return config
+
+
+def token(value) -> str:
+    """How one axis value appears in paths and wildcards (`None` -> `none`)."""
+    return "none" if value is None else str(value)
+
+
+def _unknown_name(key: str, value: str, allowed) -> ConfigError:
+    allowed = sorted(allowed)
+    close = difflib.get_close_matches(value, allowed, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"config key {key}: unknown name '{value}'.{hint} Allowed: {', '.join(allowed)}")
+
+
+def _load_schema() -> dict:
+    import yaml
+
+    with open(SCHEMA, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _integers(node, schema: dict, root: dict, key: str):
+    """Whole numbers written as floats (1.0) where the schema wants an integer become ints, in place;
+    returns the (possibly replaced) node. JSON schema counts 1.0 as an integer, Python and Keras do not."""
+    while isinstance(schema, dict) and "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    if not isinstance(schema, dict):
+        return node
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(node, float) and "integer" in types and "number" not in types and node.is_integer():
+        return int(node)
+    if isinstance(node, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        for name in list(node):
+            sub = props.get(name, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                node[name] = _integers(node[name], sub, root, f"{key}.{name}" if key else name)
+    elif isinstance(node, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(node):
+            node[i] = _integers(item, schema["items"], root, f"{key}[{i}]")
+    return node
+
+
+def _finite(node, key: str = "") -> None:
+    """Refuse NaN and infinities anywhere (a schema's minimum does not catch NaN)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"config key {key}: {node} is not a finite number")
+    if isinstance(node, dict):
+        for name, value in node.items():
+            _finite(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _finite(value, f"{key}[{i}]")
+
+
+def _describe(interval) -> str:
+    low, low_open, high, high_open = interval
+    if high is None:
+        return f"{'>' if low_open else '>='} {low}"
+    return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+def _check_parameter(name: str, param: str, value, default):
+    """Type (that of the catalog default) and range of one technique parameter; returns the value,
+    a whole number as a float where the default is a float (Keras refuses an int momentum)."""
+    key = f"techniques.{name}.{param}"
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        if type(value) is not type(default):
+            raise ConfigError(f"config key {key}: {value!r} must be a {type(default).__name__} like the default {default!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"config key {key}: {value!r} is not a number")
+    if isinstance(default, float):
+        value = float(value)
+    interval = PARAM_RANGES.get((name, param))
+    if interval is not None:
+        low, low_open, high, high_open = interval
+        if (
+            (low is not None and (value < low or (low_open and value == low)))
+            or (high is not None and (value > high or (high_open and value == high)))
+        ):
+            raise ConfigError(f"config key {key}: {value} is out of range; it must be {_describe(interval)}")
+    return value
+
+
+def check_results_folder(results: str, cwd=None) -> None:
+    """The results folder must be a folder of its own (see README, Configuration)."""
+    text = str(results)
+    if not text.strip() or any(c in text for c in "{}*?[]") or ".." in Path(text).parts:
+        raise ConfigError(
+            f"config key results: {text!r} cannot be the results folder "
+            "(it must not be empty, contain '..', or any of {}*?[] that snakemake would read as wildcards)"
+        )
+    if text.startswith("~"):
+        raise ConfigError(f"config key results: {text!r}: '~' is not expanded; write the full path")
+    cwd = Path(cwd or os.getcwd()).resolve()
+    folder = (cwd / text).resolve()
+    protected = {"the working folder": cwd, "the repository": REPO, "the home folder": Path.home().resolve()}
+    if folder == Path(folder.anchor):
+        raise ConfigError(f"config key results: {text!r} is the filesystem root; give the study a folder of its own")
+    for what, path in protected.items():
+        if folder == path or folder in path.parents:
+            relation = "is" if folder == path else "contains"
+            raise ConfigError(
+                f"config key results: {text!r} ({folder}) {relation} {what} ({path}); give the study a "
+                "folder of its own, such as results/<study>"
+            )
+    if str(folder) in SYSTEM_FOLDERS or any(folder.is_relative_to(tree) for tree in SYSTEM_TREES):
+        raise ConfigError(f"config key results: {text!r} ({folder}) is a system folder; give the study a folder of its own")
+
+
+def check(config: dict) -> dict:
+    """Catalog and consistency checks of a schema-validated config; turns whole floats into ints where
+    the schema wants integers, fills in `data.path` for a download (its cache folder) or the shipped
+    copy, and returns the config (changed in place)."""
+    from gradatlas import catalog
+    from gradatlas import data as gadata
+
+    schema = _load_schema()
+    _integers(config, schema, schema, "")
+    _finite(config)
+
+    grid = config["grid"]
+    for axis, kind in NAMED_AXES.items():
+        for i, name in enumerate(grid.get(axis, [])):
+            if name not in catalog.CATALOG[kind]:
+                raise _unknown_name(f"grid.{axis}[{i}]", name, catalog.CATALOG[kind])
+    if config["train"]["lr_schedule"] not in catalog.LR_SCHEDULES:
+        raise _unknown_name("train.lr_schedule", config["train"]["lr_schedule"], catalog.LR_SCHEDULES)
+
+    every_name = {name: kind for kind, section in catalog.CATALOG.items() for name in section}
+    for name, overrides in config["techniques"].items():
+        if name not in every_name:
+            raise _unknown_name(f"techniques.{name}", name, every_name)
+        defaults = catalog.CATALOG[every_name[name]][name].defaults
+        for param in overrides:
+            if param not in defaults:
+                allowed = ", ".join(defaults) or "(none: this technique has no parameters)"
+                raise ConfigError(f"config key techniques.{name}.{param}: unknown parameter. Allowed: {allowed}")
+            overrides[param] = _check_parameter(name, param, overrides[param], defaults[param])
+
+    for name in config["train"]["learning_rate"]:
+        if name not in catalog.OPTIMIZERS:
+            raise _unknown_name(f"train.learning_rate.{name}", name, catalog.OPTIMIZERS)
+    if "learning_rate" not in grid:
+        for name in grid["optimizer"]:
+            if name not in config["train"]["learning_rate"]:
+                raise ConfigError(
+                    f"config key train.learning_rate.{name}: missing; optimizer '{name}' is in grid.optimizer "
+                    "and grid has no learning_rate axis"
+                )
+
+    for axis, values in grid.items():
+        tokens = [token(v) for v in values]
+        for value, tok in zip(values, tokens):
+            if not SAFE_TOKEN.match(tok):
+                raise ConfigError(f"config key grid.{axis}: value {value!r} cannot be used in a path")
+        if len(set(tokens)) != len(tokens):
+            raise ConfigError(f"config key grid.{axis}: duplicate values {values}")
+
+    data = config["data"]
+    if data["source"] in ("idx", "npz") and "path" not in data:
+        raise ConfigError(f"config key data.path: required when data.source is '{data['source']}'")
+    if data["source"] == "bundled":
+        if "path" in data and Path(data["path"]).resolve() != gadata.BUNDLED:
+            raise ConfigError(
+                f"config key data.path: {data['path']!r} is not used with data.source: bundled (the MNIST "
+                "shipped in resources/mnist/); remove it, or set data.source: idx to read another folder"
+            )
+        data["path"] = str(gadata.BUNDLED)
+    data.setdefault("path", DOWNLOAD_CACHE)
+    if data["train_subset"] is not None and data["validation_size"] >= data["train_subset"]:
+        raise ConfigError(
+            f"config key data.validation_size: {data['validation_size']} must be smaller than "
+            f"data.train_subset ({data['train_subset']})"
+        )
+    if data["validation_size"] >= CANONICAL_TRAIN_IMAGES:
+        raise ConfigError("config key data.validation_size: must be smaller than the 60000 training images")
+    canonical = data["source"] in ("bundled", "download")
+    if canonical and data["train_subset"] is not None and data["train_subset"] > CANONICAL_TRAIN_IMAGES:
+        raise ConfigError(
+            f"config key data.train_subset: {data['train_subset']} is more than the {CANONICAL_TRAIN_IMAGES} "
+            "training images of MNIST"
+        )
+
+    check_results_folder(config["results"])
+
+    report = config["report"]
+    for axis in report["nuisance"]:
+        if axis not in grid:
+            raise ConfigError(f"config key report.nuisance: '{axis}' is not an axis of grid ({', '.join(grid)})")
+        if axis in FACTORS:
+            raise ConfigError(f"config key report.nuisance: '{axis}' is a studied factor, it cannot be a nuisance")
+    return config
+
+
+_DATA_KEYS: dict = {}
+
+
+def _cached_data_key(data: dict) -> str:
+    """data_key once per data origin and process (it reads the files' checksums)."""
+    origin = json.dumps(data, sort_keys=True, default=str)
+    if origin not in _DATA_KEYS:
+        _DATA_KEYS[origin] = data_key(data)
+    return _DATA_KEYS[origin]
+
+
+def data_key(data: dict) -> str:
+    """The prepared data's folder name under resources/prepared/: a digest of the data's CONTENT
+    (gradatlas.data.content_digest), not of its path, so moving or copying the MNIST folder with the
+    same bytes, or switching between sources of the same canonical files, keeps the prepared data and
+    every finished training.
+
+    Where the files cannot be read here (a cluster node that does not see a folder of the submit
+    host, where prepare_data ran as a local rule), the key of the prepared folder made from the same
+    source and path is reused; failing that, a key from the path, so prepare_data runs and reports
+    the file it cannot read.
+    """
+    from gradatlas import data as gadata
+
+    try:
+        return f"mnist-{gadata.content_digest(data['source'], data['path'])[:16]}"
+    except gadata.DataError:
+        pass
+    where = str(Path(data["path"]).absolute())
+    made = []
+    for record in Path(PREPARED_ROOT).glob("mnist-*/source.json"):
+        try:
+            source = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if source.get("source") == data["source"] and source.get("path") == where:
+            made.append((record.stat().st_mtime, record.parent.name))
+    if made:
+        return max(made)[1]
+    origin = f"{data['source']}|{where}"
+    return f"mnist-unread-{hashlib.sha256(origin.encode()).hexdigest()[:16]}"
+
+
+def axes(config: dict) -> list[str]:
+    """The grid's axes in path order: the four factors first, then optional axes as configured."""
+    return FACTORS + [a for a in config["grid"] if a not in FACTORS]
+
+
+def grid_frame(config: dict) -> pd.DataFrame:
+    """One row per run (grid cell x seed), values as path tokens; the Paramspace of the study."""
+    names = axes(config)
+    index = pd.MultiIndex.from_product(
+        [[token(v) for v in config["grid"][a]] for a in names] + [[str(s) for s in config["seeds"]]],
+        names=names + ["seed"],
+    )
+    return index.to_frame(index=False).astype(str)
+
+
+def typed_cell(config: dict, wildcards: dict) -> dict:
+    """Map a run's wildcard tokens back to the typed config values they came from."""
+    cell = {}
+    for axis in axes(config):
+        by_token = {token(v): v for v in config["grid"][axis]}
+        if wildcards[axis] not in by_token:
+            raise ConfigError(f"run {axis}~{wildcards[axis]} is not in config key grid.{axis}")
+        cell[axis] = by_token[wildcards[axis]]
+    cell["seed"] = int(wildcards["seed"])
+    return cell
+
+
+def run_spec(config: dict, cell: dict) -> "RunSpec":
+    """Everything one training needs, fully resolved, with no reference back to the config.
+
+    This is what `run.json` records as the config used; aggregation compares it with the current
+    config to refuse stale runs.
+    """
+    from gradatlas import catalog
+
+    train, model = config["train"], config["model"]
+
+    def value(axis):
+        if axis in cell:
+            return cell[axis]
+        section, key = AXIS_DEFAULTS[axis]
+        return config[section][key]
+
+    learning_rate = cell.get("learning_rate", train["learning_rate"].get(cell["optimizer"]))
+    techniques = config["techniques"]
+    spec = {
+        "seed": cell["seed"],
+        "initializer": cell["initializer"],
+        "activation": cell["activation"],
+        "optimizer": cell["optimizer"],
+        "regularizer": cell["regularizer"],
+        "lr_schedule": value("lr_schedule"),
+        "learning_rate": learning_rate,
+        "depth": value("depth"),
+        "width": value("width"),
+        "batch_size": value("batch_size"),
+        "clipnorm": value("clipnorm"),
+        "clipvalue": value("clipvalue"),
+        "epochs": train["epochs"],
+        "patience": train["patience"],
+        "target_accuracy": train["target_accuracy"],
+        "stall_accuracy": train["stall_accuracy"],
+        "deterministic": train["deterministic"],
+        "backend": train["backend"],
+        "data": _cached_data_key(config["data"]),
+        "validation_size": config["data"]["validation_size"],
+        "train_subset": config["data"]["train_subset"],
+        "probe_size": config["diagnostics"]["probe_size"],
+        "early_steps": list(config["diagnostics"]["early_steps"]),
+    }
+    for kind in ("initializer", "activation", "optimizer", "regularizer", "lr_schedule"):
+        name = spec[kind]
+        spec[f"{kind}_params"] = catalog.params(kind, name, techniques.get(name))
+    return RunSpec.from_dict(spec)
+
+
+# --- config files ----------------------------------------------------------------------------------
+def check_file(path) -> None:
+    """Refuse a config file that Snakemake would evaluate as code or that is not plain data.
+
+    Snakemake reads a --configfile as JSON, else through YTE: a YAML file with `__use_yte__: true`
+    at its top level is a template whose `?` expressions are Python, run while the file is read,
+    even by `snakemake -n`. YTE loads YAML with PyYAML's FullLoader, which also builds some
+    `!!python/...` tags. A file passes only if it is JSON, or YAML that the safe loader reads into a
+    mapping and that never mentions `__use_yte__`.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc})") from None
+    try:
+        document = json.loads(text)
+    except ValueError:
+        if "__use_yte__" in text:
+            raise ConfigError(
+                f"config file {path}: it mentions __use_yte__, which makes Snakemake evaluate it as a YTE "
+                "template, running the Python code in it; GradAtlas configs are plain YAML: remove it"
+            ) from None
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}: not plain YAML or JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"config file {path}: must hold keys at its top level (a mapping), not {type(document).__name__}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m gradatlas.config check-file FILE...`: exit 1 with a message for an unsafe file."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 2 or argv[0] != "check-file":
+        print("usage: python -m gradatlas.config check-file FILE...", file=sys.stderr)
+        return 2
+    try:
+        for name in argv[1:]:
+            check_file(name)
+    except ConfigError as exc:
+        print(f"ConfigError: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""How runs form packs: the runs one training job trains together (gradatlas.engine).
+
+1. Only runs still to train form new packs: a run whose folder holds a `run.json` recorded with
+   the spec the config now gives it is finished and never retrained, so adding a seed or a grid
+   value to a finished study trains just the new runs (a run whose spec changed trains again).
+   The pack that trained finished runs is planned again as it was (its run.json files record it),
+   so its rule exists, with the same parameters, and Snakemake finds it complete.
+2. Runs that can share one compiled graph (`graph_key`: everything but the per-member settings)
+   form a group; members may differ in seed, initializer, learning rate (constant schedule),
+   clipnorm / clipvalue, and the regularizer among none / l1 / l2 / l1_l2 / dropout / max_norm.
+   Activation, optimizer, batch normalization, depth, width, batch size and schedule split groups.
+3. Each group is cut into ceil(n / pack_size) packs of near-equal size, in run-path order.
+
+A pack's name is its group's activation and optimizer plus a hash of its members' run folders:
+the same runs always make the same pack (and the same rule, `train_<name>`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from gradatlas.spec import RunSpec
+
+# the spec fields in which members of one pack may differ (the last three only steer the host's
+# per-member bookkeeping: early stopping and the run's status)
+PER_MEMBER = (
+    "seed", "initializer", "initializer_params", "clipnorm", "clipvalue", "regularizer", "regularizer_params",
+    "patience", "target_accuracy", "stall_accuracy",
+)  # fmt: skip
+# regularizers that are per-member scalars (0 or inf: off); any other one is part of the graph
+SCALAR_REGULARIZERS = ("none", "l1", "l2", "l1_l2", "dropout", "max_norm")
+
+
+@dataclass(frozen=True)
+class Run:
+    cell: dict  # grid axes and seed, as typed config values
+    spec: RunSpec
+    run_dir: str
+
+
+@dataclass(frozen=True)
+class Pack:
+    name: str
+    runs: tuple[Run, ...]
+
+    def params(self) -> list[dict]:
+        """What the train script needs, as plain values (Snakemake tracks them as params)."""
+        return [{"cell": r.cell, "spec": r.spec.as_dict(), "run_dir": r.run_dir} for r in self.runs]
+
+
+def graph_key(spec: RunSpec) -> str:
+    values = spec.as_dict()
+    for name in PER_MEMBER:
+        values.pop(name)
+    if spec.regularizer not in SCALAR_REGULARIZERS:
+        values["regularizer"], values["regularizer_params"] = spec.regularizer, spec.regularizer_params
+    if spec.lr_schedule == "constant":  # the learning rate is a per-member variable only then
+        values.pop("learning_rate")
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def finished_record(run: Run) -> dict | None:
+    """`run`'s run.json when its folder is complete and was trained with the spec it has now."""
+    try:
+        record = json.loads((Path(run.run_dir) / "run.json").read_text())
+        return record if RunSpec.from_dict(record["spec"]) == run.spec else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def plan(runs: list[Run], pack_size: int) -> list[Pack]:
+    """The packs of `runs`: the packs that trained finished runs, as they were (so Snakemake finds
+    their outputs complete and up to date), and new packs for every run still to train."""
+    by_dir = {run.run_dir: run for run in runs}
+    done = {run.run_dir: record for run in runs if (record := finished_record(run)) is not None}
+    packs, kept = [], set()
+    for record in done.values():
+        members = record.get("pack", {}).get("runs", [])
+        if members and not kept.intersection(members) and all(m in done for m in members):
+            packs.append(_pack(tuple(by_dir[m] for m in members)))
+            kept.update(members)
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.run_dir not in done:
+            groups.setdefault(graph_key(run.spec), []).append(run)
+    for key in sorted(groups):
+        members = sorted(groups[key], key=lambda r: r.run_dir)
+        count = math.ceil(len(members) / pack_size)
+        packs += [_pack(tuple(members[i::count])) for i in range(count)]
+    return sorted(packs, key=lambda p: p.name)
+
+
+def _pack(runs: tuple[Run, ...]) -> Pack:
+    runs = tuple(sorted(runs, key=lambda r: r.run_dir))
+    return Pack(_name(runs), runs)
+
+
+def _name(runs: tuple[Run, ...]) -> str:
+    digest = hashlib.sha1("\n".join(sorted(r.run_dir for r in runs)).encode()).hexdigest()[:10]
+    first = runs[0].spec
+    return f"{first.activation}_{first.optimizer}_{digest}"
+
+
+def save(packs: list[Pack], path: Path) -> None:
+    """The plan, for the cluster job steps, which must find the same packs (see `load`)."""
+    from gradatlas.files import write_json
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, [{"name": p.name, "runs": p.params()} for p in packs])
+
+
+def load(path: Path) -> list[Pack]:
+    """The plan the main snakemake process saved. A job step on a cluster node parses the workflow
+    again, when some runs of the study may already be finished; re-planning there could form other
+    packs than the one it was sent to run."""
+    out = []
+    for p in json.loads(Path(path).read_text()):
+        runs = tuple(Run(r["cell"], RunSpec.from_dict(r["spec"]), r["run_dir"]) for r in p["runs"])
+        out.append(Pack(p["name"], runs))
+    return out

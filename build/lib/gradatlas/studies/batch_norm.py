@@ -1,0 +1,231 @@
+"""Batch normalization (Ioffe & Szegedy 2015, section 4.1) on MNIST.
+
+784-100-100-100-10 sigmoid network, small Gaussian init, mini-batches of 60, with and without
+batch normalization. Every `eval_every` steps: the test accuracy and the 15th/50th/85th
+percentiles of one sigmoid's input (unit `unit` of the last hidden layer; after batch
+normalization where there is one) over a fixed batch of test images, in inference mode.
+
+Training runs through the engine: the seeds of one variant are one pack (under JAX; one run per
+pack under TensorFlow), `early_steps` holds the evaluation steps, so the engine ends a compiled
+segment of steps at each of them, and a `Track` hook records the curve at those segment ends.
+The training set is cut to a whole number of batches (every step is a full batch of 60) and the
+engine trains whole passes over it: ceil(steps / steps per pass) passes, of which the curve keeps
+the evaluation points up to `steps`; the engine's early stopping is off (patience above the passes).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gradatlas import catalog, data
+
+VARIANTS = {"plain": "none", "batch_norm": "batch_norm"}
+PERCENTILES = (15, 50, 85)
+ROWS_FILE = "curve-rows.json"  # the hook's rows, journalled beside the engine's backups (resume)
+
+
+def activation_input(model, x, layer: int):
+    """The activation's input u (batch x units) of hidden layer `layer` (1-based), inference mode
+    (batch normalization on its moving averages, dropout off)."""
+    import keras
+
+    h, seen = x, 0
+    for item in model.layers:
+        if isinstance(item, keras.layers.Dense):
+            seen += 1
+            h = item(h)
+        elif isinstance(item, keras.layers.BatchNormalization):
+            h = item(h, training=False)
+        elif isinstance(item, keras.layers.Dropout) or type(item).__name__ == "MemberDropout":
+            continue
+        else:  # the activation
+            if seen == layer:
+                return h
+            h = item(h)
+    raise ValueError(f"the network has no hidden layer {layer}")
+
+
+def sigmoid_inputs(model, x: np.ndarray, layer: int) -> np.ndarray:
+    """`activation_input` of a built model, as numpy."""
+    import keras
+
+    return keras.ops.convert_to_numpy(activation_input(model, keras.ops.convert_to_tensor(x), layer))
+
+
+@functools.cache
+def track_class():
+    """The `Track` hook class. Built on first use: the engine (and Keras, TensorBoard's writer) is
+    imported only by the training job, never by the report job that imports this module for `assess`."""
+    from gradatlas import engine
+
+    class Track(engine.Hooks):
+        """At step 0 (`record(pack, 0)` before training) and at every evaluation step: each member's
+        test accuracy and the percentiles of the tracked sigmoid input, from the pack's current
+        variables (one compiled, vectorized program over the members)."""
+
+        def __init__(self, x_test, y_test, x_fixed, layer: int, unit: int, targets):
+            self.x_test, self.y_test, self.x_fixed = x_test, y_test, x_fixed
+            self.layer, self.unit, self.targets = layer, unit, set(targets)
+            self.rows: list[list[dict]] = []
+            self.done: set[int] = set()
+            self._program = None
+            self._synced = False
+
+        def _compiled(self, pack):
+            if self._program is None:
+                import keras
+
+                from gradatlas import backend
+
+                ops, model, layer = keras.ops, pack.model, self.layer
+
+                def member(tv, ntv, x_test, y_test, x_fixed):
+                    logits, _ = model.stateless_call(tv, ntv, x_test, training=False)
+                    accuracy = ops.mean(ops.cast(ops.cast(ops.argmax(logits, axis=-1), "int32") == y_test, "float32"))
+                    mapping = list(zip(model.trainable_variables, tv)) + list(zip(model.non_trainable_variables, ntv))
+                    with keras.StatelessScope(state_mapping=mapping):
+                        u = activation_input(model, x_fixed, layer)
+                    return accuracy, u
+
+                program = backend.jit(backend.vmap(member, in_axes=(0, 0, None, None, None)))
+                data_in = [ops.convert_to_tensor(a) for a in (self.x_test, self.y_test.astype("int32"), self.x_fixed)]
+                self._program = lambda tv, ntv: program(tv, ntv, *data_in)
+            return self._program
+
+        def record(self, pack, step: int) -> None:
+            import keras
+
+            self.sync(pack)
+            if step in self.done:
+                return
+            accuracy, u = self._compiled(pack)(pack.state["tv"], pack.state["ntv"])
+            accuracy, u = keras.ops.convert_to_numpy(accuracy), keras.ops.convert_to_numpy(u)
+            if not self.rows:
+                self.rows = [[] for _ in pack.members]
+            for k in range(len(pack.members)):
+                row = {"step": int(step), "test_accuracy": float(accuracy[k])}
+                for p in PERCENTILES:
+                    row[f"p{p}"] = float(np.percentile(u[k][:, self.unit], p))
+                    row[f"p{p}_all_units"] = float(np.mean(np.percentile(u[k], p, axis=0)))
+                self.rows[k].append(row)
+            self.done.add(int(step))
+
+        def sync(self, pack) -> None:
+            """After the engine resumed a killed pack: the rows recorded up to the restored epoch."""
+            if self._synced or not pack.resumed_from:
+                return
+            self._synced = True
+            saved = json.loads((pack.pack_dir / ROWS_FILE).read_text()) if (pack.pack_dir / ROWS_FILE).exists() else []
+            last = pack.resumed_from * pack.steps_per_epoch
+            self.rows = [[r for r in rows if r["step"] <= last] for rows in saved] or self.rows
+            self.done = {r["step"] for r in (self.rows[0] if self.rows else [])}
+
+        def on_segment_end(self, pack, epoch: int, step: int) -> None:
+            if step in self.targets:
+                self.record(pack, step)
+
+        def on_epoch_end(self, pack, epoch: int) -> None:
+            step = epoch * pack.steps_per_epoch
+            if step in self.targets:
+                self.record(pack, step)
+
+        def on_backup(self, pack, epoch: int, stage: str) -> None:
+            if stage == "written":  # with the backup it belongs to (rows past a restored epoch are dropped)
+                from gradatlas.files import write_json
+
+                write_json(pack.pack_dir / ROWS_FILE, self.rows)
+
+    return Track
+
+
+def spec_for(base_spec, variant: str, settings: dict):
+    """The variant's run spec (a `RunSpec`): the paper's network and SGD, on the base spec's data."""
+    regularizer = VARIANTS[variant]
+    return base_spec.replace(
+        regularizer=regularizer, initializer="random_normal", activation="sigmoid", optimizer="sgd",
+        initializer_params={"stddev": settings["init_stddev"]}, optimizer_params=catalog.params("optimizer", "sgd"),
+        activation_params=catalog.params("activation", "sigmoid"), lr_schedule="constant",
+        lr_schedule_params=catalog.params("lr_schedule", "constant"), learning_rate=settings["learning_rate"],
+        depth=3, width=100, batch_size=settings["batch_size"], clipnorm=None, clipvalue=None,
+        regularizer_params=catalog.params("regularizer", regularizer,
+                                          {"momentum": settings["bn_momentum"]} if variant == "batch_norm" else None),
+    )  # fmt: skip
+
+
+def run(specs: list, split: data.Split, steps: int, eval_every: int, unit: int, fixed_images: int,
+        run_dirs: list, pack_dir: Path, threads: int = 1) -> tuple[list[pd.DataFrame], list[dict]]:  # fmt: skip
+    """Train one variant's seeds (`specs`, one graph) for `steps` steps through the engine; per seed
+    the tracked curve and a summary. The engine writes each seed's run folder to `run_dirs`."""
+    from gradatlas import backend
+
+    if backend.name() != "jax" and len(specs) > 1:  # TensorFlow trains packs of one
+        out = [run([s], split, steps, eval_every, unit, fixed_images, [d], Path(pack_dir) / str(i), threads)
+               for i, (s, d) in enumerate(zip(specs, run_dirs))]  # fmt: skip
+        return [c for o in out for c in o[0]], [r for o in out for r in o[1]]
+    batch = specs[0].batch_size
+    n_train = (len(split.x_train) // batch) * batch  # whole batches only: every step sees `batch` images
+    if n_train == 0:
+        raise ValueError(f"preset.batch_norm.batch_size = {batch}: larger than the {len(split.x_train)} training images")
+    split = data.Split(split.x_train[:n_train], split.y_train[:n_train], split.x_val, split.y_val, split.x_test, split.y_test)
+    per_pass = n_train // batch
+    passes = math.ceil(steps / per_pass)
+    targets = list(range(eval_every, steps + 1, eval_every))
+    specs = [s.replace(epochs=passes, patience=passes + 1, early_steps=tuple(targets)) for s in specs]
+    from gradatlas import engine
+
+    members = [engine.Member(s, {"variant": s.regularizer, "seed": s.seed}, Path(d)) for s, d in zip(specs, run_dirs)]
+    track = track_class()(split.x_test, split.y_test, split.x_test[:fixed_images], specs[0].depth, unit, targets)
+    engine.clean_run_dirs(members)
+    start = time.perf_counter()
+    pack = engine.Pack(members, split, Path(pack_dir), threads, hooks=[track])
+    track.record(pack, 0)
+    records = pack.run()
+    track.sync(pack)
+    seconds = time.perf_counter() - start
+    curves, summaries = [], []
+    for k, record in enumerate(records):
+        curve = pd.DataFrame(track.rows[k])
+        curve = curve[curve["step"] <= steps].sort_values("step").reset_index(drop=True)
+        curves.append(curve)
+        summaries.append({
+            "seconds": seconds, "pack_size": len(members), "steps": steps, "steps_trained": passes * per_pass,
+            "train_images": n_train, "final_test_accuracy": float(curve["test_accuracy"].iloc[-1]),
+            "engine_summary": record["summary"], "spec": record["spec"], "run_dir": str(members[k].run_dir),
+        })  # fmt: skip
+    return curves, summaries
+
+
+def drift(curve: pd.DataFrame, skip_fraction: float = 0.1) -> float:
+    """How far the tracked sigmoid input's 15th/50th/85th percentiles move over training: the
+    largest range (max - min over the evaluation points after the first `skip_fraction` of steps)."""
+    late = curve[curve["step"] >= skip_fraction * curve["step"].max()]
+    return float(max(late[f"p{p}"].max() - late[f"p{p}"].min() for p in PERCENTILES))
+
+
+def median_shift(curve: pd.DataFrame) -> float:
+    """Informational, not part of the verdict: the largest move of the median away from its value
+    at the first evaluation after step 0, over the whole run."""
+    later = curve[curve["step"] > 0].sort_values("step")
+    return float((later["p50"] - later["p50"].iloc[0]).abs().max())
+
+
+def assess(curves: pd.DataFrame, ahead_share: float = 1.0, drift_factor: float = 0.5) -> dict:
+    """Verdict: BN is ahead (mean test accuracy over seeds higher) at >= `ahead_share` of the
+    evaluation points after step 0, and the BN sigmoid input drifts at most `drift_factor` times as
+    much as without BN (mean drift over seeds)."""
+    mean = curves.groupby(["variant", "step"])["test_accuracy"].mean().unstack("variant")
+    later = mean[mean.index > 0]
+    share = float((later["batch_norm"] > later["plain"]).mean())
+    drifts = curves.groupby(["variant", "seed"]).apply(drift, include_groups=False).groupby("variant").mean()
+    shifts = curves.groupby(["variant", "seed"]).apply(median_shift, include_groups=False).groupby("variant").mean()
+    ahead_ok = share >= ahead_share
+    drift_ok = bool(drifts["batch_norm"] <= drift_factor * drifts["plain"])
+    return {"ahead_share": share, "drift": drifts.to_dict(), "median_shift": shifts.to_dict(), "ahead_ok": bool(ahead_ok), "drift_ok": drift_ok,
+            "reproduced": bool(ahead_ok and drift_ok), "mean_accuracy": mean, "seeds": int(curves["seed"].nunique())}  # fmt: skip

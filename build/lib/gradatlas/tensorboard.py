@@ -1,0 +1,74 @@
+"""TensorBoard event files written with the `tensorboard` package's own protobufs and record
+writer, so that a training on the JAX backend never imports TensorFlow.
+
+Per run: the epoch metrics (`epoch/loss`, `epoch/val_accuracy`, ...), every probe's per-layer
+diagnostics (`layer_<l>/<stat>` at the probe's optimizer step), and at the end the run's hparams
+(grid axes and seed) with its summary metrics (`summary/<metric>`), so that the HParams dashboard
+can sort and filter runs: `tensorboard --logdir <results>/runs`.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from pathlib import Path
+
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+from tensorboard.summary.writer.record_writer import RecordWriter
+
+from gradatlas.diagnostics import STATS
+
+EPOCH_TAGS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+SUMMARY_TAGS = ("test_accuracy", "test_loss", "best_val_accuracy", "epochs_run", "delta_ratio_init", "delta_ratio_final")
+
+
+class RunLog:
+    """One run's event file in `folder` (a new file per process, as TensorBoard expects)."""
+
+    def __init__(self, folder: Path, probes_written: int = 0):
+        self.folder = Path(folder)
+        self._file = None
+        self._probes_written = probes_written  # a resumed run logged these before
+
+    def _write(self, event: event_pb2.Event) -> None:
+        if self._file is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.gradatlas"
+            self._file = open(self.folder / name, "wb")
+            self._writer = RecordWriter(self._file)
+            self._writer.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+        self._writer.write(event.SerializeToString())
+
+    def scalars(self, step: int, values: dict) -> None:
+        finite = [summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items() if _finite(v)]
+        if finite:
+            self._write(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=finite)))
+
+    def epoch(self, row: dict, probes: list[dict], epoch: int) -> None:
+        """The epoch's metrics at step `epoch`, and the probes recorded since the last call."""
+        self.scalars(epoch, {f"epoch/{k}": row[k] for k in EPOCH_TAGS})
+        for probe in probes[self._probes_written :]:
+            self.scalars(probe["step"], {f"layer_{probe['layer']}/{s}": probe[s] for s in STATS})
+        self._probes_written = len(probes)
+        if self._file is not None:
+            self._file.flush()
+
+    def finish(self, hparams: dict, summary: dict) -> None:
+        """The run's hparams and summary metrics; closes the file."""
+        info = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+        for key, value in hparams.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                info.hparams[key].string_value = "none" if value is None else str(value)
+            else:
+                info.hparams[key].number_value = float(value)
+        content = plugin_data_pb2.HParamsPluginData(session_start_info=info)
+        value = summary_pb2.Summary.Value(tag=metadata.SESSION_START_INFO_TAG, metadata=metadata.create_summary_metadata(content))
+        self._write(event_pb2.Event(wall_time=time.time(), step=0, summary=summary_pb2.Summary(value=[value])))
+        self.scalars(0, {f"summary/{k}": summary.get(k) for k in SUMMARY_TAGS})
+        self._file.close()
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
