@@ -13,7 +13,7 @@ from gradatlas import backend
 
 PACKAGES = ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "numpy", "pandas")
 JOB_VARIABLES = ("SLURM_JOB_ID", "SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES")
-DETERMINISM_VARIABLES = ("PYTHONHASHSEED", "TF_DETERMINISTIC_OPS", "TF_CUDNN_DETERMINISTIC", "TF_ENABLE_ONEDNN_OPTS", "XLA_FLAGS")
+DETERMINISM_VARIABLES = ("PYTHONHASHSEED", "XLA_FLAGS", "JAX_ENABLE_X64", "JAX_DEFAULT_MATMUL_PRECISION")
 
 
 def git_commit(where: Path = Path(__file__).resolve().parent) -> str:
