@@ -264,7 +264,8 @@ def main(argv=None) -> None:
         fixed = {}
         for block in (False, True):
             # best of two: the first fills the XLA compilation cache (once is enough for the second variant)
-            tries = [run_worker(small | {"block_tf": block, "dir": str(tmp / f"fixed-{block}-{i}")}, args.threads)
+            # threads: 1, as a pipeline job runs with the default train.threads
+            tries = [run_worker(small | {"block_tf": block, "dir": str(tmp / f"fixed-{block}-{i}")}, 1)
                      for i in range(1 if block else 2)]  # fmt: skip
             best = min(tries, key=lambda r: r["wall"] - sum(r["epoch_seconds"]))
             fixed[block] = best
