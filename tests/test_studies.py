@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, SNAKEMAKE, make_workspace, run_snakemake, write_config
+from conftest import MNIST, REPO, SNAKEMAKE, make_workspace, run_snakemake, write_config
 
 from gradatlas import backend
 
@@ -31,12 +31,15 @@ def mnist_split(mnist_dir):
     return data.split(data.read_idx_folder(mnist_dir), validation_size=1000, train_subset=7000)
 
 
-def test_every_preset_plans(tmp_path):
-    """`snakemake -n --configfile studies/X.yaml` succeeds for every preset (run side by side)."""
+@pytest.mark.parametrize("offline", [False, True], ids=["download", "idx"])
+def test_every_preset_plans(tmp_path, offline):
+    """`snakemake -n --configfile studies/X.yaml` succeeds for every preset (run side by side), with
+    the default data source and with a local MNIST folder overlaid."""
     assert set(MINE) <= set(PRESETS)
     ws = make_workspace(tmp_path / "ws")
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}
-    procs = {p: subprocess.Popen([str(SNAKEMAKE), "-n", "--cores", "1", "--configfile", f"studies/{p}", "--nolock"],
+    extra = [str(write_config(ws, {"data": {"source": "idx", "path": str(MNIST)}}, "data.yaml"))] if offline else []
+    procs = {p: subprocess.Popen([str(SNAKEMAKE), "-n", "--cores", "1", "--configfile", f"studies/{p}", *extra, "--nolock"],
                                  cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
              for p in PRESETS}  # fmt: skip
     for preset, proc in procs.items():
