@@ -1,13 +1,30 @@
-"""GradAtlas performance benchmark: one table, measured in one run, speeds stated as ratios.
+"""GradAtlas performance benchmark: the packed training engine against a bare JAX loop, one run.
 
-    .venv/bin/python bench/run.py            # full run (a few minutes on 2 cores)
-    .venv/bin/python bench/run.py --quick    # sanity run on a data subset (about a minute)
+    PYTHONPATH=$PWD .venv/bin/python bench/run.py            # full: 55,000 images x 3 epochs per K
+    PYTHONPATH=$PWD .venv/bin/python bench/run.py --quick    # sanity run: 5,000 images x 2 epochs per K,
+                                                             # lighter probe (250 images, no early probes)
 
-Every measurement runs in a fresh worker process (Keras picks its backend at import), on the
-model of the issue: 784-100x5-10 ELU MLP, He init, Adam, batch 128, real MNIST from
-$GRADATLAS_MNIST (default ../shared/data/mnist beside the repository). Throughputs are steady-state
-epochs (the first, which compiles, is left out); the diagnostics overhead compares whole trainings
-(every epoch, probe compilation included) with and without the Diagnostics callback.
+Model (both sides): 784-100x5-10 ELU MLP, He-normal init, Adam (lr 0.001), batch 128, real MNIST
+from $GRADATLAS_MNIST (default ../shared/data/mnist beside the repository), JAX backend.
+
+- packed engine: `engine.train_pack` on a pack of K members (seeds 0..K-1) with diagnostics on
+  (probes at step 0, steps 1/10/100 and every epoch end), validation every epoch, the per-epoch
+  backup and TensorBoard files, exactly as a training job runs it. Steady-state throughput: the
+  time between the `on_epoch_end` hooks of consecutive epochs (a whole epoch: steps, validation,
+  probe, backup), so the first epoch, which compiles, is left out.
+- bare loop: the same MLP, init, Adam and batch order written in plain JAX (`jax.vmap` over the K
+  members of one step, `lax.scan` over the steps of an epoch, `jax.jit`): training steps only, no
+  diagnostics, no validation. Steady-state: the epochs after the first.
+- model-samples/s = K x training images x epochs / seconds; packed/bare is their ratio (goal >= 0.8).
+- per-job fixed cost: a pack of one trained as `scripts/train.py` does it (fresh process:
+  backend.select, engine.train_pack on the prepared folder), process start -> exit wall time minus
+  the engine's own epoch seconds (history.csv), best of two (the first fills the XLA cache).
+- peak RSS: `ru_maxrss` of each worker process.
+
+Every measurement is its own worker process. The throughput workers make `import tensorflow`
+fail (sys.modules["tensorflow"] = None) and report whether TensorFlow was imported: Keras'
+`set_random_seed` (called by backend.configure) imports it when installed, only to seed it. The
+fixed cost is measured both as the pipeline runs today and with TensorFlow kept out that way.
 """
 
 from __future__ import annotations
@@ -24,245 +41,276 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST = Path(os.environ.get("GRADATLAS_MNIST", REPO.parent / "shared" / "data" / "mnist"))
-BACKENDS = ("tensorflow", "jax")
-DEPTH, WIDTH, BATCH = 5, 100, 128
-# forward multiply-adds of 784-100x5-10, x2 FLOP, x3 for forward + backward
-FLOP_PER_SAMPLE = 3 * 2 * (784 * WIDTH + (DEPTH - 1) * WIDTH * WIDTH + WIDTH * 10)
-TARGETS = {"jax_samples": 150_000, "jax_ratio": 4.5, "tf_ratio": 2.0, "overhead": 0.05, "fixed": 3.0,
-           "parallel": 1.6, "rss_gb": 1.5}  # fmt: skip
+DEPTH, WIDTH, BATCH, LR = 5, 100, 128, 0.001
+PACK_SIZES = (1, 4, 16, 64)
+GOALS = {"ratio": 0.8, "fixed": 3.0}
+
+
+def block_tensorflow() -> None:
+    """Make `import tensorflow` fail in this process (Keras then treats it as not installed)."""
+    sys.modules["tensorflow"] = None
 
 
 # --- workers (one process each) ------------------------------------------------------------------
-def config(backend: str, train_subset: int, epochs: int, spe: int | None, cells=None) -> dict:
-    grid = cells or {"initializer": ["he_normal"], "activation": ["elu"], "optimizer": ["adam"], "regularizer": ["none"]}
-    train = {"epochs": epochs, "backend": backend, "patience": 100}
-    if spe is not None:
-        train["steps_per_execution"] = spe
-    return {
-        "data": {"source": "idx", "path": str(MNIST), "validation_size": 1000, "train_subset": train_subset},
-        "model": {"depth": DEPTH, "width": WIDTH},
-        "train": train,
-        "grid": grid,
-        "seeds": [0],
-    }
-
-
-def worker(job: dict) -> dict:
-    from gradatlas import backend
-
-    backend.select(job["backend"])
+def bench_config(train_subset: int, validation: int, epochs: int, diagnostics: dict | None = None) -> dict:
     from gradatlas import config as C
 
-    cfg = config(job["backend"], job["train_subset"], job["epochs"], job.get("spe"), job.get("cells"))
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["data"].update(source="idx", path=str(MNIST), validation_size=validation, train_subset=train_subset)
+    cfg["model"].update(depth=DEPTH, width=WIDTH)
+    cfg["train"].update(epochs=epochs, batch_size=BATCH, patience=1000, backend="jax")
+    cfg["grid"] = {"initializer": ["he_normal"], "activation": ["elu"], "optimizer": ["adam"], "regularizer": ["none"]}
+    cfg["diagnostics"].update(diagnostics or {})
     C.validate_schema(cfg)
-    C.check(cfg)
-    cells = C.grid_frame(cfg).to_dict("records")
-    cell = C.typed_cell(cfg, cells[job.get("cell", 0)])
-    spec = C.run_spec(cfg, cell)
-    if job["kind"] == "keras_defaults":
-        return keras_defaults(spec, Path(job["prepared"]))
-    from gradatlas import training
+    return C.check(cfg)
 
-    if not job.get("diagnostics", True):
-        class NoProbe(training.Diagnostics):
-            def probe(self, step, phase):
-                pass
 
-        training.Diagnostics = NoProbe
-    record = training.train(spec, Path(job["prepared"]), Path(job["run_dir"]), cell, threads=job["threads"])
+def engine_worker(job: dict) -> dict:
+    """A pack of K members through the engine, as scripts/train.py runs it."""
+    if job["block_tf"]:
+        block_tensorflow()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    from gradatlas import backend
+
+    backend.select("jax", job["threads"])  # before anything imports keras
+    from gradatlas import config as C
+    from gradatlas import engine
+
+    cfg = bench_config(job["train_subset"], job["validation"], job["epochs"], job.get("diagnostics"))
+    cell = {"initializer": "he_normal", "activation": "elu", "optimizer": "adam", "regularizer": "none"}
+    root = Path(job["dir"])
+    members = [engine.Member(C.run_spec(cfg, cell | {"seed": k}), cell | {"seed": k}, root / f"run-{k}")
+               for k in range(job["k"])]  # fmt: skip
+
+    class Clock(engine.Hooks):
+        stamps: list = []
+
+        def on_epoch_end(self, pack, epoch):
+            self.stamps.append(time.perf_counter())
+
+    clock = Clock()
+    start = time.perf_counter()
+    records = engine.train_pack(members, Path(job["prepared"]), root / "pack", job["threads"], hooks=[clock])
+    total = time.perf_counter() - start
     import pandas as pd
 
-    seconds = pd.read_csv(Path(job["run_dir"]) / "history.csv")["seconds"].tolist()
-    n = (spec["train_subset"] or 60_000) - spec["validation_size"]
-    return {"epoch_seconds": seconds, "n_train": n, "probe_seconds": record["probe_seconds"],
-            "steps_per_execution": spec["steps_per_execution"]}  # fmt: skip
+    history = pd.read_csv(root / "run-0" / "history.csv")
+    n_train = (job["train_subset"] or 60_000) - job["validation"]
+    return {
+        "n_train": n_train, "stamps": [s - start for s in clock.stamps], "total": total,
+        "epoch_seconds": history["seconds"].tolist(), "probe_seconds": records[0]["probe_seconds"],
+        "test_accuracy": [r["summary"]["test_accuracy"] for r in records],
+        "tensorflow_imported": "tensorflow" in sys.modules and sys.modules["tensorflow"] is not None,
+        "device": backend.device(),
+    }  # fmt: skip
 
 
-def keras_defaults(spec: dict, prepared: Path) -> dict:
-    """Plain Keras `fit` with its defaults on the same model and data (the baseline)."""
-    import keras
-
-    from gradatlas import backend, data
-    from gradatlas.model import build
-
-    backend.configure(2, False, spec["seed"])
-    split = data.split(data.open_prepared(prepared), spec["validation_size"], spec["train_subset"])
-    model = build(spec)
-    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    seconds = []
-
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            seconds.append(time.perf_counter() - self.t)
-
-    model.fit(split.x_train, split.y_train, batch_size=BATCH, epochs=spec["epochs"], shuffle=True,
-              validation_data=(split.x_val, split.y_val), callbacks=[Clock()], verbose=0)  # fmt: skip
-    return {"epoch_seconds": seconds, "n_train": len(split.x_train)}
-
-
-def matmul_gflops() -> dict:
-    """fp32 GFLOP/s of a large matmul on the same cores (the machine's practical ceiling)."""
+def bare_worker(job: dict) -> dict:
+    """The same training in plain JAX: vmap over the members, lax.scan over an epoch's steps."""
+    block_tensorflow()
+    if job["threads"] == 1:
+        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    import jax
+    import jax.numpy as jnp
     import numpy as np
 
-    n = 2048
-    a, b = np.random.default_rng(0).standard_normal((2, n, n), dtype=np.float32)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(5))
-    return {"gflops": 2 * n**3 / best / 1e9}
+    sys.path.insert(0, str(REPO))
+    from gradatlas import data
 
+    split = data.split(data.open_prepared(job["prepared"]), job["validation"], job["train_subset"])
+    k, n = job["k"], len(split.x_train)
+    steps = n // BATCH
+    x_train, y_train = jnp.asarray(split.x_train), jnp.asarray(split.y_train)
+    sizes = [784] + [WIDTH] * DEPTH + [10]
 
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+    def init(key):
+        params = []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            key, sub = jax.random.split(key)
+            params.append((jax.random.normal(sub, (fan_in, fan_out)) * jnp.sqrt(2.0 / fan_in), jnp.zeros(fan_out)))
+        return params
+
+    def loss_fn(params, x, y):
+        h = x
+        for w, b in params[:-1]:
+            h = jax.nn.elu(h @ w + b)
+        logits = h @ params[-1][0] + params[-1][1]
+        return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0])
+
+    def member_step(params, m, v, t, x, y):
+        grads = jax.grad(loss_fn)(params, x, y)
+        b1, b2, eps = 0.9, 0.999, 1e-7  # Keras' Adam defaults
+        m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, m, grads)
+        v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, v, grads)
+        lr = LR * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+        params = jax.tree.map(lambda p, m, v: p - lr * m / (jnp.sqrt(v) + eps), params, m, v)
+        return params, m, v
+
+    pack_step = jax.vmap(member_step, in_axes=(0, 0, 0, None, 0, 0))
+
+    @jax.jit
+    def epoch(params, m, v, t, order):
+        def body(carry, i):
+            params, m, v, t = carry
+            idx = jax.lax.dynamic_slice(order, (0, i * BATCH), (k, BATCH))
+            params, m, v = pack_step(params, m, v, t + 1, x_train[idx], y_train[idx])
+            return (params, m, v, t + 1), None
+
+        (params, m, v, t), _ = jax.lax.scan(body, (params, m, v, t), jnp.arange(steps))
+        return params, m, v, t
+
+    params = jax.vmap(init)(jax.random.split(jax.random.key(0), k))
+    m = jax.tree.map(jnp.zeros_like, params)
+    v = jax.tree.map(jnp.zeros_like, params)
+    t = jnp.zeros((), jnp.float32)
+    seconds = []
+    for e in range(job["epochs"]):
+        start = time.perf_counter()
+        # per-member batch order, drawn on the host each epoch as the engine does
+        order = jnp.asarray(np.stack([np.random.default_rng([s, e]).permutation(n).astype(np.int32) for s in range(k)]))
+        params, m, v, t = epoch(params, m, v, t, order)
+        jax.block_until_ready(params)
+        seconds.append(time.perf_counter() - start)
+    return {"n_train": steps * BATCH, "epoch_seconds": seconds, "tensorflow_imported": False, "device": str(jax.devices()[0])}
 
 
 # --- the driver ----------------------------------------------------------------------------------
-def spawn(job: dict, threads: int = 2) -> subprocess.Popen:
+def run_worker(job: dict, threads: int) -> dict:
+    """One worker process: its JSON result, its wall time (process start -> exit, as the parent
+    sees it) and its peak RSS (`ru_maxrss` of exactly this child, from wait4)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
-    env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    proc.started = time.perf_counter()
-    return proc
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job | {"threads": threads})]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode:
+        raise RuntimeError(f"benchmark worker failed ({proc.returncode}): {job}\n{stderr[-3000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return result | {"wall": wall, "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9}
 
 
-def finish(proc: subprocess.Popen) -> dict:
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - proc.started
-    out = proc.stdout.read()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"benchmark worker failed ({proc.returncode}): {' '.join(proc.args[-1:])}\n{out[-2000:]}")
-    result = json.loads(out.strip().splitlines()[-1])
-    result.update(wall=wall, peak_rss_gb=usage.ru_maxrss * 1024 / 1e9)
-    return result
+def steady_engine(r: dict, k: int) -> float:
+    stamps = r["stamps"]
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])] or stamps
+    return k * r["n_train"] * len(gaps) / sum(gaps)
 
 
-def run(job: dict) -> dict:
-    return finish(spawn(job, job.get("threads", 2)))
+def steady_steps(r: dict, k: int) -> float:
+    """The engine's training steps alone: its own epoch seconds (history.csv: the compiled step
+    loop and the in-epoch probes; not the epoch-end validation, probe and backup)."""
+    seconds = r["epoch_seconds"][1:] or r["epoch_seconds"]
+    return k * r["n_train"] * len(seconds) / sum(seconds)
 
 
-def steady(result: dict) -> float:
-    """samples/s over the epochs after the first (which compiles)."""
-    seconds = result["epoch_seconds"][1:] or result["epoch_seconds"]
-    return result["n_train"] * len(seconds) / sum(seconds)
+def steady_bare(r: dict, k: int) -> float:
+    seconds = r["epoch_seconds"][1:] or r["epoch_seconds"]
+    return k * r["n_train"] * len(seconds) / sum(seconds)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="data subset, fewer epochs, smaller study")
-    p.add_argument("--spe", type=int, default=None, help="train.steps_per_execution (default: the config default)")
+    p.add_argument("--quick", action="store_true", help="5,000 training images x 2 epochs, lighter probe (about 2 minutes on 2 idle cores)")
+    p.add_argument("--threads", type=int, default=2, help="threads of each worker (default 2)")
+    p.add_argument("--packs", default=",".join(map(str, PACK_SIZES)), help="pack sizes K (default 1,4,16,64)")
+    p.add_argument("--out", default=str(REPO / "bench" / "latest.txt"), help="where the output is also written")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         job = json.loads(args.worker)
-        print(json.dumps(matmul_gflops() if job["kind"] == "matmul" else worker(job)))
+        print(json.dumps({"engine": engine_worker, "bare": bare_worker}[job["kind"]](job)))
         return
 
-    subset, epochs = (13_000, 3) if args.quick else (60_000, 4)
-    study_subset, study_epochs = (6_000, 1) if args.quick else (12_000, 2)
+    subset, validation, epochs = (6_000, 1_000, 2) if args.quick else (None, 5_000, 3)
+    # --quick is a sanity run: a lighter probe (the probe's percentiles dominate a short run)
+    diagnostics = {"probe_size": 250, "early_steps": []} if args.quick else None
+    packs = [int(k) for k in args.packs.split(",")]
     started = time.perf_counter()
+    lines: list[str] = []
+
+    def log(msg):
+        line = f"[{time.perf_counter() - started:6.0f} s] {msg}"
+        print(line, file=sys.stderr, flush=True)
+        lines.append(line)
+
+    sys.path.insert(0, str(REPO))
+    from gradatlas import data
+
     with tempfile.TemporaryDirectory(prefix="gradatlas-bench-") as tmp:
         tmp = Path(tmp)
         prepared = tmp / "prepared"
-        sys.path.insert(0, str(REPO))
-        from gradatlas import data
-
         data.prepare(data.load("idx", MNIST), prepared, {"source": "idx", "path": str(MNIST)})
-        base = {"prepared": str(prepared), "threads": 2, "train_subset": subset, "epochs": epochs, "spe": args.spe}
-        r, log = {}, lambda msg: print(f"[{time.perf_counter() - started:6.0f} s] {msg}", file=sys.stderr, flush=True)
-        r["matmul"] = run({"kind": "matmul"})
-        log(f"matmul {r['matmul']['gflops']:.0f} GFLOP/s")
-        for b in BACKENDS:
-            r[b, "keras"] = run({**base, "kind": "keras_defaults", "backend": b})
-            log(f"{b} keras defaults {steady(r[b, 'keras']):,.0f} samples/s")
-            for diag in (True, False):
-                r[b, diag] = run({**base, "kind": "gradatlas", "backend": b, "diagnostics": diag,
-                                  "run_dir": str(tmp / f"run-{b}-{diag}")})  # fmt: skip
-                log(f"{b} gradatlas diagnostics={diag} {steady(r[b, diag]):,.0f} samples/s")
-            # per-job fixed cost: a whole job (process start to exit) minus its epochs
-            small = {**base, "kind": "gradatlas", "backend": b, "train_subset": 3000, "epochs": 1}
-            fixed = [run({**small, "run_dir": str(tmp / f"fixed-{b}-{i}")}) for i in range(2)]
-            r[b, "fixed"] = min(f["wall"] - sum(f["epoch_seconds"]) for f in fixed)
-            log(f"{b} fixed cost {r[b, 'fixed']:.2f} s")
-            # whole-study throughput: a fixed grid of 4 trainings, 1 job x 2 threads vs 2 jobs x 1 thread
-            cells = {"initializer": ["he_normal", "glorot_uniform"], "activation": ["elu", "tanh"],
-                     "optimizer": ["adam"], "regularizer": ["none"]}  # fmt: skip
-            study = {**base, "kind": "gradatlas", "backend": b, "train_subset": study_subset, "epochs": study_epochs,
-                     "cells": cells}  # fmt: skip
-            for jobs in (1, 2):
-                t = time.perf_counter()
-                queue, running = list(range(4)), []
-                while queue or running:
-                    while queue and len(running) < jobs:
-                        i = queue.pop(0)
-                        running.append(spawn({**study, "cell": i, "threads": 2 // jobs,
-                                              "run_dir": str(tmp / f"study-{b}-{jobs}-{i}")}, 2 // jobs))  # fmt: skip
-                    finish(running.pop(0))
-                r[b, "study", jobs] = 4 * 3600 / (time.perf_counter() - t)
-            log(f"{b} study {r[b, 'study', 1]:.0f} vs {r[b, 'study', 2]:.0f} trainings/h")
-    print(table(r, args, subset, epochs, study_subset, study_epochs, time.perf_counter() - started))
+        base = {"prepared": str(prepared), "train_subset": subset, "validation": validation, "epochs": epochs,
+                "diagnostics": diagnostics}
+        rows = {}
+        for k in packs:
+            e = run_worker(base | {"kind": "engine", "k": k, "block_tf": True, "dir": str(tmp / f"engine-{k}")}, args.threads)
+            b = run_worker(base | {"kind": "bare", "k": k}, args.threads)
+            rows[k] = (e, b)
+            log(f"K={k}: engine {steady_engine(e, k):,.0f}, bare {steady_bare(b, k):,.0f} model-samples/s, "
+                f"ratio {steady_engine(e, k) / steady_bare(b, k):.2f}; engine RSS {e['peak_rss_gb']:.2f} GB, "
+                f"tensorflow imported: {e['tensorflow_imported']}")  # fmt: skip
+        # per-job fixed cost: a pack of one, tiny training; as the pipeline runs it, and without TensorFlow
+        small = {"prepared": str(prepared), "train_subset": 3_000, "validation": 1_000, "epochs": 1, "kind": "engine", "k": 1,
+                 "diagnostics": diagnostics}
+        fixed = {}
+        for block in (False, True):
+            # best of two: the first fills the XLA compilation cache (once is enough for the second variant)
+            # threads: 1, as a pipeline job runs with the default train.threads
+            tries = [run_worker(small | {"block_tf": block, "dir": str(tmp / f"fixed-{block}-{i}")}, 1)
+                     for i in range(1 if block else 2)]  # fmt: skip
+            best = min(tries, key=lambda r: r["wall"] - sum(r["epoch_seconds"]))
+            fixed[block] = best
+            log(f"fixed cost (tensorflow {'blocked' if block else 'as the pipeline imports it'}): "
+                f"{best['wall'] - sum(best['epoch_seconds']):.2f} s (wall {best['wall']:.2f} s, epoch {sum(best['epoch_seconds']):.2f} s), "
+                f"tensorflow imported: {best['tensorflow_imported']}, RSS {best['peak_rss_gb']:.2f} GB")  # fmt: skip
+    seconds = time.perf_counter() - started
+    text = "\n".join(lines + [""] + table(rows, fixed, args, subset, validation, epochs, seconds, diagnostics))
+    print(text)
+    Path(args.out).write_text(text + "\n")
 
 
-def table(r, args, subset, epochs, study_subset, study_epochs, seconds) -> str:
-    base = steady(r["tensorflow", "keras"])
-    gflops = r["matmul"]["gflops"]
-    rows = [("Keras `fit` defaults, samples/s", [steady(r[b, "keras"]) for b in BACKENDS], None, None)]
-    fast = [steady(r[b, True]) for b in BACKENDS]
-    rows.append(("GradAtlas training (diagnostics on), samples/s", fast, None, None))
-    rows.append(("  × Keras-TF `fit` defaults", [f / base for f in fast], None, None))
-    rows.append(("  × the same backend's `fit` defaults", [f / steady(r[b, "keras"]) for f, b in zip(fast, BACKENDS)],
-                 ["≥ 2×", "≥ 4.5× TF defaults, ≥ 150k/s"], [fast[0] / base >= TARGETS["tf_ratio"],
-                 fast[1] / base >= TARGETS["jax_ratio"] and fast[1] >= TARGETS["jax_samples"]]))  # fmt: skip
-    overhead = [sum(r[b, True]["epoch_seconds"]) / sum(r[b, False]["epoch_seconds"]) - 1 for b in BACKENDS]
-    rows.append(("diagnostics overhead (whole training)", overhead, "≤ 5%", [o <= TARGETS["overhead"] for o in overhead]))
-    rows.append(("  probe time / training time", [r[b, True]["probe_seconds"] / sum(r[b, True]["epoch_seconds"]) for b in BACKENDS], None, None))
-    fixed = [r[b, "fixed"] for b in BACKENDS]
-    rows.append(("per-job fixed cost (process start→exit minus epochs), s", fixed, "≤ 3 s", [f <= TARGETS["fixed"] for f in fixed]))
-    achieved = [f * FLOP_PER_SAMPLE / 1e9 for f in fast]
-    rows.append((f"achieved GFLOP/s ({FLOP_PER_SAMPLE / 1e3:.0f} kFLOP/sample)", achieved, None, None))
-    rows.append((f"  × large-matmul GFLOP/s ({gflops:.0f})", [a / gflops for a in achieved], None, None))
-    s1, s2 = [r[b, "study", 1] for b in BACKENDS], [r[b, "study", 2] for b in BACKENDS]
-    rows.append(("study trainings/hour, 1 job × 2 threads", s1, None, None))
-    rows.append(("study trainings/hour, 2 jobs × 1 thread", s2, None, None))
-    rows.append(("  2 jobs × 1 job", [b / a for a, b in zip(s1, s2)], "≥ 1.6×", [b / a >= TARGETS["parallel"] for a, b in zip(s1, s2)]))
-    rss = [r[b, True]["peak_rss_gb"] for b in BACKENDS]
-    rows.append(("peak RSS of one training job, GB", rss, "≤ 1.5 GB", [x <= TARGETS["rss_gb"] for x in rss]))
-
-    def fmt(v):
-        if isinstance(v, float) and v >= 1000:
-            return f"{v:,.0f}"
-        return f"{v:.2f}" if isinstance(v, float) else str(v)
-
-    def label(name, v):
-        if "overhead" in name or "/ training time" in name:
-            return f"{v:.1%}"
-        if name.strip().startswith("×"):
-            return f"{v:.2f}×"
-        return fmt(v)
-
-    spe = r["tensorflow", True]["steps_per_execution"]
-    lines = [
-        f"GradAtlas benchmark{' (--quick)' if args.quick else ''}: 784-100x5-10 ELU, batch {BATCH}, "
-        f"{r['tensorflow', True]['n_train']:,} samples/epoch x {epochs} epochs, steps_per_execution {spe}; "
-        f"study: 4 trainings x {study_epochs} epoch(s) on {study_subset - 1000:,} samples",
+def table(rows, fixed, args, subset, validation, epochs, seconds, diagnostics) -> list[str]:
+    any_engine = next(iter(rows.values()))[0]
+    n = any_engine["n_train"]
+    out = [
+        f"GradAtlas benchmark{' (--quick)' if args.quick else ''}: 784-100x5-10 ELU, He normal, Adam, batch {BATCH}, "
+        f"{n:,} training images x {epochs} epochs per K (steady state: epochs 2-{epochs}), JAX on {any_engine['device']}, "
+        f"{args.threads} threads per worker; diagnostics "
+        + (f"lighter for --quick: probe_size {diagnostics['probe_size']}, no early probes (a sanity run, not the measurement)"
+           if diagnostics else "as config.yaml: probe_size 1000, early probes at steps 1/10/100, a probe every epoch end"),
         f"machine: {platform.node()}, {os.cpu_count()} CPUs visible, load average at the end "
-        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; Python {platform.python_version()}; "
-        f"benchmark wall time {seconds:.0f} s",
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; Python {platform.python_version()}; wall time {seconds:.0f} s",
         "",
-        "| metric | TensorFlow | JAX | target | met |",
-        "|---|---|---|---|---|",
+        "| K | packed engine, diagnostics on (model-samples/s) | bare vmap+scan JAX (model-samples/s) | packed / bare | goal >= 0.8 "
+        "| engine steps only (history.csv) / bare | engine peak RSS (GB) | bare peak RSS (GB) | TF imported (engine) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, values, target, met in rows:
-        targets = target if isinstance(target, list) else [target] * 2
-        t = " / ".join(dict.fromkeys(x for x in targets if x)) if target else ""
-        m = " / ".join("yes" if x else "**no**" for x in met) if met else ""
-        lines.append(f"| {name} | {label(name, values[0])} | {label(name, values[1])} | {t} | {m} |")
-    return "\n".join(lines)
+    for k, (e, b) in rows.items():
+        se, sb = steady_engine(e, k), steady_bare(b, k)
+        rss = lambda r: f"{r['peak_rss_gb']:.2f}"  # noqa: E731
+        out.append(f"| {k} | {se:,.0f} | {sb:,.0f} | {se / sb:.2f} | {'yes' if se / sb >= GOALS['ratio'] else '**no**'} "
+                   f"| {steady_steps(e, k) / sb:.2f} | {rss(e)} | {rss(b)} | {e['tensorflow_imported']} |")  # fmt: skip
+    out.append("")
+    out.append("| per-job fixed cost (pack of 1; process start → exit minus the engine's epoch seconds) | seconds | goal ≤ 3 s | TF imported | peak RSS (GB) |")
+    out.append("|---|---|---|---|---|")
+    for block, label in ((False, "as scripts/train.py runs today"), (True, "with `import tensorflow` blocked")):
+        r = fixed[block]
+        f = r["wall"] - sum(r["epoch_seconds"])
+        out.append(f"| {label} | {f:.2f} | {'yes' if f <= GOALS['fixed'] else '**no**'} | {r['tensorflow_imported']} | {r['peak_rss_gb']:.2f} |")
+    # run.json's probe_seconds is the member's share (probe wall / K) summed over the probes
+    probe = {k: k * e["probe_seconds"] / max(1e-9, e["total"]) for k, (e, _) in rows.items()}
+    out.append("")
+    out.append("probe time / engine wall time, per K: " + ", ".join(f"K={k}: {v:.1%}" for k, v in probe.items()))
+    return out
 
 
 if __name__ == "__main__":

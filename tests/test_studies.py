@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, SNAKEMAKE, make_workspace, run_snakemake, write_config
+from conftest import MNIST, REPO, SNAKEMAKE, make_workspace, run_snakemake, write_config
 
 from gradatlas import backend
 
@@ -31,12 +31,15 @@ def mnist_split(mnist_dir):
     return data.split(data.read_idx_folder(mnist_dir), validation_size=1000, train_subset=7000)
 
 
-def test_every_preset_plans(tmp_path):
-    """`snakemake -n --configfile studies/X.yaml` succeeds for every preset (run side by side)."""
+@pytest.mark.parametrize("offline", [False, True], ids=["download", "idx"])
+def test_every_preset_plans(tmp_path, offline):
+    """`snakemake -n --configfile studies/X.yaml` succeeds for every preset (run side by side), with
+    the default data source and with a local MNIST folder overlaid."""
     assert set(MINE) <= set(PRESETS)
     ws = make_workspace(tmp_path / "ws")
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}
-    procs = {p: subprocess.Popen([str(SNAKEMAKE), "-n", "--cores", "1", "--configfile", f"studies/{p}", "--nolock"],
+    extra = [str(write_config(ws, {"data": {"source": "idx", "path": str(MNIST)}}, "data.yaml"))] if offline else []
+    procs = {p: subprocess.Popen([str(SNAKEMAKE), "-n", "--cores", "1", "--configfile", f"studies/{p}", *extra, "--nolock"],
                                  cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
              for p in PRESETS}  # fmt: skip
     for preset, proc in procs.items():
@@ -214,6 +217,33 @@ def test_batch_norm_tracks_accuracy_and_the_sigmoid_input(mnist_split, tmp_path)
     assert (curves["p15"] <= curves["p50"]).all() and (curves["p50"] <= curves["p85"]).all()
     result = batch_norm.assess(curves)
     assert set(result["drift"]) == set(batch_norm.VARIANTS) and 0 <= result["ahead_share"] <= 1
+
+
+def test_batch_norm_curve_survives_a_killed_job(mnist_split, tmp_path):
+    """A job killed after a pass resumes from the engine's backup with the curve recorded so far."""
+    from gradatlas import engine
+    from gradatlas.studies import batch_norm
+
+    settings = {"init_stddev": 0.01, "learning_rate": 0.5, "batch_size": 60, "eval_every": 50, "bn_momentum": 0.99}
+    spec = batch_norm.spec_for(_tiny_spec(), "batch_norm", settings)
+    args = dict(steps=150, eval_every=50, unit=0, fixed_images=100)  # 100 steps per pass: 2 passes
+
+    class Killed(Exception):
+        pass
+
+    class Kill(engine.Hooks):
+        def on_backup(self, pack, epoch, stage):
+            if epoch == 1 and stage == "committed":
+                raise Killed
+
+    (whole,), _ = batch_norm.run([spec], mnist_split, **args, run_dirs=[tmp_path / "a"], pack_dir=tmp_path / "pa")
+    with pytest.raises(Killed):
+        batch_norm.run([spec], mnist_split, **args, run_dirs=[tmp_path / "b"], pack_dir=tmp_path / "pb", hooks=[Kill()])
+    assert (tmp_path / "pb" / batch_norm.ROWS_FILE).exists()
+    (resumed,), (record,) = batch_norm.run([spec], mnist_split, **args, run_dirs=[tmp_path / "b"], pack_dir=tmp_path / "pb")
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["resumed_from_epoch"] == 1
+    assert list(resumed["step"]) == [0, 50, 100, 150]
+    pd.testing.assert_frame_equal(resumed, whole, rtol=1e-5)
 
 
 def test_depth_init_verdict_from_tables():

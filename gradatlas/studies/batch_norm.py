@@ -160,13 +160,14 @@ def spec_for(base_spec, variant: str, settings: dict):
 
 
 def run(specs: list, split: data.Split, steps: int, eval_every: int, unit: int, fixed_images: int,
-        run_dirs: list, pack_dir: Path, threads: int = 1) -> tuple[list[pd.DataFrame], list[dict]]:  # fmt: skip
+        run_dirs: list, pack_dir: Path, threads: int = 1, hooks=()) -> tuple[list[pd.DataFrame], list[dict]]:  # fmt: skip
     """Train one variant's seeds (`specs`, one graph) for `steps` steps through the engine; per seed
-    the tracked curve and a summary. The engine writes each seed's run folder to `run_dirs`."""
+    the tracked curve and a summary. The engine writes each seed's run folder to `run_dirs`;
+    `hooks`: more `engine.Hooks` (tests). A pack killed mid-way resumes from `pack_dir`."""
     from gradatlas import backend
 
     if backend.name() != "jax" and len(specs) > 1:  # TensorFlow trains packs of one
-        out = [run([s], split, steps, eval_every, unit, fixed_images, [d], Path(pack_dir) / str(i), threads)
+        out = [run([s], split, steps, eval_every, unit, fixed_images, [d], Path(pack_dir) / str(i), threads, hooks)
                for i, (s, d) in enumerate(zip(specs, run_dirs))]  # fmt: skip
         return [c for o in out for c in o[0]], [r for o in out for r in o[1]]
     batch = specs[0].batch_size
@@ -184,7 +185,7 @@ def run(specs: list, split: data.Split, steps: int, eval_every: int, unit: int, 
     track = track_class()(split.x_test, split.y_test, split.x_test[:fixed_images], specs[0].depth, unit, targets)
     engine.clean_run_dirs(members)
     start = time.perf_counter()
-    pack = engine.Pack(members, split, Path(pack_dir), threads, hooks=[track])
+    pack = engine.Pack(members, split, Path(pack_dir), threads, hooks=[track, *hooks])
     track.record(pack, 0)
     records = pack.run()
     track.sync(pack)
