@@ -40,7 +40,6 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def load_config(args) -> dict:
@@ -143,7 +142,7 @@ def train_keras(cfg, prepared: Path, cell_tokens: dict, log) -> dict:
 
     cell = C.typed_cell(cfg, cell_tokens | {"seed": "0"})
     spec = C.run_spec(cfg, cell)
-    backend.configure(1, False, spec.seed)
+    backend.configure(spec.seed)
     split = data.split(data.open_prepared(prepared), spec.validation_size, spec.train_subset)
     model = build(spec)
     optimizer = catalog.optimizer(spec.optimizer, spec.optimizer_params, spec.learning_rate)

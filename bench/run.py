@@ -21,10 +21,8 @@ from $GRADATLAS_MNIST (default ../shared/data/mnist beside the repository), JAX 
   the engine's own epoch seconds (history.csv), best of two (the first fills the XLA cache).
 - peak RSS: `ru_maxrss` of each worker process.
 
-Every measurement is its own worker process. The throughput workers make `import tensorflow`
-fail (sys.modules["tensorflow"] = None) and report whether TensorFlow was imported: Keras'
-`set_random_seed` (called by backend.configure) imports it when installed, only to seed it. The
-fixed cost is measured both as the pipeline runs today and with TensorFlow kept out that way.
+Every measurement is its own worker process, and reports whether TensorFlow was imported (it must
+not be: backend.select keeps it out of a training process).
 """
 
 from __future__ import annotations
@@ -46,11 +44,6 @@ PACK_SIZES = (1, 4, 16, 64)
 GOALS = {"ratio": 0.8, "fixed": 3.0}
 
 
-def block_tensorflow() -> None:
-    """Make `import tensorflow` fail in this process (Keras then treats it as not installed)."""
-    sys.modules["tensorflow"] = None
-
-
 # --- workers (one process each) ------------------------------------------------------------------
 def bench_config(train_subset: int, validation: int, epochs: int, diagnostics: dict | None = None) -> dict:
     from gradatlas import config as C
@@ -69,8 +62,6 @@ def bench_config(train_subset: int, validation: int, epochs: int, diagnostics: d
 
 def engine_worker(job: dict) -> dict:
     """A pack of K members through the engine, as scripts/train.py runs it."""
-    if job["block_tf"]:
-        block_tensorflow()
     import logging
 
     logging.basicConfig(level=logging.WARNING)
@@ -118,7 +109,6 @@ def bare_worker(job: dict) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    sys.path.insert(0, str(REPO))
     from gradatlas import data
 
     split = data.split(data.open_prepared(job["prepared"]), job["validation"], job["train_subset"])
@@ -241,7 +231,6 @@ def main(argv=None) -> None:
         print(line, file=sys.stderr, flush=True)
         lines.append(line)
 
-    sys.path.insert(0, str(REPO))
     from gradatlas import data
 
     with tempfile.TemporaryDirectory(prefix="gradatlas-bench-") as tmp:
@@ -252,26 +241,21 @@ def main(argv=None) -> None:
                 "diagnostics": diagnostics}
         rows = {}
         for k in packs:
-            e = run_worker(base | {"kind": "engine", "k": k, "block_tf": True, "dir": str(tmp / f"engine-{k}")}, args.threads)
+            e = run_worker(base | {"kind": "engine", "k": k, "dir": str(tmp / f"engine-{k}")}, args.threads)
             b = run_worker(base | {"kind": "bare", "k": k}, args.threads)
             rows[k] = (e, b)
             log(f"K={k}: engine {steady_engine(e, k):,.0f}, bare {steady_bare(b, k):,.0f} model-samples/s, "
                 f"ratio {steady_engine(e, k) / steady_bare(b, k):.2f}; engine RSS {e['peak_rss_gb']:.2f} GB, "
                 f"tensorflow imported: {e['tensorflow_imported']}")  # fmt: skip
-        # per-job fixed cost: a pack of one, tiny training; as the pipeline runs it, and without TensorFlow
+        # per-job fixed cost: a pack of one, tiny training, as a pipeline job with the default
+        # train.threads (1) runs it; best of two: the first fills the XLA compilation cache
         small = {"prepared": str(prepared), "train_subset": 3_000, "validation": 1_000, "epochs": 1, "kind": "engine", "k": 1,
                  "diagnostics": diagnostics}
-        fixed = {}
-        for block in (False, True):
-            # best of two: the first fills the XLA compilation cache (once is enough for the second variant)
-            # threads: 1, as a pipeline job runs with the default train.threads
-            tries = [run_worker(small | {"block_tf": block, "dir": str(tmp / f"fixed-{block}-{i}")}, 1)
-                     for i in range(1 if block else 2)]  # fmt: skip
-            best = min(tries, key=lambda r: r["wall"] - sum(r["epoch_seconds"]))
-            fixed[block] = best
-            log(f"fixed cost (tensorflow {'blocked' if block else 'as the pipeline imports it'}): "
-                f"{best['wall'] - sum(best['epoch_seconds']):.2f} s (wall {best['wall']:.2f} s, epoch {sum(best['epoch_seconds']):.2f} s), "
-                f"tensorflow imported: {best['tensorflow_imported']}, RSS {best['peak_rss_gb']:.2f} GB")  # fmt: skip
+        tries = [run_worker(small | {"dir": str(tmp / f"fixed-{i}")}, 1) for i in range(2)]
+        fixed = min(tries, key=lambda r: r["wall"] - sum(r["epoch_seconds"]))
+        log(f"fixed cost: {fixed['wall'] - sum(fixed['epoch_seconds']):.2f} s (wall {fixed['wall']:.2f} s, "
+            f"epoch {sum(fixed['epoch_seconds']):.2f} s), tensorflow imported: {fixed['tensorflow_imported']}, "
+            f"RSS {fixed['peak_rss_gb']:.2f} GB")  # fmt: skip
     seconds = time.perf_counter() - started
     text = "\n".join(lines + [""] + table(rows, fixed, args, subset, validation, epochs, seconds, diagnostics))
     print(text)
@@ -302,10 +286,9 @@ def table(rows, fixed, args, subset, validation, epochs, seconds, diagnostics) -
     out.append("")
     out.append("| per-job fixed cost (pack of 1; process start → exit minus the engine's epoch seconds) | seconds | goal ≤ 3 s | TF imported | peak RSS (GB) |")
     out.append("|---|---|---|---|---|")
-    for block, label in ((False, "as scripts/train.py runs today"), (True, "with `import tensorflow` blocked")):
-        r = fixed[block]
-        f = r["wall"] - sum(r["epoch_seconds"])
-        out.append(f"| {label} | {f:.2f} | {'yes' if f <= GOALS['fixed'] else '**no**'} | {r['tensorflow_imported']} | {r['peak_rss_gb']:.2f} |")
+    f = fixed["wall"] - sum(fixed["epoch_seconds"])
+    out.append(f"| as scripts/train.py runs it | {f:.2f} | {'yes' if f <= GOALS['fixed'] else '**no**'} "
+               f"| {fixed['tensorflow_imported']} | {fixed['peak_rss_gb']:.2f} |")  # fmt: skip
     # run.json's probe_seconds is the member's share (probe wall / K) summed over the probes
     probe = {k: k * e["probe_seconds"] / max(1e-9, e["total"]) for k, (e, _) in rows.items()}
     out.append("")

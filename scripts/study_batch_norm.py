@@ -1,8 +1,5 @@
 """Snakemake script: one batch-normalization preset variant, its seeds trained as one pack, tracked every eval_every steps."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # gradatlas, installed or not
 from gradatlas.files import logged
 
 with logged(snakemake.log[0]):

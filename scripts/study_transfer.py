@@ -1,8 +1,5 @@
 """Snakemake script: transfer-learning preset, pretraining on digits 0-4 or the task-B variants (by rule)."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # gradatlas, installed or not
 from gradatlas.files import logged
 
 with logged(snakemake.log[0]):

@@ -26,7 +26,7 @@ def nielsen(config: dict, prepared, out: Path) -> pd.DataFrame:
     from gradatlas.studies import nielsen as study
 
     s = settings(config)
-    backend.configure(1, config["train"]["deterministic"], 0)
+    backend.configure(0)
     split = _split(config, prepared)
     n = s["images"]
     table = study.gradient_norms(split.x_train[:n], split.y_train[:n], s["hidden_layers"], s["width"], config["seeds"])
