@@ -222,6 +222,7 @@ def test_cancelled_job_is_retried_and_resumes_from_its_last_epoch(study, local_s
     assert 1 <= run["resumed_from_epoch"] < epochs, run["resumed_from_epoch"]
     assert run["summary"]["epochs_run"] == epochs
     calls = sbatch_calls(output)
-    assert len(calls) == 2 and all(flag(c, "--gpus") == ["1"] and flag(c, "-t") == ["30"] for c in calls), calls
+    # the target's pack holds both relu runs (the two initializers): 2 x 30 minutes
+    assert len(calls) == 2 and all(flag(c, "--gpus") == ["1"] and flag(c, "-t") == ["60"] for c in calls), calls
     assert run["provenance"]["environment"]["SLURM_JOB_ID"] != jobs[0]
     assert not list((ws / "results-resume" / "packs").glob("*/state.npz"))
