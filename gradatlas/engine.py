@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from gradatlas import backend, catalog, data, diagnostics, provenance
-from gradatlas.files import atomic_write, write_json
+from gradatlas.files import atomic_write, jsonable, write_json
 from gradatlas.outcomes import STATUSES, flow_class
 from gradatlas.spec import RunSpec
 from gradatlas.tensorboard import RunLog
@@ -479,7 +479,7 @@ class Pack:
             "active": self.active.tolist(),
             "progress": [p.__dict__ for p in self.progress],
         }
-        arrays["meta"] = np.array(json.dumps(meta, default=_jsonable))
+        arrays["meta"] = np.array(json.dumps(meta, default=jsonable))
         self.pack_dir.mkdir(parents=True, exist_ok=True)
         latest, partial = self.pack_dir / BACKUP, self.pack_dir / f".{BACKUP}.partial"
         with open(partial, "wb") as f:
@@ -598,12 +598,6 @@ def _assign(model, template, values) -> None:
 
 def _label(member: Member) -> str:
     return "/".join(f"{k}~{v}" for k, v in member.cell.items())
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot journal {type(value).__name__}")
 
 
 def summarize(history: pd.DataFrame, diag: pd.DataFrame, spec: RunSpec, diverged: bool, test: dict, n_train: int) -> dict:

@@ -3,17 +3,17 @@ rule aggregate:
         runs=RUNS,
     output:
         tables=TABLES,
-    params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.tables[0]),
     log:
         f"{RESULTS}/logs/aggregate.log",
     benchmark:
         f"{RESULTS}/benchmarks/aggregate.tsv"
-    threads: 1
-    resources:
-        **rule_resources("aggregate", mem_mb=4000, runtime=30),
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        **rule_resources("aggregate", mem_mb=4000, runtime=30),
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.tables[0]),
     script:
         "../../scripts/aggregate.py"

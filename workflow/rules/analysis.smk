@@ -18,21 +18,21 @@ rule analyze:
             report(path, **registry.report_table_entry(path)) if registry.report_table_entry(path) else path
             for path in ANALYSIS_TABLES
         ],
+    log:
+        f"{RESULTS}/logs/analyze.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/analyze.tsv"
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        **rule_resources("analyze", mem_mb=4000, runtime=30),
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
         factors=gaconfig.axes(config),
         baselines=config["report"]["baselines"],
         nuisance=NUISANCE,
         settings=registry.study_settings(config),
-    log:
-        f"{RESULTS}/logs/analyze.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/analyze.tsv"
-    threads: 1
-    resources:
-        **rule_resources("analyze", mem_mb=4000, runtime=30),
-    localrule: True
-    conda:
-        "../../envs/analysis.yaml"
     script:
         "../../scripts/analyze.py"

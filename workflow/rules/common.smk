@@ -7,7 +7,6 @@ from snakemake.utils import Paramspace, validate
 from gradatlas import config as gaconfig
 from gradatlas import packs as gapacks
 
-
 validate(config, str(gaconfig.SCHEMA))
 gaconfig.check(config)
 
@@ -65,7 +64,11 @@ def study_inputs(wildcards):
             "variants": expand(f"{STUDY}/transfer/seed~{{seed}}/variants.parquet", seed=seeds),
         }
     if name == "batch_norm":
-        return {"curves": expand(f"{STUDY}/batch_norm/{{variant}}/seed~{{seed}}/curve.parquet", variant=BN_VARIANTS, seed=seeds)}
+        return {
+            "curves": expand(
+                f"{STUDY}/batch_norm/{{variant}}/seed~{{seed}}/curve.parquet", variant=BN_VARIANTS, seed=seeds
+            )
+        }
     return {name: f"{RESULTS}/tables/{name}.parquet" for name in ("runs", "curves", "diagnostics")}
 
 
@@ -76,7 +79,9 @@ RUN_OUTPUTS = ["run.json", "history.csv", "diagnostics.parquet", "model.keras"]
 def plan_packs():
     runs = [
         gapacks.Run(cell, gaconfig.run_spec(config, cell), run_dir)
-        for run_dir, cell in zip(RUN_DIRS, (gaconfig.typed_cell(config, row) for row in paramspace.dataframe.to_dict("records")))
+        for run_dir, cell in zip(
+            RUN_DIRS, (gaconfig.typed_cell(config, row) for row in paramspace.dataframe.to_dict("records"))
+        )
     ]
     if not workflow.is_main_process and os.path.exists(PACK_PLAN):
         return gapacks.load(PACK_PLAN)

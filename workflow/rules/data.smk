@@ -10,11 +10,11 @@ rule prepare_data:
         f"{PREPARED}.log",
     benchmark:
         f"{PREPARED}.benchmark.tsv"
-    threads: 1
-    resources:
-        **rule_resources("prepare_data", mem_mb=2000, runtime=30),
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        **rule_resources("prepare_data", mem_mb=2000, runtime=30),
     script:
         "../../scripts/prepare_data.py"

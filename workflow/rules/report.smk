@@ -7,7 +7,18 @@ from gradatlas import registry
 
 FIGURE_DIR = f"{RESULTS}/report/figures"
 FINDINGS = f"{RESULTS}/report/findings.html"
-REPORT_CONFIG_KEYS = ["study", "results", "data", "model", "train", "diagnostics", "techniques", "grid", "seeds", "report"]
+REPORT_CONFIG_KEYS = [
+    "study",
+    "results",
+    "data",
+    "model",
+    "train",
+    "diagnostics",
+    "techniques",
+    "grid",
+    "seeds",
+    "report",
+]
 
 
 rule report:
@@ -34,20 +45,20 @@ rule report:
             )
             for spec in registry.FIGURES
         ],
+    log:
+        f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        **rule_resources("report", mem_mb=4000, runtime=30),
     params:
         tables_dir=lambda wildcards, input: os.path.dirname(input.tables[0]),
         figure_dir=lambda wildcards, output: os.path.dirname(output.figures[0]),
         settings=registry.study_settings(config),
         config={key: config[key] for key in REPORT_CONFIG_KEYS if key in config},
-    log:
-        f"{RESULTS}/logs/report.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/report.tsv"
-    threads: 1
-    resources:
-        **rule_resources("report", mem_mb=4000, runtime=30),
-    localrule: True
-    conda:
-        "../../envs/analysis.yaml"
     script:
         "../../scripts/report.py"

@@ -11,11 +11,11 @@ rule study_nielsen:
         f"{RESULTS}/logs/study/nielsen.log",
     benchmark:
         f"{RESULTS}/benchmarks/study/nielsen.tsv"
+    conda:
+        "../../envs/train-cpu.yaml"
     threads: 1
     resources:
         **rule_resources("study", mem_mb=2000, runtime=30),
-    conda:
-        "../../envs/train-cpu.yaml"
     script:
         "../../scripts/study_nielsen.py"
 
@@ -26,17 +26,17 @@ rule study_transfer_pretrain:
     output:
         model=f"{STUDY}/transfer/seed~{{seed}}/pretrained.keras",
         record=f"{STUDY}/transfer/seed~{{seed}}/pretrain.json",
-    wildcard_constraints:
-        seed=r"\d+",
     log:
         f"{RESULTS}/logs/study/transfer_pretrain_{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/study/transfer_pretrain_{{seed}}.tsv"
+    wildcard_constraints:
+        seed=r"\d+",
+    conda:
+        "../../envs/train-cpu.yaml"
     threads: config["train"]["threads"]
     resources:
         **rule_resources("study", mem_mb=2000, runtime=60),
-    conda:
-        "../../envs/train-cpu.yaml"
     script:
         "../../scripts/study_transfer.py"
 
@@ -47,17 +47,17 @@ rule study_transfer:
         model=f"{STUDY}/transfer/seed~{{seed}}/pretrained.keras",
     output:
         table=f"{STUDY}/transfer/seed~{{seed}}/variants.parquet",
-    wildcard_constraints:
-        seed=r"\d+",
     log:
         f"{RESULTS}/logs/study/transfer_{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/study/transfer_{{seed}}.tsv"
+    wildcard_constraints:
+        seed=r"\d+",
+    conda:
+        "../../envs/train-cpu.yaml"
     threads: config["train"]["threads"]
     resources:
         **rule_resources("study", mem_mb=2000, runtime=60),
-    conda:
-        "../../envs/train-cpu.yaml"
     script:
         "../../scripts/study_transfer.py"
 
@@ -69,19 +69,19 @@ rule study_batch_norm:
     output:
         curves=expand(f"{STUDY}/batch_norm/{{{{variant}}}}/seed~{{seed}}/curve.parquet", seed=config["seeds"]),
         records=expand(f"{STUDY}/batch_norm/{{{{variant}}}}/seed~{{seed}}/run.json", seed=config["seeds"]),
-    wildcard_constraints:
-        variant="|".join(BN_VARIANTS),
-    params:
-        seeds=config["seeds"],
     log:
         f"{RESULTS}/logs/study/batch_norm_{{variant}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/study/batch_norm_{{variant}}.tsv"
+    wildcard_constraints:
+        variant="|".join(BN_VARIANTS),
+    conda:
+        "../../envs/train-cpu.yaml"
     threads: config["train"]["threads"]
     resources:
         **rule_resources("study", mem_mb=2000, runtime=120),
-    conda:
-        "../../envs/train-cpu.yaml"
+    params:
+        seeds=config["seeds"],
     script:
         "../../scripts/study_batch_norm.py"
 
@@ -96,11 +96,11 @@ rule study_report:
         f"{RESULTS}/logs/study/report.log",
     benchmark:
         f"{RESULTS}/benchmarks/study/report.tsv"
-    threads: 1
-    resources:
-        **rule_resources("report", mem_mb=4000, runtime=30),
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        **rule_resources("report", mem_mb=4000, runtime=30),
     script:
         "../../scripts/study_report.py"

@@ -14,17 +14,17 @@ for pack in PACKS:
         output:
             [f"{run.run_dir}/{name}" for run in pack.runs for name in RUN_OUTPUTS],
             [directory(f"{run.run_dir}/tensorboard") for run in pack.runs],
-        params:
-            members=pack.params(),
-            pack_dir=f"{RESULTS}/packs/{pack.name}",
         log:
             f"{RESULTS}/logs/train/{pack.name}.log",
         benchmark:
             f"{RESULTS}/benchmarks/train/{pack.name}.tsv"
+        conda:
+            "../../envs/train-cuda.yaml" if rule_resources("train", gpu=1)["gpu"] else "../../envs/train-cpu.yaml"
         threads: config["train"]["threads"]
         resources:
             **train_resources(len(pack.runs)),
-        conda:
-            "../../envs/train-cuda.yaml" if rule_resources("train", gpu=1)["gpu"] else "../../envs/train-cpu.yaml"
+        params:
+            members=pack.params(),
+            pack_dir=f"{RESULTS}/packs/{pack.name}",
         script:
             "../../scripts/train.py"
