@@ -20,7 +20,7 @@ def atomic_write(path: Path, write) -> None:
 
 
 def write_json(path: Path, obj) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n"))
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=jsonable) + "\n"))
 
 
 def jsonable(value):
@@ -36,8 +36,6 @@ def jsonable(value):
         return value.to_dict("records") if hasattr(value, "columns") else value.to_dict()
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
-
-_jsonable = jsonable
 
 
 @contextmanager

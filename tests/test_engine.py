@@ -222,3 +222,25 @@ def test_resumed_runs_record_where_they_resumed(resumed):
     _, killed = resumed
     record = json.loads((killed / "runs" / f"member-{RESUMABLE[0]}" / "run.json").read_text())
     assert record["resumed_from_epoch"] == CONFIG["train"]["epochs"]  # the last kill came after training
+
+
+def test_tensorboard_holds_epoch_metrics_per_layer_diagnostics_and_hparams(trained):
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import metadata
+
+    run = trained["dirs"]["pack"] / "member-3"
+    tags, hparams = {}, {}
+    for path in (run / "tensorboard").glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag == metadata.SESSION_START_INFO_TAG:
+                    info = metadata.parse_session_start_info_plugin_data(value.metadata.plugin_data.content)
+                    hparams = {k: v.string_value or v.number_value for k, v in info.hparams.items()}
+                else:
+                    tags.setdefault(value.tag, []).append(event.step)
+    assert hparams == {"initializer": "lecun_normal", "activation": "relu", "optimizer": "adam", "regularizer": "dropout", "seed": 2.0}
+    assert tags["epoch/val_accuracy"] == [1, 2, 3, 4]
+    assert len(tags["epoch/lr"]) == 4 and "epoch/learning_rate" not in tags  # each metric once
+    steps = sorted(pd.read_parquet(run / "diagnostics.parquet")["step"].unique())
+    assert tags["layer_1/delta_rms"] == steps  # every probe, at its optimizer step
+    assert "summary/test_accuracy" in tags
