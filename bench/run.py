@@ -102,7 +102,6 @@ def engine_worker(job: dict) -> dict:
 
 def bare_worker(job: dict) -> dict:
     """The same training in plain JAX: vmap over the members, lax.scan over an epoch's steps."""
-    block_tensorflow()
     if job["threads"] == 1:
         os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     import jax

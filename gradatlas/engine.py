@@ -65,7 +65,7 @@ class Member:
 class Hooks:
     """Extra behaviour injected by callers (study presets, benchmarks, tests); no-ops here.
 
-    `engine` is the running `Pack`; its `progress` and `values()` are readable.
+    `engine` is the running `Pack`; its `progress` (per member) and `state` (stacked variables) are readable.
     """
 
     def on_segment_end(self, engine: "Pack", epoch: int, step: int) -> None: ...
