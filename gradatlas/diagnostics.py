@@ -18,6 +18,9 @@ compare on the same quantity):
 - inactive_frac   ReLU family: share of (sample, unit) pairs with u < 0
 - dead_frac       share of units whose derivative is ~0 for every probe sample
 
+Keras is imported inside the functions that run the probe: the tables' column lists here are read
+by aggregation and the report, which need no deep-learning runtime.
+
 The probe runs the network as training does (batch normalization on the probe batch's own
 statistics, moving averages untouched) but with dropout off; it draws no random numbers and
 changes no variable. A probe of a non-finite (diverged) network records NaN everywhere.
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
 import pandas as pd
 
@@ -51,6 +53,8 @@ def probe_program(model, kernels: list[int], spec):
     `backend.jit`, where stats = {stat: (K, layers), "finite": (K,)} and spreads = {"act" |
     "delta": per layer (K, samples x units)}, the values `percentiles` summarizes. `kernels` index
     the Dense kernels in the trainable variables; `spec` gives the activation (one per pack)."""
+    import keras
+
     from gradatlas.model import dense_layers, probe_forward
 
     ops = keras.ops
@@ -156,6 +160,8 @@ def kernel_index(model) -> list[int]:
 def probe(model, spec, x, y, previous_kernels=None) -> pd.DataFrame:
     """The rows of one probe of one built network (a pack of one) on the batch (x, y): what the
     engine records, for tests and the study presets. `previous_kernels`: for the update ratio."""
+    import keras
+
     from gradatlas.model import dense_layers
 
     ops = keras.ops
