@@ -290,7 +290,7 @@ class Pack:
             return (
                 select(keep, new_tv, tv),
                 select(keep, new_ntv, ntv),
-                select(keep, new_ov, ov),
+                new_ov,  # a frozen member never steps again: its optimizer state needs no freezing
                 keep,
                 active & tripped,
                 sums,
