@@ -176,18 +176,36 @@ def make_figures(study: Study) -> dict[str, callable]:
     return makers
 
 
-def write_figures(study: Study, fig_dir: Path) -> dict[str, Path]:
-    """Render every figure to `fig_dir/<name>.png`; returns the paths by name."""
+_MAKERS: dict = {}  # the figure makers of the report being built, for forked worker processes
+
+
+def _render(name: str, fig_dir: Path) -> Path:
+    fig = _MAKERS[name]()
+    path = Path(fig_dir) / f"{name}.png"
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=DPI, bbox_inches="tight"))
+    plt.close(fig)
+    return path
+
+
+def write_figures(study: Study, fig_dir: Path, workers: int = 1) -> dict[str, Path]:
+    """Render every figure to `fig_dir/<name>.png` (with `workers` processes: rendering is most of
+    the report's time); returns the paths by name."""
+    import multiprocessing
+    from functools import partial
+
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, make in make_figures(study).items():
-        fig = make()
-        path = fig_dir / f"{name}.png"
-        atomic_write(path, lambda p, f=fig: f.savefig(p, format="png", dpi=DPI, bbox_inches="tight"))
-        plt.close(fig)
-        paths[name] = path
-    return paths
+    _MAKERS.clear()
+    _MAKERS.update(make_figures(study))
+    names = list(_MAKERS)
+    render = partial(_render, fig_dir=fig_dir)
+    if workers > 1:
+        # forked workers share the study and the makers (closures cannot be pickled)
+        with multiprocessing.get_context("fork").Pool(min(workers, len(names))) as pool:
+            paths = pool.map(render, names, chunksize=1)
+    else:
+        paths = [render(name) for name in names]
+    return dict(zip(names, paths))
 
 
 # --- tables as the reader sees them ---------------------------------------------------------------
@@ -381,13 +399,13 @@ def findings_fragment(tables: dict[str, pd.DataFrame], config: dict) -> str:
 
 
 def build(tables_dir: Path, config: dict, out: Path, fig_dir: Path | None = None, run_jsons: list[Path] = (),
-          findings_out: Path | None = None) -> None:  # fmt: skip
+          findings_out: Path | None = None, workers: int = 1) -> None:  # fmt: skip
     """Write the figures (to `fig_dir`, default `<out dir>/figures`), the self-contained report `out`
     and, with `findings_out`, the findings page for Snakemake's report."""
     out = Path(out)
     tables = with_analysis(load_tables(tables_dir), config)
     study = Study(tables, config)
-    paths = write_figures(study, Path(fig_dir) if fig_dir else out.parent / "figures")
+    paths = write_figures(study, Path(fig_dir) if fig_dir else out.parent / "figures", workers)
     html = render_html(tables, config, paths, run_jsons)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda p: p.write_text(html, encoding="utf-8"))

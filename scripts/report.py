@@ -12,4 +12,5 @@ with logged(snakemake.log[0]):
         fig_dir=Path(snakemake.params.figure_dir),
         run_jsons=[Path(p) for p in snakemake.input.runs],
         findings_out=Path(snakemake.output.findings),
+        workers=snakemake.threads,
     )

@@ -52,7 +52,7 @@ rule report:
     localrule: True
     conda:
         "../../envs/analysis.yaml"
-    threads: 1
+    threads: 2  # figures render in parallel
     resources:
         **rule_resources("report", mem_mb=4000, runtime=30),
     params:
