@@ -280,3 +280,16 @@ def test_transfer_preset_end_to_end(tmp_path, mnist_dir):
     page = (ws / "results/transfer/report/study.html").read_text()
     assert "Verdict:" in page and "data:image/png;base64," in page
     assert not (ws / "results/transfer/report/index.html").exists()  # the preset does not train the grid
+
+
+def test_preset_names_have_one_source():
+    """gradatlas.studies.PRESETS is the list; the schema's enum, the preset files and the pages follow it."""
+    import yaml
+
+    from gradatlas import config as gaconfig, studies
+    from gradatlas.studies import report as study_report
+
+    schema = yaml.safe_load(gaconfig.SCHEMA.read_text())
+    assert tuple(schema["properties"]["preset"]["properties"]["name"]["enum"]) == studies.PRESETS
+    assert tuple(study_report.SECTIONS) == tuple(study_report.COMMANDS) == studies.PRESETS
+    assert {f"{name}.yaml" for name in studies.PRESETS} <= set(PRESETS)

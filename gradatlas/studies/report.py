@@ -20,14 +20,9 @@ import pandas as pd  # noqa: E402
 
 from gradatlas import page  # noqa: E402
 from gradatlas.files import atomic_write, jsonable, write_json  # noqa: E402
-from gradatlas.studies import settings, verdict_word  # noqa: E402
+from gradatlas.studies import PRESETS, settings, verdict_word  # noqa: E402
 
-COMMANDS = {
-    "nielsen": "snakemake --cores 2 --configfile studies/nielsen.yaml",
-    "transfer": "snakemake --cores 2 --configfile studies/transfer.yaml",
-    "batch_norm": "snakemake --cores 2 --configfile studies/batch_norm.yaml",
-    "depth_init": "snakemake --cores 2 --configfile studies/depth_init.yaml",
-}
+COMMANDS = {name: f"snakemake --cores 2 --configfile studies/{name}.yaml" for name in PRESETS}
 
 
 DPI = 120  # as the grid report (gradatlas.report.DPI)
@@ -287,6 +282,7 @@ SECTIONS = {
     "batch_norm": ("Batch normalization (Ioffe & Szegedy 2015, §4.1)", batch_norm_section),
     "depth_init": ("Initialization at depth (He et al. 2015, for MLPs)", depth_init_section),
 }
+assert tuple(SECTIONS) == PRESETS, "gradatlas.studies.PRESETS and the study report's sections disagree"
 
 STYLE = page.CSS + """table.t{font-size:12px}table.t td,table.t th{padding:2px 8px}"""
 
