@@ -22,6 +22,7 @@ import pandas as pd
 import yaml
 
 from gradatlas import analysis, figures, page
+from gradatlas import config as gaconfig
 from gradatlas.config import FACTORS
 from gradatlas.files import atomic_write
 from gradatlas.provenance import git_commit
@@ -43,8 +44,7 @@ def load_tables(tables_dir: Path) -> dict[str, pd.DataFrame]:
 
 def study_factors(config: dict, runs: pd.DataFrame) -> tuple[list[str], list[str]]:
     """(studied axes, nuisance axes): every grid axis in `runs` (FACTORS first), nuisance ones apart."""
-    grid_axes = FACTORS + [a for a in config.get("grid", {}) if a not in FACTORS]
-    axes = [a for a in grid_axes if a in runs.columns]
+    axes = [a for a in gaconfig.axes(config) if a in runs.columns]
     nuisance = [a for a in config.get("report", {}).get("nuisance", []) if a in axes]
     return [a for a in axes if a not in nuisance], nuisance
 
@@ -128,16 +128,16 @@ class Study:
         self.tables = tables
 
 
-def with_analysis(tables: dict[str, pd.DataFrame], config: dict) -> dict[str, pd.DataFrame]:
-    """`tables` plus the analysis tables `rule analyze` writes, computed here when any is absent."""
-    if all(name in tables for name in ANALYSIS_TABLES):
-        return tables
-    runs = tables["runs"]
-    studied, nuisance = study_factors(config, runs)
-    baselines = config.get("report", {}).get("baselines", {})
-    computed = analysis.study_tables(runs, studied + nuisance, baselines, nuisance, curves=tables.get("curves"),
-                                     settings=study_settings(config))  # fmt: skip
-    return computed | tables
+def require_analysis(tables: dict[str, pd.DataFrame], tables_dir: Path) -> dict[str, pd.DataFrame]:
+    """`tables`, after checking that the analysis tables (rule analyze's outputs, the one place they
+    are computed) are among them."""
+    missing = [name for name in ANALYSIS_TABLES if name not in tables]
+    if missing:
+        raise FileNotFoundError(
+            f"{tables_dir}: analysis tables missing ({', '.join(missing)}); they are rule analyze's outputs: "
+            "run snakemake (or gradatlas.analysis.study_tables) first"
+        )
+    return tables
 
 
 # --- figures --------------------------------------------------------------------------------------
@@ -403,7 +403,7 @@ def build(tables_dir: Path, config: dict, out: Path, fig_dir: Path | None = None
     """Write the figures (to `fig_dir`, default `<out dir>/figures`), the self-contained report `out`
     and, with `findings_out`, the findings page for Snakemake's report."""
     out = Path(out)
-    tables = with_analysis(load_tables(tables_dir), config)
+    tables = require_analysis(load_tables(tables_dir), tables_dir)
     study = Study(tables, config)
     paths = write_figures(study, Path(fig_dir) if fig_dir else out.parent / "figures", workers)
     html = render_html(tables, config, paths, run_jsons)

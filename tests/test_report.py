@@ -322,7 +322,11 @@ def test_table_columns_are_documented(tables):
 
 
 # --- the HTML page ---------------------------------------------------------------------------------
-def _write_tables(tables: dict[str, pd.DataFrame], folder: Path) -> Path:
+def _write_tables(tables: dict[str, pd.DataFrame], folder: Path, config: dict) -> Path:
+    """The base tables and, as rule analyze writes them, the analysis tables."""
+    studied, nuisance = report.study_factors(config, tables["runs"])
+    tables = tables | analysis.study_tables(tables["runs"], studied + nuisance, config["report"]["baselines"], nuisance,
+                                            curves=tables.get("curves"), settings=registry.study_settings(config))  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
         frame.to_parquet(folder / f"{name}.parquet", index=False)
@@ -359,7 +363,7 @@ def synthetic_report(tmp_path_factory) -> Path:
     run_json = where / "run.json"
     run_json.write_text('{"provenance": {"git_commit": "abc1234", "device": "CPU", "versions": {"keras": "3"}}}')
     out = where / "report" / "index.html"
-    report.build(_write_tables(synthetic_tables(), where / "tables"), CONFIG, out, run_jsons=[run_json])
+    report.build(_write_tables(synthetic_tables(), where / "tables", CONFIG), CONFIG, out, run_jsons=[run_json])
     return out
 
 
@@ -389,7 +393,7 @@ def test_report_with_nuisance_axis_shows_chosen_values(tmp_path):
     base["runs"].loc[lr01, "test_accuracy"] -= 0.1
     config = CONFIG | {"grid": CONFIG["grid"] | {"learning_rate": [0.1, 0.01]},
                        "report": CONFIG["report"] | {"nuisance": ["learning_rate"]}}  # fmt: skip
-    tables_dir = _write_tables(base, tmp_path / "tables")
+    tables_dir = _write_tables(base, tmp_path / "tables", config)
     out = tmp_path / "index.html"
     report.build(tables_dir, config, out)
     page = out.read_text(encoding="utf-8")
@@ -435,7 +439,7 @@ def test_report_size_stays_small_for_the_default_grid(tmp_path):
         delta_p05=rng.random(m), delta_p50=rng.random(m), delta_p95=rng.random(m), inactive_frac=rng.random(m),
     )  # fmt: skip
     config = default | {"report": default["report"]}
-    tables_dir = _write_tables({"runs": runs, "curves": curves, "diagnostics": d}, tmp_path / "tables")
+    tables_dir = _write_tables({"runs": runs, "curves": curves, "diagnostics": d}, tmp_path / "tables", config)
     out = tmp_path / "index.html"
     report.build(tables_dir, config, out)
     size_mb = out.stat().st_size / 1e6
