@@ -72,6 +72,21 @@ def planned_runs(dry_run_output: str) -> list[str]:
     return runs
 
 
+def committed_epoch(results: Path) -> int:
+    """Epochs the (one) pack training under `results` has committed to its backup so far."""
+    import json
+
+    import numpy as np
+
+    for state in results.glob("packs/*/state.npz"):
+        try:
+            with np.load(state) as z:
+                return json.loads(str(z["meta"]))["epoch"]
+        except Exception:  # being replaced right now
+            return 0
+    return 0
+
+
 SMALL_STUDY = {
     "study": "small",
     "data": {"source": "idx", "validation_size": 500, "train_subset": 3000},

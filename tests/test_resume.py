@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SNAKEMAKE, make_workspace, run_snakemake, write_config
+from conftest import SNAKEMAKE, committed_epoch, make_workspace, run_snakemake, write_config
 
 pytestmark = pytest.mark.integration
 TIMINGS = ["seconds", "train_seconds", "samples_per_second"]
@@ -55,16 +55,6 @@ def kill_after_epoch(ws: Path, config: Path, results: str, epoch: int, rerun: bo
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-
-
-def committed_epoch(results: Path) -> int:
-    for state in results.glob("packs/*/state.npz"):
-        try:
-            with np.load(state) as z:
-                return json.loads(str(z["meta"]))["epoch"]
-        except Exception:  # being replaced right now
-            return 0
-    return 0
 
 
 @pytest.fixture(scope="module")

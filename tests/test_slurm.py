@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO, SNAKEMAKE, make_workspace, write_config
+from conftest import REPO, SNAKEMAKE, committed_epoch, make_workspace, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.integration]
 
@@ -163,19 +163,6 @@ def test_tables_and_report_were_produced(study):
     assert (ws / "results" / "report" / "index.html").stat().st_size > 0
     # the packed jobs' logs were kept (profiles/slurm-local)
     assert list((ws / ".snakemake" / "slurm_logs").rglob("*.log"))
-
-
-def committed_epoch(results: Path) -> int:
-    """Epochs the (one) pack under `results` has committed to its backup so far."""
-    import numpy as np
-
-    for state in results.glob("packs/*/state.npz"):
-        try:
-            with np.load(state) as z:
-                return json.loads(str(z["meta"]))["epoch"]
-        except Exception:  # being replaced right now
-            return 0
-    return 0
 
 
 def squeue_jobs_in(ws: Path, env: dict) -> list[str]:
