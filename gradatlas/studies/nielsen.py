@@ -104,13 +104,13 @@ def probe_norms(models: list, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     spec = SimpleNamespace(activation="sigmoid", activation_params=catalog.params("activation", "sigmoid"))
     probe = backend.jit(diagnostics.probe_program(template, kernels, spec))
     x, y = ops.convert_to_tensor(x), ops.convert_to_tensor(y)
-    at_once = len(models) if backend.name() == "jax" else 1
+    at_once = len(models)  # one vectorized probe of every network
     out = []
     for start in range(0, len(models), at_once):
         pack = models[start : start + at_once]
         tv = [ops.convert_to_tensor(np.stack([ops.convert_to_numpy(m.trainable_variables[i]) for m in pack]))
               for i in range(len(variables))]  # fmt: skip
-        stats = probe(tv, [], [tv[i] for i in kernels], x, y)
+        stats, _ = probe(tv, [], [tv[i] for i in kernels], x, y)  # (stats, spreads for the percentiles)
         out.append(ops.convert_to_numpy(stats["delta_norm"]))
     return np.concatenate(out)
 
