@@ -1,4 +1,4 @@
-# Training: one job per pack of runs (gradatlas/packs.py says how packs form; train.pack_size caps
+# Training: runs are grouped into packs, one job per pack (gradatlas/packs.py says how packs form; train.pack_size caps
 # them). A pack's outputs are its members' run folders; finished runs are in no pack and never
 # retrain. Cluster job steps re-read the plan the main process saved instead of re-planning.
 PACKS = plan_packs() if RUN_GRID else []
