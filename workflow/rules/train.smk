@@ -1,6 +1,6 @@
 # Training: runs are grouped into packs, one job per pack (gradatlas/packs.py says how packs form; train.pack_size caps
-# them). A pack's outputs are its members' run folders; finished runs are in no pack and never
-# retrain. Cluster job steps re-read the plan the main process saved instead of re-planning.
+# them). A pack's outputs are its members' run folders; a finished pack is planned as it was, so it
+# never retrains. Cluster job steps re-read the plan the main process saved instead of re-planning.
 PACKS = plan_packs() if RUN_GRID else []
 
 
