@@ -36,7 +36,7 @@ from gradatlas.registry import ANALYSIS_TABLES, NUISANCE_TABLE
 CI_LEVEL = 0.95
 RELATIVE_TARGET = 0.95  # share of the study's best validation accuracy that defines the relative target
 CHANCE_ACCURACY = 0.1  # a diverged network's validation accuracy after divergence (10 classes)
-FLOW_WHEN = {"init": "delta_ratio_init", "final": "delta_ratio_final"}
+FLOW_WHEN = {"init": "vanishing_ratio_init", "final": "vanishing_ratio_final"}
 EPOCH1_FRACTIONS = ("saturated_frac_epoch1", "inactive_frac_epoch1", "dead_frac_epoch1")
 
 
@@ -164,7 +164,7 @@ def power_of_ten(log10_value: float) -> str:
 def outcome_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """A copy of `runs` with the derived outcome columns.
 
-    Adds, for each of `delta_ratio_init` / `delta_ratio_final` present: `log10_delta_ratio_<when>`
+    Adds, for each of `vanishing_ratio_init` / `vanishing_ratio_final` present: `log10_vanishing_ratio_<when>`
     (NaN where the ratio is missing or not positive), `flow_distance_<when>` (its absolute value) and
     `flow_<when>` (the class, recomputed from the ratio with this module's thresholds; None without a
     ratio). A diverged run's `saturated_frac_epoch1`, `inactive_frac_epoch1` and `dead_frac_epoch1` are
@@ -175,7 +175,7 @@ def outcome_frame(runs: pd.DataFrame) -> pd.DataFrame:
         if source in out.columns:
             ratio = pd.to_numeric(out[source], errors="coerce").astype(float)
             log = np.log10(ratio.where(ratio > 0))
-            out[f"log10_delta_ratio_{when}"] = log
+            out[f"log10_vanishing_ratio_{when}"] = log
             out[f"flow_distance_{when}"] = log.abs()
             out[f"flow_{when}"] = pd.Series([flow_class(r) for r in ratio], index=out.index, dtype=object)
     if "status" in out.columns:
@@ -433,14 +433,14 @@ def gradient_flow_table(runs: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     data = outcome_frame(runs)
     rows = []
     for when in FLOW_WHEN:
-        if f"log10_delta_ratio_{when}" not in data.columns:
+        if f"log10_vanishing_ratio_{when}" not in data.columns:
             continue
         for factor in factors:
             if data[factor].nunique(dropna=False) < 2:
                 continue  # nothing to compare
             level_rows = []
             for level, group in data.groupby(factor, dropna=False, sort=False):
-                log = group[f"log10_delta_ratio_{when}"].to_numpy(dtype=float)
+                log = group[f"log10_vanishing_ratio_{when}"].to_numpy(dtype=float)
                 finite = log[np.isfinite(log)]
                 classes = group[f"flow_{when}"]
                 n = finite.size
@@ -576,7 +576,7 @@ def leaderboard(runs: pd.DataFrame, axes: list[str], outcome: str, k: int = 5, d
         low, high = t_interval(observed)
         flow = None
         if flow_when:
-            log = group[f"log10_delta_ratio_{flow_when}"].to_numpy(dtype=float)
+            log = group[f"log10_vanishing_ratio_{flow_when}"].to_numpy(dtype=float)
             flow = flow_class_of_log10(float(np.nanmean(log))) if np.isfinite(log).any() else None
         rows.append({**{a: level_label(v) for a, v in zip(cell_axes, cell)}, "outcome": outcome,
                      "mean": _mean(observed), "ci_low": low, "ci_high": high, "n_seeds": observed.size,
@@ -737,7 +737,7 @@ def findings(runs: pd.DataFrame, factors: list[str], baselines: dict, settings: 
         rows += [("paired_effect", s) for s in _delta_finding(data, factors, baselines)]
         rows += [("best_level", s) for s in _best_level_findings(data, factors, baselines)]
     for when in FLOW_WHEN:
-        if f"log10_delta_ratio_{when}" in data.columns:
+        if f"log10_vanishing_ratio_{when}" in data.columns:
             rows += [("extremes", s) for s in _flow_extremes(data, factors, when)]
     if "status" in data.columns:
         rows += [("divergence", s) for s in _divergence_finding(data, factors)]
@@ -792,7 +792,7 @@ def _best_level_findings(data: pd.DataFrame, factors: list[str], baselines: dict
 
 def _flow_extremes(data: pd.DataFrame, factors: list[str], when: str) -> list[str]:
     """The most vanishing, the most exploding and the healthiest cell, each direction on its own."""
-    column = f"log10_delta_ratio_{when}"
+    column = f"log10_vanishing_ratio_{when}"
     cells = data.groupby(factors, dropna=False, sort=False)[column].agg(["mean", "count"])
     cells = cells[cells["count"] > 0]
     if cells.empty:

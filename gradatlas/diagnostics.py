@@ -180,7 +180,7 @@ def frame(records: list[dict]) -> pd.DataFrame:
     return df.astype({"step": "int64", "layer": "int64", "units": "int64"})
 
 
-def delta_ratio(diag: pd.DataFrame, first: bool) -> float:
+def vanishing_ratio(diag: pd.DataFrame, first: bool) -> float:
     """delta_rms of layer 1 over that of the output layer, at the first or last probe: how much of
     the error signal reaches the input layer (< 1: it shrinks on the way back, > 1: it grows)."""
     if diag.empty or diag["layer"].max() < 2:

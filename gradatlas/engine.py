@@ -615,7 +615,7 @@ def summarize(history: pd.DataFrame, diag: pd.DataFrame, spec: RunSpec, diverged
     else:
         status = converged
     seconds = float(history["seconds"].sum())
-    ratio_init, ratio_final = diagnostics.delta_ratio(diag, first=True), diagnostics.delta_ratio(diag, first=False)
+    ratio_init, ratio_final = diagnostics.vanishing_ratio(diag, first=True), diagnostics.vanishing_ratio(diag, first=False)
     return {
         "status": status,
         "test_accuracy": test["accuracy"],
@@ -626,8 +626,8 @@ def summarize(history: pd.DataFrame, diag: pd.DataFrame, spec: RunSpec, diverged
         "epochs_to_target": int(reached.iloc[0]) if len(reached) else None,
         "train_seconds": seconds,
         "samples_per_second": n_train * len(history) / seconds if seconds > 0 else math.nan,
-        "delta_ratio_init": ratio_init,
-        "delta_ratio_final": ratio_final,
+        "vanishing_ratio_init": ratio_init,
+        "vanishing_ratio_final": ratio_final,
         "flow_init": flow_class(ratio_init),
         "flow_final": flow_class(ratio_final),
         **diagnostics.epoch1_fractions(diag),

@@ -179,7 +179,7 @@ def status_overview(status_counts: pd.DataFrame):
 def flow_classes(flow: pd.DataFrame):
     """Share of runs vanishing / healthy / exploding per level, at init and at the last probe."""
     if flow.empty:
-        return _empty("no delta ratios (delta_ratio_init / _final) in the runs table", "Gradient-flow classes")
+        return _empty("no delta ratios (vanishing_ratio_init / _final) in the runs table", "Gradient-flow classes")
     factors = list(dict.fromkeys(flow["factor"]))
     whens = list(dict.fromkeys(flow["when"]))
     height = 0.3 * flow.groupby(["when", "factor"]).size().max() + 1.0
@@ -456,8 +456,8 @@ def contrasting_cells(runs: pd.DataFrame, factors: list[str], k: int = 2) -> lis
     most exploding at init (each direction on its own)."""
     data = analysis.outcome_frame(runs)
     agg = {"test_accuracy": ("test_accuracy", "mean")}
-    if "log10_delta_ratio_init" in data:
-        agg["ratio"] = ("log10_delta_ratio_init", "mean")
+    if "log10_vanishing_ratio_init" in data:
+        agg["ratio"] = ("log10_vanishing_ratio_init", "mean")
     cells = data.groupby(factors, as_index=False, dropna=False).agg(**agg)
     cells = cells.sort_values("test_accuracy", ascending=False, na_position="last", kind="stable")
     picked: list[tuple[str, dict]] = []

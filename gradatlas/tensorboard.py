@@ -21,7 +21,7 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 from gradatlas.diagnostics import STATS
 
 EPOCH_TAGS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
-SUMMARY_TAGS = ("test_accuracy", "test_loss", "best_val_accuracy", "epochs_run", "delta_ratio_init", "delta_ratio_final")
+SUMMARY_TAGS = ("test_accuracy", "test_loss", "best_val_accuracy", "epochs_run", "vanishing_ratio_init", "vanishing_ratio_final")
 
 
 class RunLog:

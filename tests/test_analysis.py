@@ -35,8 +35,8 @@ def make_runs(sigmoid_effect: float = -0.1, noise: float = 0.01, rng_seed: int =
         epochs_run=10,
         epochs_to_target=np.where(sigmoid, np.nan, rng.integers(2, 6, n)).astype(float),
         status=np.where(sigmoid, "stalled", "converged"),
-        delta_ratio_init=10.0 ** (np.where(sigmoid, -3.0, -0.3) + rng.normal(0, 0.05, n)),
-        delta_ratio_final=10.0 ** (np.where(sigmoid, -2.0, -0.2) + rng.normal(0, 0.05, n)),
+        vanishing_ratio_init=10.0 ** (np.where(sigmoid, -3.0, -0.3) + rng.normal(0, 0.05, n)),
+        vanishing_ratio_final=10.0 ** (np.where(sigmoid, -2.0, -0.2) + rng.normal(0, 0.05, n)),
         saturated_frac_epoch1=np.where(grid["activation"] == "relu", np.nan, np.where(sigmoid, 0.6, 0.1)),
         inactive_frac_epoch1=np.where(grid["activation"] == "relu", 0.5, np.nan),
         dead_frac_epoch1=np.where(grid["activation"] == "relu", 0.2, 0.0),
@@ -58,13 +58,13 @@ def row(table: pd.DataFrame, **match) -> pd.Series:
 
 # --- outcomes ------------------------------------------------------------------------------------
 def test_outcome_frame_adds_log10_ratio_distance_and_class_and_leaves_input_alone():
-    runs = pd.DataFrame({"delta_ratio_init": [1e-3, 1.0, 0.0, 500.0], "delta_ratio_final": [10.0, np.nan, 0.1, 11.0]})
+    runs = pd.DataFrame({"vanishing_ratio_init": [1e-3, 1.0, 0.0, 500.0], "vanishing_ratio_final": [10.0, np.nan, 0.1, 11.0]})
     out = analysis.outcome_frame(runs)
-    np.testing.assert_allclose(out["log10_delta_ratio_init"], [-3.0, 0.0, np.nan, np.log10(500)])
+    np.testing.assert_allclose(out["log10_vanishing_ratio_init"], [-3.0, 0.0, np.nan, np.log10(500)])
     np.testing.assert_allclose(out["flow_distance_init"], [3.0, 0.0, np.nan, np.log10(500)])
     assert list(out["flow_init"]) == ["vanishing", "healthy", None, "exploding"]
     assert list(out["flow_final"]) == ["healthy", None, "healthy", "exploding"]  # thresholds: < 0.1, > 10
-    assert "log10_delta_ratio_init" not in runs.columns
+    assert "log10_vanishing_ratio_init" not in runs.columns
     for name, (column, direction, label) in analysis.OUTCOMES.items():
         assert column == name and direction in {"higher", "lower"} and label
 
@@ -108,8 +108,8 @@ def test_intervals_print_n_and_never_nan():
     assert analysis.format_estimate(np.nan, np.nan, np.nan, 0) == "n/a (n=0)"
     # a study where every run of a level diverged: no sentence may say "+nan"
     runs = make_runs()
-    runs.loc[runs["activation"] == "sigmoid", ["test_accuracy", "best_val_accuracy", "delta_ratio_init",
-                                                "delta_ratio_final"]] = np.nan  # fmt: skip
+    runs.loc[runs["activation"] == "sigmoid", ["test_accuracy", "best_val_accuracy", "vanishing_ratio_init",
+                                                "vanishing_ratio_final"]] = np.nan  # fmt: skip
     runs.loc[runs["activation"] == "sigmoid", "status"] = "diverged"
     tables = analysis.study_tables(runs.query("seed < 2"), FACTORS, BASELINES)
     text = "\n".join(tables["findings"]["sentence"])
@@ -413,7 +413,7 @@ def flow_runs() -> pd.DataFrame:
          (grid["initializer"] == "random_normal") & (grid["activation"] == "relu")],
         [0.0, -2.5, 2.9], default=-2.9,
     ) + rng.normal(0, 0.05, len(grid))  # fmt: skip
-    return grid.assign(delta_ratio_init=10.0**log, delta_ratio_final=10.0**log, test_accuracy=0.9,
+    return grid.assign(vanishing_ratio_init=10.0**log, vanishing_ratio_final=10.0**log, test_accuracy=0.9,
                        best_val_accuracy=0.9, status="converged", epochs_to_target=np.nan, epochs_run=3)  # fmt: skip
 
 
@@ -434,7 +434,7 @@ def test_an_exploding_cell_never_ranks_best():
     runs = flow_runs()
     # without any healthy cell, the smallest distance is an exploding one: it still may not be "best"
     runs = runs[runs["initializer"] != "he_normal"].copy()
-    runs.loc[(runs["initializer"] == "random_normal") & (runs["activation"] == "relu"), "delta_ratio_init"] = 20.0
+    runs.loc[(runs["initializer"] == "random_normal") & (runs["activation"] == "relu"), "vanishing_ratio_init"] = 20.0
     board = analysis.leaderboard(runs, FACTORS, "flow_distance_init", k=2)
     assert (board["rank_group"] == "worst").all(), board
     flow = analysis.gradient_flow_table(runs, ["initializer"]).query("when == 'init'")
@@ -443,8 +443,8 @@ def test_an_exploding_cell_never_ranks_best():
     assert "no level keeps most runs healthy" in line["sentence"] and not line["keeps_alive"]
     # with a healthy cell present, an exploding cell with a smaller distance still ranks after it
     runs2 = flow_runs()
-    runs2.loc[runs2["initializer"] == "he_normal", "delta_ratio_init"] = 0.15  # healthy, distance 0.8
-    runs2.loc[(runs2["initializer"] == "random_normal") & (runs2["activation"] == "relu"), "delta_ratio_init"] = 11.0
+    runs2.loc[runs2["initializer"] == "he_normal", "vanishing_ratio_init"] = 0.15  # healthy, distance 0.8
+    runs2.loc[(runs2["initializer"] == "random_normal") & (runs2["activation"] == "relu"), "vanishing_ratio_init"] = 11.0
     board = analysis.leaderboard(runs2, FACTORS, "flow_distance_init", k=3)
     best = board[board["rank_group"] == "best"]
     assert len(best) and (best["flow"] == "healthy").all() and board.iloc[0]["initializer"] == "he_normal"
@@ -468,8 +468,8 @@ def optional_runs(axes: dict) -> pd.DataFrame:
     acc = 0.9 - 0.3 * (grid["activation"] == "sigmoid") + rng.normal(0, 0.01, n)
     return grid.assign(test_accuracy=acc, best_val_accuracy=acc + rng.normal(0, 0.01, n), status="converged",
                        epochs_run=2, epochs_to_target=np.nan, steps_per_epoch=10,
-                       delta_ratio_init=10 ** np.where(grid["activation"] == "sigmoid", -2.0, 0.1),
-                       delta_ratio_final=10 ** np.where(grid["activation"] == "sigmoid", -1.5, 0.0),
+                       vanishing_ratio_init=10 ** np.where(grid["activation"] == "sigmoid", -2.0, 0.1),
+                       vanishing_ratio_final=10 ** np.where(grid["activation"] == "sigmoid", -1.5, 0.0),
                        saturated_frac_epoch1=np.nan, inactive_frac_epoch1=np.nan, dead_frac_epoch1=0.0)  # fmt: skip
 
 

@@ -136,7 +136,7 @@ def test_batch_norm_is_probed_on_batch_statistics_and_its_averages_stay():
         spec = make_spec(depth=5, width=64, regularizer=regularizer)
         model = gamodel.build(spec)
         before = [keras.ops.convert_to_numpy(v).copy() for v in model.non_trainable_variables]
-        ratios[regularizer] = diagnostics.delta_ratio(diagnostics.probe(model, spec, x, y), first=True)
+        ratios[regularizer] = diagnostics.vanishing_ratio(diagnostics.probe(model, spec, x, y), first=True)
         after = [keras.ops.convert_to_numpy(v) for v in model.non_trainable_variables]
         assert all(np.array_equal(a, b) for a, b in zip(before, after))  # moving averages untouched
     assert ratios["batch_norm"] > 30 * ratios["none"], ratios

@@ -22,7 +22,7 @@ def test_tables_have_one_row_per_run_and_documented_columns(small_study):
     assert len(runs) == 16
     for column in ["initializer", "activation", "optimizer", "regularizer", "seed", "test_accuracy", "test_loss",
                    "best_val_accuracy", "best_epoch", "epochs_run", "epochs_to_target", "status", "train_seconds",
-                   "samples_per_second", "delta_ratio_init", "delta_ratio_final", "flow_init", "flow_final"]:  # fmt: skip
+                   "samples_per_second", "vanishing_ratio_init", "vanishing_ratio_final", "flow_init", "flow_final"]:  # fmt: skip
         assert column in runs.columns
     assert set(runs["status"]) <= set(STATUSES)
     assert runs[["initializer", "activation", "optimizer", "regularizer"]].drop_duplicates().shape[0] == 16

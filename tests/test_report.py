@@ -83,7 +83,7 @@ def synthetic_tables(extra_axis: dict | None = None, rng_seed: int = 0) -> dict[
             "status": "diverged" if diverged else ("converged" if final > 0.5 else "stalled"),
             "test_accuracy": 0.1 if diverged else final, "test_loss": 1 - final, "best_val_accuracy": np.nanmax(val),
             "best_epoch": 3, "epochs_run": len(val), "epochs_to_target": reached, "train_seconds": 2.0,
-            "samples_per_second": 1000.0, "delta_ratio_init": ratio, "delta_ratio_final": np.nan if diverged else ratio,
+            "samples_per_second": 1000.0, "vanishing_ratio_init": ratio, "vanishing_ratio_final": np.nan if diverged else ratio,
             "flow_init": "vanishing" if sigmoid else ("exploding" if exploding else "healthy"),
             "saturated_frac_epoch1": 0.3 if sigmoid else np.nan, "inactive_frac_epoch1": np.nan if sigmoid else 0.5,
             "dead_frac_epoch1": 0.0 if sigmoid else 0.05, "steps_per_epoch": 10.0, "probe_seconds": 0.1,
@@ -416,8 +416,8 @@ def test_report_size_stays_small_for_the_default_grid(tmp_path):
         status=np.where(acc < 0.5, "stalled", "converged"), test_accuracy=acc, test_loss=1 - acc,
         best_val_accuracy=acc, best_epoch=5.0, epochs_run=10,
         epochs_to_target=pd.array(np.where(acc > 0.95, 4, np.nan), dtype="Float64"), train_seconds=60.0,
-        samples_per_second=3000.0, delta_ratio_init=10 ** rng.normal(-1, 1, n),
-        delta_ratio_final=10 ** rng.normal(-1, 1, n), saturated_frac_epoch1=rng.random(n),
+        samples_per_second=3000.0, vanishing_ratio_init=10 ** rng.normal(-1, 1, n),
+        vanishing_ratio_final=10 ** rng.normal(-1, 1, n), saturated_frac_epoch1=rng.random(n),
         inactive_frac_epoch1=rng.random(n), dead_frac_epoch1=rng.random(n) / 5, probe_seconds=1.0, steps_per_epoch=430,
     )  # fmt: skip
     epochs = np.arange(1, 11)
