@@ -172,7 +172,9 @@ class Pack:
         }
         self.state["best_tv"] = list(self.state["tv"])
         self.state["best_ntv"] = list(self.state["ntv"])
-        self.state["prev_kernels"] = [self.state["tv"][i] for i in self._kernel_index()]
+        # the kernels at the last probe, for the update ratio (after a resume: the restored ones, as
+        # every backup follows an epoch-end probe)
+        self.previous_kernels = [self.state["tv"][i] for i in self._kernel_index()]
         self.scalars = {k: np.array([s[k] for s in scalars], dtype="float32") for k in scalars[0]}
         self.hyper = {k: ops.convert_to_tensor(v) for k, v in self.scalars.items()}
         self.active = np.ones(len(self.members), dtype=bool)
@@ -385,7 +387,6 @@ class Pack:
                 tripped |= ops.convert_to_numpy(trip)
             pending_early = [s for s in pending_early if s > base + self.steps_per_epoch]
             self._end_epoch(epoch, sums, tripped, lr, time.perf_counter() - start_time)
-        self.state["prev_kernels"] = []  # not needed past training
         return self._finish()
 
     def _probe_all(self, step: int, phase: str, alive=None, dead=()) -> None:
@@ -394,7 +395,7 @@ class Pack:
 
         start = time.perf_counter()
         stats = diagnostics.percentiles(
-            self._probe(self.state["tv"], self.state["ntv"], self.state["prev_kernels"], self.x_probe, self.y_probe)
+            self._probe(self.state["tv"], self.state["ntv"], self.previous_kernels, self.x_probe, self.y_probe)
         )
         seconds = (time.perf_counter() - start) / max(1, len(self.members))
         kernels = self._kernel_index()
@@ -405,7 +406,7 @@ class Pack:
                 first = not p.diagnostics
                 p.diagnostics.extend(diagnostics.rows(stats, k, step, step / self.steps_per_epoch, phase, self.specs[k], self.units, first=first))
                 p.probe_seconds += seconds
-        self.state["prev_kernels"] = [self.state["tv"][i] for i in kernels]
+        self.previous_kernels = [self.state["tv"][i] for i in kernels]
 
     def _end_epoch(self, epoch: int, sums: np.ndarray, tripped: np.ndarray, lr: np.ndarray, seconds: float) -> None:
         import keras
@@ -514,13 +515,12 @@ class Pack:
             state = {}
             for name, values in self.state.items():
                 restored = [arrays.get(f"{name}_{i}") for i in range(len(values))]
-                if name != "prev_kernels" and any(
-                    a is None or tuple(a.shape) != tuple(v.shape) for a, v in zip(restored, values)
-                ):
+                if any(a is None or tuple(a.shape) != tuple(v.shape) for a, v in zip(restored, values)):
                     log.warning("%s: variables do not fit this pack; starting afresh", path)
                     return
-                state[name] = [keras.ops.convert_to_tensor(a) for a in restored if a is not None]
+                state[name] = [keras.ops.convert_to_tensor(a) for a in restored]
             self.state = state
+            self.previous_kernels = [state["tv"][i] for i in self._kernel_index()]
             self.epoch = int(meta["epoch"])
             self.active = np.array(meta["active"], dtype=bool)
             self.progress = [Progress(**p) for p in meta["progress"]]
