@@ -20,9 +20,12 @@ from $GRADATLAS_MNIST (default ../shared/data/mnist beside the repository), JAX 
   backend.select, engine.train_pack on the prepared folder), process start -> exit wall time minus
   the engine's own epoch seconds (history.csv), best of two (the first fills the XLA cache).
 - peak RSS: `ru_maxrss` of each worker process.
+- the TensorFlow backend (one run per job): the same engine worker with `train.backend:
+  tensorflow`, K=1, its throughput and fixed cost measured the same way; with the JAX figures, the
+  default study's training time projected for each backend (which one is the default).
 
-Every measurement is its own worker process, and reports whether TensorFlow was imported (it must
-not be: backend.select keeps it out of a training process).
+Every measurement is its own worker process, and reports whether TensorFlow was imported (a JAX
+worker must not: backend.select keeps it out of a training process).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ GOALS = {"ratio": 0.8, "fixed": 3.0}
 
 
 # --- workers (one process each) ------------------------------------------------------------------
-def bench_config(train_subset: int, validation: int, epochs: int, diagnostics: dict | None = None) -> dict:
+def bench_config(train_subset: int, validation: int, epochs: int, diagnostics: dict | None = None, backend: str = "jax") -> dict:
     from gradatlas import config as C
 
     import yaml
@@ -53,7 +56,7 @@ def bench_config(train_subset: int, validation: int, epochs: int, diagnostics: d
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["data"].update(source="idx", path=str(MNIST), validation_size=validation, train_subset=train_subset)
     cfg["model"].update(depth=DEPTH, width=WIDTH)
-    cfg["train"].update(epochs=epochs, batch_size=BATCH, patience=1000, backend="jax")
+    cfg["train"].update(epochs=epochs, batch_size=BATCH, patience=1000, backend=backend)
     cfg["grid"] = {"initializer": ["he_normal"], "activation": ["elu"], "optimizer": ["adam"], "regularizer": ["none"]}
     cfg["diagnostics"].update(diagnostics or {})
     C.validate_schema(cfg)
@@ -67,11 +70,11 @@ def engine_worker(job: dict) -> dict:
     logging.basicConfig(level=logging.WARNING)
     from gradatlas import backend
 
-    backend.select("jax", job["threads"])  # before anything imports keras
+    backend.select(job.get("backend", "jax"), job["threads"])  # before anything imports keras
     from gradatlas import config as C
     from gradatlas import engine
 
-    cfg = bench_config(job["train_subset"], job["validation"], job["epochs"], job.get("diagnostics"))
+    cfg = bench_config(job["train_subset"], job["validation"], job["epochs"], job.get("diagnostics"), job.get("backend", "jax"))
     cell = {"initializer": "he_normal", "activation": "elu", "optimizer": "adam", "regularizer": "none"}
     root = Path(job["dir"])
     members = [engine.Member(C.run_spec(cfg, cell | {"seed": k}), cell | {"seed": k}, root / f"run-{k}")
@@ -250,18 +253,68 @@ def main(argv=None) -> None:
         # train.threads (1) runs it; best of two: the first fills the XLA compilation cache
         small = {"prepared": str(prepared), "train_subset": 3_000, "validation": 1_000, "epochs": 1, "kind": "engine", "k": 1,
                  "diagnostics": diagnostics}
-        tries = [run_worker(small | {"dir": str(tmp / f"fixed-{i}")}, 1) for i in range(2)]
-        fixed = min(tries, key=lambda r: r["wall"] - sum(r["epoch_seconds"]))
-        log(f"fixed cost: {fixed['wall'] - sum(fixed['epoch_seconds']):.2f} s (wall {fixed['wall']:.2f} s, "
-            f"epoch {sum(fixed['epoch_seconds']):.2f} s), tensorflow imported: {fixed['tensorflow_imported']}, "
-            f"RSS {fixed['peak_rss_gb']:.2f} GB")  # fmt: skip
+        fixed = {}
+        for name in ("jax", "tensorflow"):
+            tries = [run_worker(small | {"backend": name, "dir": str(tmp / f"fixed-{name}-{i}")}, 1) for i in range(2)]
+            fixed[name] = min(tries, key=lambda r: r["wall"] - sum(r["epoch_seconds"]))
+            log(f"fixed cost ({name}): {fixed_cost(fixed[name]):.2f} s (wall {fixed[name]['wall']:.2f} s, "
+                f"epoch {sum(fixed[name]['epoch_seconds']):.2f} s), tensorflow imported: {fixed[name]['tensorflow_imported']}, "
+                f"RSS {fixed[name]['peak_rss_gb']:.2f} GB")  # fmt: skip
+        # the TensorFlow backend trains one run per job: K=1 only
+        tf = run_worker(base | {"kind": "engine", "k": 1, "backend": "tensorflow", "dir": str(tmp / "engine-tf")}, args.threads)
+        log(f"TensorFlow K=1: engine {steady_engine(tf, 1):,.0f} model-samples/s; RSS {tf['peak_rss_gb']:.2f} GB")
     seconds = time.perf_counter() - started
-    text = "\n".join(lines + [""] + table(rows, fixed, args, subset, validation, epochs, seconds, diagnostics))
+    text = "\n".join(lines + [""] + table(rows, fixed, tf, args, subset, validation, epochs, seconds, diagnostics))
     print(text)
     Path(args.out).write_text(text + "\n")
 
 
-def table(rows, fixed, args, subset, validation, epochs, seconds, diagnostics) -> list[str]:
+def fixed_cost(r: dict) -> float:
+    return r["wall"] - sum(r["epoch_seconds"])
+
+
+def default_study() -> tuple[int, int, list[int]]:
+    """config.yaml's study: its runs, training images per run (all epochs), and its packs' sizes."""
+    import yaml
+
+    from gradatlas import config as C
+    from gradatlas import packs
+
+    cfg = C.check(C.validate_schema(yaml.safe_load((REPO / "config.yaml").read_text())))
+    runs = []
+    for row in C.grid_frame(cfg).to_dict("records"):
+        cell = C.typed_cell(cfg, row)
+        runs.append(packs.Run(cell, C.run_spec(cfg, cell), "/".join(f"{k}~{v}" for k, v in row.items())))
+    images = cfg["train"]["epochs"] * ((cfg["data"]["train_subset"] or 60_000) - cfg["data"]["validation_size"])
+    return len(runs), images, [len(p.runs) for p in packs.plan(runs, cfg["train"]["pack_size"])]
+
+
+def projection(rows, fixed, tf) -> list[str]:
+    """The default study's training time on each backend, from this run's figures: every job one
+    after the other with this run's threads; a pack of n runs at the throughput of the measured K
+    nearest n."""
+    n_runs, images, sizes = default_study()
+    nearest = lambda n: min(rows, key=lambda k: abs(k - n))  # noqa: E731
+    jax_s = sum(n * images / steady_engine(rows[nearest(n)][0], nearest(n)) + fixed_cost(fixed["jax"]) for n in sizes)
+    tf_s = n_runs * (images / steady_engine(tf, 1) + fixed_cost(fixed["tensorflow"]))
+    best = "jax" if jax_s <= tf_s else "tensorflow"
+    return [
+        f"default study (config.yaml: {n_runs:,} runs x {images:,} training images), projected from the figures above, "
+        "jobs one after another (validation and probes included, early stopping ignored):",
+        "",
+        "| backend | jobs | per-job fixed cost (s) | model-samples/s | projected training time |",
+        "|---|---|---|---|---|",
+        f"| jax (packs, pack_size from config.yaml) | {len(sizes)} | {fixed_cost(fixed['jax']):.2f} "
+        f"| {n_runs * images / (jax_s - len(sizes) * fixed_cost(fixed['jax'])):,.0f} | {jax_s / 60:,.0f} min |",
+        f"| tensorflow (one run per job) | {n_runs} | {fixed_cost(fixed['tensorflow']):.2f} | {steady_engine(tf, 1):,.0f} "
+        f"| {tf_s / 60:,.0f} min |",
+        "",
+        f"fastest: {best} ({max(jax_s, tf_s) / min(jax_s, tf_s):.1f}x); results are equal across backends "
+        "(tests/test_tensorflow.py: same initial weights -> the same accuracy and status)",
+    ]
+
+
+def table(rows, fixed, tf, args, subset, validation, epochs, seconds, diagnostics) -> list[str]:
     any_engine = next(iter(rows.values()))[0]
     n = any_engine["n_train"]
     out = [
@@ -285,14 +338,16 @@ def table(rows, fixed, args, subset, validation, epochs, seconds, diagnostics) -
     out.append("")
     out.append("| per-job fixed cost (pack of 1; process start → exit minus the engine's epoch seconds) | seconds | goal ≤ 3 s | TF imported | peak RSS (GB) |")
     out.append("|---|---|---|---|---|")
-    f = fixed["wall"] - sum(fixed["epoch_seconds"])
-    out.append(f"| as scripts/train.py runs it | {f:.2f} | {'yes' if f <= GOALS['fixed'] else '**no**'} "
-               f"| {fixed['tensorflow_imported']} | {fixed['peak_rss_gb']:.2f} |")  # fmt: skip
+    for name, r in fixed.items():
+        f = fixed_cost(r)
+        out.append(f"| as scripts/train.py runs it, {name} | {f:.2f} | {'yes' if f <= GOALS['fixed'] else '**no**'} "
+                   f"| {r['tensorflow_imported']} | {r['peak_rss_gb']:.2f} |")  # fmt: skip
     # run.json's probe_seconds is the member's share (probe wall / K) summed over the probes
     probe = {k: k * e["probe_seconds"] / max(1e-9, e["total"]) for k, (e, _) in rows.items()}
     out.append("")
     out.append("probe time / engine wall time, per K: " + ", ".join(f"K={k}: {v:.1%}" for k, v in probe.items()))
-    return out
+    out.append("")
+    return out + projection(rows, fixed, tf)
 
 
 if __name__ == "__main__":

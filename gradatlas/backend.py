@@ -1,12 +1,16 @@
-"""Everything backend-specific: selecting JAX as Keras' backend, threads, memory, determinism, the
-device name, and the three transformations the training engine needs (compile, vectorize over the
-members of a pack, differentiate). The rest of GradAtlas is plain Keras 3.
+"""Everything backend-specific: selecting Keras' backend, threads, memory, determinism, the device
+name, and the four things the training engine needs from the backend (compile, vectorize over the
+members of a pack, differentiate, apply an optimizer step to values). The rest of GradAtlas is plain
+Keras 3.
 
 Keras reads its backend from $KERAS_BACKEND once, when `keras` is first imported. A training
 process therefore calls `select(spec.backend, threads)` before anything imports keras
-(scripts/train.py does); this module imports keras and jax lazily so that importing it is free of
-that side effect. The engine runs on JAX only: Keras' TensorFlow optimizers refuse
-`stateless_apply`, and packing needs `jax.vmap`.
+(scripts/train.py does); this module imports keras, jax and tensorflow lazily so that importing it
+is free of that side effect.
+
+JAX packs: `jax.vmap` trains K members as one program. TensorFlow trains packs of one (it has no
+vectorizing transformation for Keras' stateless calls, and its optimizers refuse
+`stateless_apply`), through the same engine and the same programs.
 """
 
 from __future__ import annotations
@@ -17,21 +21,33 @@ import sys
 
 import numpy as np
 
-BACKENDS = ("jax",)
+BACKENDS = ("jax", "tensorflow")
+
+
+def packs(backend: str) -> bool:
+    """Whether `backend` trains more than one member per program."""
+    return backend == "jax"
 
 
 def select(backend: str, threads: int = 1) -> None:
     """Make `backend` the Keras backend of this process; call before keras is imported.
 
-    Raises ValueError for a backend the engine cannot run, RuntimeError when keras is already
-    loaded with another backend (Keras cannot switch backends in a running process).
+    Raises ValueError for an unknown backend, RuntimeError when keras is already loaded with
+    another backend (Keras cannot switch backends in a running process).
     """
     if backend not in BACKENDS:
-        raise ValueError(f"train.backend = {backend!r}: the training engine runs on {', '.join(BACKENDS)}")
+        raise ValueError(f"train.backend = {backend!r}: must be one of {', '.join(BACKENDS)}")
     if "keras" in sys.modules:
         require(backend)
         return
     os.environ["KERAS_BACKEND"] = backend
+    if backend == "tensorflow":
+        # read when TensorFlow starts its runtime: size its pools to the job's cores
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(min(2, threads)))
+        # its C++ start-up chatter (oneDNN notices) is noise in job logs
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        return
     if threads == 1:
         # XLA:CPU otherwise runs one thread per visible core in every job: N jobs on N cores would
         # contend. Read when JAX starts its backend, so it is set here, before keras imports jax.
@@ -41,8 +57,8 @@ def select(backend: str, threads: int = 1) -> None:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if "tensorflow" not in sys.modules:
         # Keras imports TensorFlow for optional helpers when it is installed (tf.io.gfile when
-        # saving, its RNG when seeding): a training must not pay its start-up or memory, and a GPU
-        # node need not have it. Blocked, Keras falls back to its plain-Python paths.
+        # saving, its RNG when seeding): a JAX training must not pay its start-up or memory, and a
+        # GPU node need not have it. Blocked, Keras falls back to its plain-Python paths.
         sys.modules["tensorflow"] = None
 
 
@@ -62,16 +78,24 @@ def name() -> str:
 
 
 def configure(seed: int) -> None:
-    """The persistent compilation cache, and seeds for whatever is not seeded explicitly; call
-    before building a model."""
-    import jax
+    """Compilation cache (JAX) or determinism (TensorFlow), and seeds for whatever is not seeded
+    explicitly; call before building a model."""
+    if name() == "jax":
+        import jax
 
-    # packs of a study compile the same programs: a persistent cache takes most of the XLA
-    # compile time out of each job's fixed cost ("off" disables it)
-    cache = os.environ.get("GRADATLAS_XLA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "gradatlas", "xla"))
-    if cache and cache != "off":
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+        # packs of a study compile the same programs: a persistent cache takes most of the XLA
+        # compile time out of each job's fixed cost ("off" disables it)
+        cache = os.environ.get("GRADATLAS_XLA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "gradatlas", "xla"))
+        if cache and cache != "off":
+            jax.config.update("jax_compilation_cache_dir", cache)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+    else:
+        import tensorflow as tf
+
+        # the same programs give the same bits: what makes a resumed run equal an uninterrupted one
+        tf.config.experimental.enable_op_determinism()
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)  # several trainings may share one GPU
     # initializers, dropout masks and batch orders are seeded explicitly; these cover the rest
     # (keras.utils.set_random_seed would import TensorFlow whenever it is installed)
     random.seed(seed)
@@ -80,31 +104,91 @@ def configure(seed: int) -> None:
 
 def device() -> str:
     """Human-readable name of the device the training runs on."""
-    import jax
+    if name() == "jax":
+        import jax
 
-    dev = jax.devices()[0]
-    if dev.platform != "cpu":
-        return f"GPU: {dev.device_kind}"
+        dev = jax.devices()[0]
+        if dev.platform != "cpu":
+            return f"GPU: {dev.device_kind}"
+    else:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            return f"GPU: {tf.config.experimental.get_device_details(gpus[0]).get('device_name', gpus[0].name)}"
     return f"CPU ({os.cpu_count()} cores visible)"
 
 
 def jit(fn):
     """Compile `fn` (pure: arrays in, arrays out) into one program."""
-    import jax
+    if name() == "jax":
+        import jax
 
-    return jax.jit(fn)
+        return jax.jit(fn)
+    import keras
+    import tensorflow as tf
+
+    compiled = tf.function(fn, autograph=False, reduce_retracing=True)
+
+    def call(*args):
+        # Python numbers would be baked into the graph (one trace per value): pass them as tensors
+        return compiled(*keras.tree.map_structure(lambda a: tf.constant(a) if isinstance(a, (int, float)) else a, args))
+
+    return call
 
 
 def vmap(fn, in_axes=0):
     """`fn` over a leading member axis of its arguments (those whose `in_axes` entry is 0; None:
-    shared by all members) and of every result: a pack."""
-    import jax
+    shared by all members) and of every result: a pack.
 
-    return jax.vmap(fn, in_axes=in_axes)
+    On TensorFlow a pack has one member, and this removes and adds the member axis."""
+    if name() == "jax":
+        import jax
+
+        return jax.vmap(fn, in_axes=in_axes)
+    import keras
+
+    def one(*args):
+        axes = in_axes if isinstance(in_axes, (tuple, list)) else [in_axes] * len(args)
+        args = [keras.tree.map_structure(lambda t: t[0], a) if axis == 0 else a for a, axis in zip(args, axes)]
+        return keras.tree.map_structure(lambda t: keras.ops.expand_dims(t, 0), fn(*args))
+
+    return one
 
 
 def value_and_grad(fn):
-    """(value, aux), grads of `fn(params) -> (value, aux)` with respect to `params`."""
-    import jax
+    """(value, aux), grads of `fn(params) -> (value, aux)` with respect to `params` (a list)."""
+    if name() == "jax":
+        import jax
 
-    return jax.value_and_grad(fn, has_aux=True)
+        return jax.value_and_grad(fn, has_aux=True)
+    import tensorflow as tf
+
+    def run(params):
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            value, aux = fn(params)
+        return (value, aux), tape.gradient(value, params, unconnected_gradients="zero")
+
+    return run
+
+
+def optimizer_step(optimizer, variables):
+    """f(optimizer_values, grads, values) -> (new values, new optimizer values): one step of the Keras
+    `optimizer` (built on `variables`) on values, for use inside a compiled program.
+
+    JAX: `optimizer.stateless_apply`. TensorFlow's optimizers refuse it (tf.distribute needs real
+    variables), so there the values are assigned to the variables, Keras applies the step to them,
+    and the results are read back: the same pure function, for the one member of a pack."""
+    if name() == "jax":
+        return optimizer.stateless_apply
+    import keras
+
+    def step(optimizer_values, grads, values):
+        for var, value in zip(list(optimizer.variables) + list(variables), list(optimizer_values) + list(values)):
+            var.assign(value)
+        optimizer.apply(grads, variables)
+        read = lambda vs: [keras.ops.convert_to_tensor(v) for v in vs]  # noqa: E731
+        return read(variables), read(optimizer.variables)
+
+    return step

@@ -129,6 +129,8 @@ class Pack:
         self.specs = [m.spec for m in self.members]
         first = self.specs[0]
         backend.require(first.backend)
+        if len(self.members) > 1 and not backend.packs(first.backend):
+            raise ValueError(f"train.backend = {first.backend!r} trains one run per pack, not {len(self.members)}")
         backend.configure(first.seed)
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -235,6 +237,7 @@ class Pack:
         kernels = self._kernel_index()
         batch = self.batch_size
         regularizers = (keras.regularizers.L1(1.0), keras.regularizers.L2(1.0))
+        apply_step = backend.optimizer_step(optimizer, model.trainable_variables)
         # a technique no member uses is left out of the graph: the same results (its off value is
         # exact: + 0, where(inf)), less work per step
         uses = {name: bool(np.any(np.isfinite(v) & (v != 0))) for name, v in self.scalars.items()}
@@ -281,7 +284,7 @@ class Pack:
                 return ops.mean(data_loss(y, logits)) + penalty(tv, h), (new_ntv, logits)
 
             (loss, (new_ntv, logits)), grads = backend.value_and_grad(loss_fn)(tv)
-            new_tv, new_ov = optimizer.stateless_apply(ov, clip(grads, h), tv)
+            new_tv, new_ov = apply_step(ov, clip(grads, h), tv)
             new_tv = constrain(new_tv, h)
             tripped = ops.logical_not(ops.isfinite(loss)) | (loss > EXPLODED_LOSS)
             keep = active & ops.logical_not(tripped)

@@ -9,7 +9,8 @@
    form a group; members may differ in seed, initializer, learning rate (constant schedule),
    clipnorm / clipvalue, and the regularizer among none / l1 / l2 / l1_l2 / dropout / max_norm.
    Activation, optimizer, batch normalization, depth, width, batch size and schedule split groups.
-3. Each group is cut into ceil(n / pack_size) packs of near-equal size, in run-path order.
+3. Each group is cut into ceil(n / pack_size) packs of near-equal size, in run-path order. On
+   the TensorFlow backend every pack has one run (`backend.packs`).
 
 A pack's name is its group's activation and optimizer plus a hash of its members' run folders:
 the same runs always make the same pack (and the same rule, `train_<name>`).
@@ -23,6 +24,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from gradatlas import backend
 from gradatlas.spec import RunSpec
 
 # the spec fields in which members of one pack may differ (the last three only steer the host's
@@ -89,7 +91,7 @@ def plan(runs: list[Run], pack_size: int) -> list[Pack]:
             groups.setdefault(graph_key(run.spec), []).append(run)
     for key in sorted(groups):
         members = sorted(groups[key], key=lambda r: r.run_dir)
-        count = math.ceil(len(members) / pack_size)
+        count = math.ceil(len(members) / (pack_size if backend.packs(members[0].spec.backend) else 1))
         packs += [_pack(tuple(members[i::count])) for i in range(count)]
     return sorted(packs, key=lambda p: p.name)
 

@@ -107,6 +107,9 @@ def test_select_refuses_another_backend():
 
     from gradatlas import backend
 
+    other = "jax" if backend.name() == "tensorflow" else "tensorflow"
     backend.select(backend.name())  # the running one: fine
-    with pytest.raises(ValueError, match="train.backend = 'tensorflow'"):
-        backend.select("tensorflow")
+    with pytest.raises(RuntimeError, match="already imported"):
+        backend.select(other)
+    with pytest.raises(ValueError, match="train.backend = 'torch'"):
+        backend.select("torch")

@@ -140,7 +140,7 @@ TRAIN = """
 import json, os, sys, time
 from pathlib import Path
 from gradatlas import backend
-backend.select("jax")
+backend.select({backend!r})
 sys.path.insert(0, {tests!r})
 from gradatlas import data, engine
 from test_engine import make_members
@@ -162,7 +162,7 @@ class Hang(engine.Hooks):
 
 root, point = Path(sys.argv[1]), sys.argv[2]
 split = data.split(data.read_idx_folder(Path(sys.argv[3])), 500, 2500)
-members = make_members(root / "runs", {members})
+members = [engine.Member(m.spec.replace(backend={backend!r}), m.cell, m.run_dir) for m in make_members(root / "runs", {members})]
 engine.train_pack(members, split, root / "state", hooks=[Hang(point)] if point else [])
 """
 # mid-epoch (after epoch 2's 15 full batches: 2,000 images, batch 128), while rotating a backup,
@@ -170,8 +170,8 @@ engine.train_pack(members, split, root / "state", hooks=[Hang(point)] if point e
 KILL_POINTS = ["segment-1-31", "backup-rotated-3", "output-model-1"]
 
 
-def run_script(root: Path, point: str, mnist_dir: Path, wait_for_flag: bool):
-    script = TRAIN.format(tests=str(REPO / "tests"), members=RESUMABLE)
+def run_script(root: Path, point: str, mnist_dir: Path, wait_for_flag: bool, backend="jax", members=RESUMABLE):
+    script = TRAIN.format(tests=str(REPO / "tests"), members=members, backend=backend)
     env = os.environ | {"PYTHONPATH": str(REPO), "HANG_FLAG": str(root / "hang.flag")}
     proc = subprocess.Popen([sys.executable, "-c", script, str(root), point, str(mnist_dir)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
@@ -203,18 +203,22 @@ def resumed(mnist_dir, tmp_path_factory):
     return base, killed
 
 
+def assert_same_run(a: Path, b: Path) -> None:
+    """Run folders `a` and `b` hold the same training, bit for bit (but its timings)."""
+    ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
+    pd.testing.assert_frame_equal(ha.drop(columns="seconds"), hb.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(pd.read_parquet(a / "diagnostics.parquet"), pd.read_parquet(b / "diagnostics.parquet"))
+    wa = keras.saving.load_model(a / "model.keras").get_weights()
+    wb = keras.saving.load_model(b / "model.keras").get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
+    ra, rb = json.loads((a / "run.json").read_text()), json.loads((b / "run.json").read_text())
+    assert ra["summary"]["test_accuracy"] == rb["summary"]["test_accuracy"]
+
+
 def test_a_killed_pack_resumes_bit_identical(resumed):
     base, killed = resumed
     for i in RESUMABLE:
-        a, b = base / "runs" / f"member-{i}", killed / "runs" / f"member-{i}"
-        ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
-        pd.testing.assert_frame_equal(ha.drop(columns="seconds"), hb.drop(columns="seconds"))
-        pd.testing.assert_frame_equal(pd.read_parquet(a / "diagnostics.parquet"), pd.read_parquet(b / "diagnostics.parquet"))
-        wa = keras.saving.load_model(a / "model.keras").get_weights()
-        wb = keras.saving.load_model(b / "model.keras").get_weights()
-        assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
-        ra, rb = json.loads((a / "run.json").read_text()), json.loads((b / "run.json").read_text())
-        assert ra["summary"]["test_accuracy"] == rb["summary"]["test_accuracy"]
+        assert_same_run(base / "runs" / f"member-{i}", killed / "runs" / f"member-{i}")
     assert not (killed / "state").exists()  # the pack's backups go once its run folders are complete
 
 

@@ -86,10 +86,15 @@ def test_env_pins_match_requirements(path):
     assert python.split("=", 1)[1] + ".0" in requires_python, f"{path.name}: {python} vs {requires_python}"
 
 
-def test_cpu_and_cuda_training_envs_pin_the_same_libraries():
-    def names(path):
-        return {canonicalize_name(GPU_BUILD_OF.get(canonicalize_name(r.name), r.name)) for r in pip_requirements(env_file(path))}
+def names(path: Path) -> set[str]:
+    return {canonicalize_name(GPU_BUILD_OF.get(canonicalize_name(r.name), r.name)) for r in pip_requirements(env_file(path))}
 
+
+def test_the_tensorflow_env_is_the_cpu_env_plus_tensorflow():
+    assert names(REPO / "envs" / "train-tensorflow.yaml") == names(REPO / "envs" / "train-cpu.yaml") | {"tensorflow-cpu"}
+
+
+def test_cpu_and_cuda_training_envs_pin_the_same_libraries():
     # jax[cuda12] brings its own jaxlib, of jax's version
     assert names(REPO / "envs" / "train-cuda.yaml") | {"jaxlib"} == names(REPO / "envs" / "train-cpu.yaml")
     cuda = {canonicalize_name(r.name): r for r in pip_requirements(env_file(REPO / "envs" / "train-cuda.yaml"))}

@@ -38,6 +38,14 @@ def rule_resources(rule_name, **defaults):
     return defaults | {k: v for k, v in config["resources"].get(rule_name, {}).items() if v is not None}
 
 
+def train_env():
+    """The training jobs' conda env (envs/train-<name>.yaml): TensorFlow's when the backend is
+    tensorflow (CPU), else JAX with CUDA when a GPU is requested, else JAX on CPU."""
+    if config["train"]["backend"] == "tensorflow":
+        return "tensorflow"
+    return "cuda" if rule_resources("train", gpu=1)["gpu"] else "cpu"
+
+
 def train_resources(members):
     """A pack's resources: a whole GPU (optionally of a model), or a SLURM GPU shard when
     `resources.train.trainings_per_gpu` > 1; memory per job; runtime `runtime` minutes per member

@@ -19,7 +19,7 @@ for pack in PACKS:
         benchmark:
             f"{RESULTS}/benchmarks/train/{pack.name}.tsv"
         conda:
-            "../../envs/train-cuda.yaml" if rule_resources("train", gpu=1)["gpu"] else "../../envs/train-cpu.yaml"
+            f"../../envs/train-{train_env()}.yaml"
         threads: config["train"]["threads"]
         resources:
             **train_resources(len(pack.runs)),

@@ -1,0 +1,166 @@
+"""The TensorFlow backend: the same engine trains one run per job. Against JAX from the same initial
+weights it gives the same results; a killed training resumes bit-identical; the real snakemake CLI
+runs a study on it, one job per run.
+
+Keras' seeded initializers draw different numbers under each backend, so the equality test builds
+every network with weights drawn by NumPy (an injected `build`); dropout is left out for the same
+reason (its masks come from the backend's RNG). TensorFlow runs in its own processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO, make_workspace, run_snakemake, write_config
+from gradatlas import config as gaconfig, engine, packs
+
+# tests/test_engine.py's members: l2, max_norm, l1_l2 with clipnorm, one that diverges, one that stops early
+MEMBERS = [2, 4, 7, 8, 9]
+TRAIN = """
+import json, sys
+from pathlib import Path
+from gradatlas import backend
+backend.select(sys.argv[1])
+sys.path.insert(0, {tests!r})
+import numpy as np
+from gradatlas import data, engine, model
+from test_engine import make_members
+
+def build(spec, **kw):
+    net = model.build(spec, **kw)
+    rng = np.random.default_rng(spec.seed)
+    net.set_weights([rng.normal(0, (2 / w.shape[0]) ** 0.5, w.shape).astype("float32") if w.ndim == 2 else w
+                     for w in net.get_weights()])
+    return net
+
+root = Path(sys.argv[2])
+split = data.split(data.read_idx_folder(Path(sys.argv[3])), 500, 2500)
+records = {{}}
+for i in {members}:
+    [m] = make_members(root / "runs", [i])
+    m = engine.Member(m.spec.replace(backend=sys.argv[1]), m.cell, m.run_dir)
+    [r] = engine.train_pack([m], split, root / f"state-{{i}}", build=build)
+    records[i] = {{"summary": r["summary"], "backend": r["provenance"]["backend"]}}
+print(json.dumps(records))
+"""
+
+
+@pytest.fixture(scope="module")
+def both(mnist_dir, tmp_path_factory) -> dict:
+    """{backend: (records by member, root)} for the same members trained on JAX and on TensorFlow."""
+    script = TRAIN.format(tests=str(REPO / "tests"), members=MEMBERS)
+    env = os.environ | {"PYTHONPATH": str(REPO), "GRADATLAS_XLA_CACHE": "off"}
+    env.pop("KERAS_BACKEND", None)
+    procs = {}
+    for name in ("jax", "tensorflow"):
+        root = tmp_path_factory.mktemp(name)
+        cmd = [sys.executable, "-c", script, name, str(root), str(mnist_dir)]
+        procs[name] = (subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), root)
+    out = {}
+    for name, (proc, root) in procs.items():
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-3000:]
+        out[name] = ({int(k): v for k, v in json.loads(stdout.strip().splitlines()[-1]).items()}, root)
+    return out
+
+
+def test_the_runs_trained_on_tensorflow(both):
+    records, root = both["tensorflow"]
+    assert {r["backend"] for r in records.values()} == {"tensorflow"}
+    for i in MEMBERS:
+        assert sorted(p.name for p in (root / "runs" / f"member-{i}").iterdir()) == sorted(engine.RUN_FILES)
+
+
+def test_step0_diagnostics_equal_across_backends(both):
+    stats = ["grad_w_norm", "delta_norm", "delta_rms", "weight_norm", "act_mean", "act_std", "saturated_frac"]
+    for i in MEMBERS:
+        jax_, tf = (pd.read_parquet(both[b][1] / "runs" / f"member-{i}" / "diagnostics.parquet").query("step == 0") for b in both)
+        np.testing.assert_allclose(tf[stats].to_numpy(), jax_[stats].to_numpy(), rtol=1e-5, err_msg=f"member {i}")
+
+
+def test_results_equal_across_backends(both):
+    for i in MEMBERS:
+        jax_, tf = (both[b][0][i]["summary"] for b in ("jax", "tensorflow"))
+        assert tf["status"] == jax_["status"], i
+        assert tf["epochs_run"] == jax_["epochs_run"], i
+        assert abs(tf["test_accuracy"] - jax_["test_accuracy"]) <= 0.003, i
+    statuses = {both["tensorflow"][0][i]["summary"]["status"] for i in MEMBERS}
+    assert "diverged" in statuses and "stalled" in statuses  # the guard and early stopping ran on TensorFlow too
+
+
+def test_tensorflow_refuses_a_pack_of_several(tmp_path):
+    """In this (JAX) process the engine checks the spec's backend before it builds anything."""
+    from test_engine import make_members
+
+    members = [engine.Member(m.spec.replace(backend="tensorflow"), m.cell, m.run_dir) for m in make_members(tmp_path, [0, 1])]
+    assert not any(p.exists() for p in tmp_path.iterdir())
+    with pytest.raises((ValueError, RuntimeError), match="tensorflow"):
+        engine.Pack(members, tmp_path / "nowhere", tmp_path / "pack")
+
+
+def test_tensorflow_plans_one_run_per_pack(tmp_path):
+    cfg = gaconfig.check(gaconfig.validate_schema({
+        "data": {"source": "idx", "path": "unused"}, "train": {"backend": "tensorflow"},
+        "grid": {"initializer": ["glorot_uniform", "he_normal"], "activation": ["relu"], "optimizer": ["adam"],
+                 "regularizer": ["none", "l2"]},
+        "seeds": [0, 1],
+    }))  # fmt: skip
+    runs = []
+    for row in gaconfig.grid_frame(cfg).to_dict("records"):
+        cell = gaconfig.typed_cell(cfg, row)
+        runs.append(packs.Run(cell, gaconfig.run_spec(cfg, cell), str(tmp_path / "/".join(map(str, row.values())))))
+    plan = packs.plan(runs, pack_size=64)
+    assert [len(p.runs) for p in plan] == [1] * 8
+
+
+# --- resume after SIGKILL, on TensorFlow ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def resumed(mnist_dir, tmp_path_factory):
+    from test_engine import run_script
+
+    base = tmp_path_factory.mktemp("tf-uninterrupted")
+    run_script(base, "", mnist_dir, wait_for_flag=False, backend="tensorflow", members=[3])
+    killed = tmp_path_factory.mktemp("tf-killed")
+    for point in ("segment-1-31", "backup-rotated-3"):
+        run_script(killed, point, mnist_dir, wait_for_flag=True, backend="tensorflow", members=[3])
+    run_script(killed, "", mnist_dir, wait_for_flag=False, backend="tensorflow", members=[3])
+    return base, killed
+
+
+def test_a_killed_tensorflow_run_resumes_bit_identical(resumed):
+    """Member 3 uses dropout: its RNG state is part of what a backup must restore."""
+    from test_engine import assert_same_run
+
+    base, killed = resumed
+    assert_same_run(base / "runs" / "member-3", killed / "runs" / "member-3")
+    record = json.loads((killed / "runs" / "member-3" / "run.json").read_text())
+    # killed between moving epoch 2's backup aside and committing epoch 3's: it resumed from epoch 2's
+    assert record["resumed_from_epoch"] == 2 and record["provenance"]["backend"] == "tensorflow"
+
+
+# --- the real CLI ----------------------------------------------------------------------------------
+def test_a_study_runs_on_tensorflow_one_job_per_run(mnist_dir, tmp_path):
+    ws = make_workspace(tmp_path / "ws")
+    config = write_config(ws, {
+        "data": {"source": "idx", "path": str(mnist_dir), "validation_size": 500, "train_subset": 2000},
+        "model": {"depth": 3, "width": 32},
+        "train": {"epochs": 2, "threads": 1, "backend": "tensorflow"},
+        "diagnostics": {"probe_size": 200, "early_steps": [1]},
+        "grid": {"initializer": ["he_normal"], "activation": ["relu"], "optimizer": ["adam"], "regularizer": ["none", "l2"]},
+        "seeds": [0],
+    })  # fmt: skip
+    proc = run_snakemake(ws, "--cores", "2", "--configfile", str(config))
+    assert len(set(__import__("re").findall(r"rule (train_\w+):", proc.stdout + proc.stderr))) == 2  # one job per run
+    runs = pd.read_csv(ws / "results" / "tables" / "runs.csv")
+    assert len(runs) == 2 and set(runs["status"]) <= {"converged", "stalled"}
+    for run_json in (ws / "results" / "runs").rglob("run.json"):
+        assert json.loads(run_json.read_text())["provenance"]["backend"] == "tensorflow"
+    assert (ws / "results" / "report" / "index.html").exists()
