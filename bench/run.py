@@ -31,6 +31,7 @@ worker must not: backend.select keeps it out of a training process).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -63,6 +64,18 @@ def bench_config(train_subset: int, validation: int, epochs: int, diagnostics: d
     return C.check(cfg)
 
 
+def engine_job(base: dict, k: int, backend: str, where: Path) -> dict:
+    """A worker's pack of K members (seeds 0..K-1), resolved here as Snakemake resolves a train
+    job's parameters, so the worker starts like scripts/train.py."""
+    from gradatlas import config as C
+
+    cfg = bench_config(base["train_subset"], base["validation"], base["epochs"], base["diagnostics"], backend)
+    cell = {"initializer": "he_normal", "activation": "elu", "optimizer": "adam", "regularizer": "none"}
+    members = [{"spec": C.run_spec(cfg, cell | {"seed": s}).as_dict(), "cell": cell | {"seed": s}, "run_dir": str(where / f"run-{s}")}
+               for s in range(k)]  # fmt: skip
+    return base | {"kind": "engine", "k": k, "backend": backend, "dir": str(where), "members": members}
+
+
 def engine_worker(job: dict) -> dict:
     """A pack of K members through the engine, as scripts/train.py runs it."""
     import logging
@@ -70,15 +83,12 @@ def engine_worker(job: dict) -> dict:
     logging.basicConfig(level=logging.WARNING)
     from gradatlas import backend
 
-    backend.select(job.get("backend", "jax"), job["threads"])  # before anything imports keras
-    from gradatlas import config as C
+    backend.select(job["backend"], job["threads"])  # before anything imports keras
     from gradatlas import engine
+    from gradatlas.spec import RunSpec
 
-    cfg = bench_config(job["train_subset"], job["validation"], job["epochs"], job.get("diagnostics"), job.get("backend", "jax"))
-    cell = {"initializer": "he_normal", "activation": "elu", "optimizer": "adam", "regularizer": "none"}
     root = Path(job["dir"])
-    members = [engine.Member(C.run_spec(cfg, cell | {"seed": k}), cell | {"seed": k}, root / f"run-{k}")
-               for k in range(job["k"])]  # fmt: skip
+    members = [engine.Member(RunSpec.from_dict(m["spec"]), m["cell"], Path(m["run_dir"])) for m in job["members"]]
 
     class Clock(engine.Hooks):
         stamps: list = []
@@ -218,7 +228,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.worker:
         job = json.loads(args.worker)
-        print(json.dumps({"engine": engine_worker, "bare": bare_worker}[job["kind"]](job)))
+        print(json.dumps({"engine": engine_worker, "bare": bare_worker}[job["kind"]](job)), flush=True)
+        gc.freeze()  # as scripts/train.py ends
         return
 
     subset, validation, epochs = (6_000, 1_000, 2) if args.quick else (None, 5_000, 3)
@@ -243,7 +254,7 @@ def main(argv=None) -> None:
                 "diagnostics": diagnostics}
         rows = {}
         for k in packs:
-            e = run_worker(base | {"kind": "engine", "k": k, "dir": str(tmp / f"engine-{k}")}, args.threads)
+            e = run_worker(engine_job(base, k, "jax", tmp / f"engine-{k}"), args.threads)
             b = run_worker(base | {"kind": "bare", "k": k}, args.threads)
             rows[k] = (e, b)
             log(f"K={k}: engine {steady_engine(e, k):,.0f}, bare {steady_bare(b, k):,.0f} model-samples/s, "
@@ -251,17 +262,16 @@ def main(argv=None) -> None:
                 f"tensorflow imported: {e['tensorflow_imported']}")  # fmt: skip
         # per-job fixed cost: a pack of one, tiny training, as a pipeline job with the default
         # train.threads (1) runs it; best of two: the first fills the XLA compilation cache
-        small = {"prepared": str(prepared), "train_subset": 3_000, "validation": 1_000, "epochs": 1, "kind": "engine", "k": 1,
-                 "diagnostics": diagnostics}
+        small = {"prepared": str(prepared), "train_subset": 3_000, "validation": 1_000, "epochs": 1, "diagnostics": diagnostics}
         fixed = {}
         for name in ("jax", "tensorflow"):
-            tries = [run_worker(small | {"backend": name, "dir": str(tmp / f"fixed-{name}-{i}")}, 1) for i in range(2)]
+            tries = [run_worker(engine_job(small, 1, name, tmp / f"fixed-{name}-{i}"), 1) for i in range(2)]
             fixed[name] = min(tries, key=lambda r: r["wall"] - sum(r["epoch_seconds"]))
             log(f"fixed cost ({name}): {fixed_cost(fixed[name]):.2f} s (wall {fixed[name]['wall']:.2f} s, "
                 f"epoch {sum(fixed[name]['epoch_seconds']):.2f} s), tensorflow imported: {fixed[name]['tensorflow_imported']}, "
                 f"RSS {fixed[name]['peak_rss_gb']:.2f} GB")  # fmt: skip
         # the TensorFlow backend trains one run per job: K=1 only
-        tf = run_worker(base | {"kind": "engine", "k": 1, "backend": "tensorflow", "dir": str(tmp / "engine-tf")}, args.threads)
+        tf = run_worker(engine_job(base, 1, "tensorflow", tmp / "engine-tf"), args.threads)
         log(f"TensorFlow K=1: engine {steady_engine(tf, 1):,.0f} model-samples/s; RSS {tf['peak_rss_gb']:.2f} GB")
     seconds = time.perf_counter() - started
     text = "\n".join(lines + [""] + table(rows, fixed, tf, args, subset, validation, epochs, seconds, diagnostics))

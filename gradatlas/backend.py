@@ -6,7 +6,7 @@ Keras 3.
 Keras reads its backend from $KERAS_BACKEND once, when `keras` is first imported. A training
 process therefore calls `select(spec.backend, threads)` before anything imports keras
 (scripts/train.py does); this module imports keras, jax and tensorflow lazily so that importing it
-is free of that side effect.
+is free of that side effect (`select` imports keras).
 
 JAX packs: `jax.vmap` trains K members as one program. TensorFlow trains packs of one (it has no
 vectorizing transformation for Keras' stateless calls, and its optimizers refuse
@@ -30,7 +30,8 @@ def packs(backend: str) -> bool:
 
 
 def select(backend: str, threads: int = 1) -> None:
-    """Make `backend` the Keras backend of this process; call before keras is imported.
+    """Make `backend` the Keras backend of this process and import Keras; call before anything
+    else imports keras.
 
     Raises ValueError for an unknown backend, RuntimeError when keras is already loaded with
     another backend (Keras cannot switch backends in a running process).
@@ -47,6 +48,7 @@ def select(backend: str, threads: int = 1) -> None:
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(min(2, threads)))
         # its C++ start-up chatter (oneDNN notices) is noise in job logs
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        _import_keras()
         return
     if threads == 1:
         # XLA:CPU otherwise runs one thread per visible core in every job: N jobs on N cores would
@@ -60,6 +62,22 @@ def select(backend: str, threads: int = 1) -> None:
         # saving, its RNG when seeding): a JAX training must not pay its start-up or memory, and a
         # GPU node need not have it. Blocked, Keras falls back to its plain-Python paths.
         sys.modules["tensorflow"] = None
+    _import_keras()
+
+
+def _import_keras() -> None:
+    """Import Keras (fixing the backend) without matplotlib: Keras imports it for its image-gallery
+    helpers when it is installed, 0.3 s of every job's start for plots a training never draws.
+    Blocked only while Keras loads; a later `import matplotlib` works as usual."""
+    if "matplotlib" in sys.modules:
+        import keras  # noqa: F401
+
+        return
+    sys.modules["matplotlib"] = None
+    try:
+        import keras  # noqa: F401
+    finally:
+        del sys.modules["matplotlib"]
 
 
 def require(backend: str) -> None:

@@ -1,5 +1,6 @@
 """Snakemake script: train one pack of runs and write their run folders."""
 
+import gc
 import logging
 from pathlib import Path
 
@@ -22,3 +23,6 @@ with logged(snakemake.log[0]):
     )
     for record in records:
         print(record["cell"], record["spec"]["seed"], record["summary"]["status"], record["summary"]["test_accuracy"])
+# every output is written and closed: spare the interpreter's exit a garbage collection of the
+# million objects Keras and JAX leave behind (0.3 s of every job)
+gc.freeze()
