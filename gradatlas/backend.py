@@ -166,9 +166,14 @@ def vmap(fn, in_axes=0):
         return jax.vmap(fn, in_axes=in_axes)
     import keras
 
+    def only(t):
+        if t.shape[0] != 1:
+            raise ValueError(f"the {name()} backend trains packs of one member, not {t.shape[0]}")
+        return t[0]
+
     def one(*args):
         axes = in_axes if isinstance(in_axes, (tuple, list)) else [in_axes] * len(args)
-        args = [keras.tree.map_structure(lambda t: t[0], a) if axis == 0 else a for a, axis in zip(args, axes)]
+        args = [keras.tree.map_structure(only, a) if axis == 0 else a for a, axis in zip(args, axes)]
         return keras.tree.map_structure(lambda t: keras.ops.expand_dims(t, 0), fn(*args))
 
     return one

@@ -164,3 +164,35 @@ def test_a_study_runs_on_tensorflow_one_job_per_run(mnist_dir, tmp_path):
     for run_json in (ws / "results" / "runs").rglob("run.json"):
         assert json.loads(run_json.read_text())["provenance"]["backend"] == "tensorflow"
     assert (ws / "results" / "report" / "index.html").exists()
+
+
+PRESET_PROBE = """
+import sys
+from gradatlas import backend
+backend.select(sys.argv[1])
+import numpy as np
+from gradatlas import data
+from gradatlas.studies import nielsen
+mnist = data.read_idx_folder(__import__("pathlib").Path(sys.argv[2]))
+x, y = mnist.x_train[:200].reshape(200, -1).astype("float32") / 255, mnist.y_train[:200].astype("int32")
+models = [nielsen.build(2, 16, seed) for seed in (0, 1, 2)]
+together = nielsen.probe_norms(models, x, y)
+alone = np.concatenate([nielsen.probe_norms([m], x, y) for m in models])
+assert together.shape == (3, 3) and len({tuple(r) for r in together}) == 3, together
+np.testing.assert_allclose(together, alone, rtol=1e-5)
+try:
+    backend.vmap(lambda t: t * 2)(np.ones((2, 3), "float32"))
+except ValueError as e:
+    print("refused:", e)
+"""
+
+
+def test_presets_probe_every_network_on_tensorflow(mnist_dir):
+    """The Nielsen preset stacks its seeds' networks; TensorFlow probes them one by one, and a stacked
+    pack it cannot vectorize is refused, never silently cut to its first member."""
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    env.pop("KERAS_BACKEND", None)
+    proc = subprocess.run([sys.executable, "-c", PRESET_PROBE, "tensorflow", str(mnist_dir)], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "refused: the tensorflow backend trains packs of one member, not 2" in proc.stdout

@@ -166,7 +166,7 @@ def run(specs: list, split: data.Split, steps: int, eval_every: int, unit: int, 
     `hooks`: more `engine.Hooks` (tests). A pack killed mid-way resumes from `pack_dir`."""
     from gradatlas import backend
 
-    if backend.name() != "jax" and len(specs) > 1:  # TensorFlow trains packs of one
+    if not backend.packs(backend.name()) and len(specs) > 1:  # TensorFlow trains packs of one
         out = [run([s], split, steps, eval_every, unit, fixed_images, [d], Path(pack_dir) / str(i), threads, hooks)
                for i, (s, d) in enumerate(zip(specs, run_dirs))]  # fmt: skip
         return [c for o in out for c in o[0]], [r for o in out for r in o[1]]

@@ -104,7 +104,7 @@ def probe_norms(models: list, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     spec = SimpleNamespace(activation="sigmoid", activation_params=catalog.params("activation", "sigmoid"))
     probe = backend.jit(diagnostics.probe_program(template, kernels, spec))
     x, y = ops.convert_to_tensor(x), ops.convert_to_tensor(y)
-    at_once = len(models)  # one vectorized probe of every network
+    at_once = len(models) if backend.packs(backend.name()) else 1  # one vectorized probe of every network
     out = []
     for start in range(0, len(models), at_once):
         pack = models[start : start + at_once]
