@@ -22,17 +22,29 @@ import pytest
 from conftest import REPO, make_workspace, run_snakemake, write_config
 from gradatlas import config as gaconfig, engine, packs
 
-# tests/test_engine.py's members: l2, max_norm, l1_l2 with clipnorm, one that diverges, one that stops early
-MEMBERS = [2, 4, 7, 8, 9]
+# (activation, optimizer, regularizer, lr_schedule, spec changes): every kind of optimizer step and
+# technique, the divergence guard and early stopping
+RUNS = [
+    ("relu", "adam", "l2", "constant", {"seed": 1}),
+    ("relu", "adam", "max_norm", "constant", {}),
+    ("relu", "adam", "l1_l2", "constant", {"clipnorm": 0.5, "clipvalue": None}),
+    ("relu", "adam", "none", "constant", {"learning_rate": 50.0}),  # diverges
+    ("relu", "adam", "none", "constant", {"learning_rate": 0.0, "patience": 1}),  # never improves: stops early
+    ("tanh", "momentum", "batch_norm", "constant", {}),
+    ("relu", "rmsprop", "none", "exponential", {}),
+    ("elu", "nadam", "l2", "constant", {}),
+    ("relu", "adamw", "none", "cosine", {}),
+    ("sigmoid", "nesterov", "max_norm", "inverse_time", {}),
+    ("relu", "adagrad", "none", "constant", {"clipvalue": 0.01}),
+]
+MEMBERS = list(range(len(RUNS)))
 TRAIN = """
 import json, sys
 from pathlib import Path
 from gradatlas import backend
 backend.select(sys.argv[1])
-sys.path.insert(0, {tests!r})
 import numpy as np
-from gradatlas import data, engine, model
-from test_engine import make_members
+from gradatlas import config as C, data, engine, model
 
 def build(spec, **kw):
     net = model.build(spec, **kw)
@@ -44,10 +56,16 @@ def build(spec, **kw):
 root = Path(sys.argv[2])
 split = data.split(data.read_idx_folder(Path(sys.argv[3])), 500, 2500)
 records = {{}}
-for i in {members}:
-    [m] = make_members(root / "runs", [i])
-    m = engine.Member(m.spec.replace(backend=sys.argv[1]), m.cell, m.run_dir)
-    [r] = engine.train_pack([m], split, root / f"state-{{i}}", build=build)
+for i, (activation, optimizer, regularizer, schedule, changes) in enumerate({runs!r}):
+    cell = {{"initializer": "he_normal", "activation": activation, "optimizer": optimizer, "regularizer": regularizer, "seed": 0}}
+    cfg = C.check(C.validate_schema({{
+        "data": {{"source": "idx", "path": "unused", "validation_size": 500, "train_subset": 2500}},
+        "model": {{"depth": 3, "width": 32}}, "train": {{"epochs": 3, "patience": 3, "lr_schedule": schedule}},
+        "diagnostics": {{"probe_size": 200, "early_steps": [1, 10]}}, "seeds": [0],
+        "grid": {{k: [v] for k, v in cell.items() if k != "seed"}},
+    }}))
+    spec = C.run_spec(cfg, cell).replace(backend=sys.argv[1], **changes)
+    [r] = engine.train_pack([engine.Member(spec, cell, root / "runs" / f"member-{{i}}")], split, root / f"state-{{i}}", build=build)
     records[i] = {{"summary": r["summary"], "backend": r["provenance"]["backend"]}}
 print(json.dumps(records))
 """
@@ -56,7 +74,7 @@ print(json.dumps(records))
 @pytest.fixture(scope="module")
 def both(mnist_dir, tmp_path_factory) -> dict:
     """{backend: (records by member, root)} for the same members trained on JAX and on TensorFlow."""
-    script = TRAIN.format(tests=str(REPO / "tests"), members=MEMBERS)
+    script = TRAIN.format(runs=RUNS)
     env = os.environ | {"PYTHONPATH": str(REPO), "GRADATLAS_XLA_CACHE": "off"}
     env.pop("KERAS_BACKEND", None)
     procs = {}
@@ -83,7 +101,8 @@ def test_step0_diagnostics_equal_across_backends(both):
     stats = ["grad_w_norm", "delta_norm", "delta_rms", "weight_norm", "act_mean", "act_std", "saturated_frac"]
     for i in MEMBERS:
         jax_, tf = (pd.read_parquet(both[b][1] / "runs" / f"member-{i}" / "diagnostics.parquet").query("step == 0") for b in both)
-        np.testing.assert_allclose(tf[stats].to_numpy(), jax_[stats].to_numpy(), rtol=1e-5, err_msg=f"member {i}")
+        # atol: under batch normalization the batch-mean gradient (delta_norm) is 0 up to rounding (~1e-8)
+        np.testing.assert_allclose(tf[stats].to_numpy(), jax_[stats].to_numpy(), rtol=1e-5, atol=1e-6, err_msg=f"member {i}")
 
 
 def test_results_equal_across_backends(both):
