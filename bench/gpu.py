@@ -81,14 +81,9 @@ def prepare(args, where: Path) -> Path:
 
 
 def grid_packs(cfg: dict, runs_root: Path):
-    from gradatlas import config as C
     from gradatlas import packs
 
-    runs = []
-    for row in C.grid_frame(cfg).to_dict("records"):
-        cell = C.typed_cell(cfg, row)
-        run_dir = runs_root / "/".join(f"{k}~{v}" for k, v in row.items())
-        runs.append(packs.Run(cell, C.run_spec(cfg, cell), str(run_dir)))
+    runs = packs.grid_runs(cfg, runs_root)
     return runs, packs.plan(runs, cfg["train"]["pack_size"])
 
 

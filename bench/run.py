@@ -291,10 +291,7 @@ def default_study() -> tuple[int, int, list[int]]:
     from gradatlas import packs
 
     cfg = C.check(C.validate_schema(yaml.safe_load((REPO / "config.yaml").read_text())))
-    runs = []
-    for row in C.grid_frame(cfg).to_dict("records"):
-        cell = C.typed_cell(cfg, row)
-        runs.append(packs.Run(cell, C.run_spec(cfg, cell), "/".join(f"{k}~{v}" for k, v in row.items())))
+    runs = packs.grid_runs(cfg, "runs")
     images = cfg["train"]["epochs"] * ((cfg["data"]["train_subset"] or 60_000) - cfg["data"]["validation_size"])
     return len(runs), images, [len(p.runs) for p in packs.plan(runs, cfg["train"]["pack_size"])]
 

@@ -69,15 +69,14 @@ def _import_keras() -> None:
     """Import Keras (fixing the backend) without matplotlib: Keras imports it for its image-gallery
     helpers when it is installed, 0.3 s of every job's start for plots a training never draws.
     Blocked only while Keras loads; a later `import matplotlib` works as usual."""
-    if "matplotlib" in sys.modules:
-        import keras  # noqa: F401
-
-        return
-    sys.modules["matplotlib"] = None
+    block = "matplotlib" not in sys.modules
+    if block:
+        sys.modules["matplotlib"] = None
     try:
         import keras  # noqa: F401
     finally:
-        del sys.modules["matplotlib"]
+        if block:
+            del sys.modules["matplotlib"]
 
 
 def require(backend: str) -> None:

@@ -378,7 +378,7 @@ def run_spec(config: dict, cell: dict) -> "RunSpec":
     """
     from gradatlas import catalog
 
-    train, model = config["train"], config["model"]
+    train = config["train"]
 
     def value(axis):
         if axis in cell:

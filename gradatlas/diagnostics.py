@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 
 from gradatlas import backend, catalog
-from gradatlas.outcomes import flow_class  # noqa: F401  (re-exported: the run summary uses it here)
 
 SATURATION_LEVEL = 0.05  # of the derivative's maximum
 DEAD_LEVEL = 1e-3  # "~0": below this fraction of the derivative's maximum

@@ -156,6 +156,7 @@ class Pack:
         models = [build(s, packed=True, dropout=has_dropout) for s in self.specs]
         self.model = models[0]  # the template whose stateless calls every member runs
         self.units = [layer.units for layer in gmodel.dense_layers(self.model)]
+        self.kernels = diagnostics.kernel_index(self.model)  # the Dense kernels among the trainable variables
         self.optimizer = self._optimizer(first)
         self.optimizer.build(self.model.trainable_variables)
         lr_index = next(
@@ -176,7 +177,7 @@ class Pack:
         self.state["best_ntv"] = list(self.state["ntv"])
         # the kernels at the last probe, for the update ratio (after a resume: the restored ones, as
         # every backup follows an epoch-end probe)
-        self.previous_kernels = [self.state["tv"][i] for i in self._kernel_index()]
+        self.previous_kernels = [self.state["tv"][i] for i in self.kernels]
         self.scalars = {k: np.array([s[k] for s in scalars], dtype="float32") for k in scalars[0]}
         self.hyper = {k: ops.convert_to_tensor(v) for k, v in self.scalars.items()}
         self.active = np.ones(len(self.members), dtype=bool)
@@ -199,9 +200,6 @@ class Pack:
         if index == lr_index:
             return np.asarray(spec.learning_rate, dtype=initial.dtype)
         return initial
-
-    def _kernel_index(self) -> list[int]:
-        return diagnostics.kernel_index(self.model)
 
     def _evaluate(self, tv, ntv, hyper, xs, ys, mask) -> np.ndarray:
         """(K, 2): each member's loss (with its penalty, as Keras reports it) and accuracy; one
@@ -234,7 +232,7 @@ class Pack:
 
         ops = keras.ops
         model, optimizer = self.model, self.optimizer
-        kernels = self._kernel_index()
+        kernels = self.kernels
         batch = self.batch_size
         regularizers = (keras.regularizers.L1(1.0), keras.regularizers.L2(1.0))
         apply_step = backend.optimizer_step(optimizer, model.trainable_variables)
@@ -394,14 +392,11 @@ class Pack:
 
     def _probe_all(self, step: int, phase: str, alive=None, dead=()) -> None:
         """Probe every member still training (and record NaN rows for `dead`, which diverged)."""
-        import keras
-
         start = time.perf_counter()
         stats = diagnostics.percentiles(
             self._probe(self.state["tv"], self.state["ntv"], self.previous_kernels, self.x_probe, self.y_probe)
         )
         seconds = (time.perf_counter() - start) / max(1, len(self.members))
-        kernels = self._kernel_index()
         for k, p in enumerate(self.progress):
             if k in dead:
                 p.diagnostics.extend(diagnostics.rows(stats, k, step, step / self.steps_per_epoch, phase, self.specs[k], self.units, first=False, finite=False))
@@ -409,7 +404,7 @@ class Pack:
                 first = not p.diagnostics
                 p.diagnostics.extend(diagnostics.rows(stats, k, step, step / self.steps_per_epoch, phase, self.specs[k], self.units, first=first))
                 p.probe_seconds += seconds
-        self.previous_kernels = [self.state["tv"][i] for i in kernels]
+        self.previous_kernels = [self.state["tv"][i] for i in self.kernels]
 
     def _end_epoch(self, epoch: int, sums: np.ndarray, tripped: np.ndarray, lr: np.ndarray, seconds: float) -> None:
         import keras
@@ -523,7 +518,7 @@ class Pack:
                     return
                 state[name] = [keras.ops.convert_to_tensor(a) for a in restored]
             self.state = state
-            self.previous_kernels = [state["tv"][i] for i in self._kernel_index()]
+            self.previous_kernels = [state["tv"][i] for i in self.kernels]
             self.epoch = int(meta["epoch"])
             self.active = np.array(meta["active"], dtype=bool)
             self.progress = [Progress(**p) for p in meta["progress"]]

@@ -22,7 +22,6 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from gradatlas import analysis, diagnostics  # noqa: E402
 from gradatlas.config import FACTORS  # noqa: E402
-from gradatlas.registry import FIGURES, FigureSpec  # noqa: E402,F401  (re-exported)
 
 PAGE_WIDTH_IN = 9.2
 MIN_FONT_PT = 9

@@ -37,7 +37,6 @@ def jsonable(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-
 @contextmanager
 def logged(log_path: Path):
     """Send this process's output, C++ libraries' included, to `log_path`.

@@ -54,6 +54,18 @@ class Pack:
         return [{"cell": r.cell, "spec": r.spec.as_dict(), "run_dir": r.run_dir} for r in self.runs]
 
 
+def grid_runs(config: dict, root) -> list[Run]:
+    """Every run of a checked config's grid (one per cell and seed), in `root/<axis>~<value>/...`,
+    the folders the workflow's Paramspace gives them (benchmarks and tests plan from this)."""
+    from gradatlas import config as gaconfig
+
+    runs = []
+    for row in gaconfig.grid_frame(config).to_dict("records"):
+        cell = gaconfig.typed_cell(config, row)
+        runs.append(Run(cell, gaconfig.run_spec(config, cell), str(Path(root, *(f"{k}~{v}" for k, v in row.items())))))
+    return runs
+
+
 def graph_key(spec: RunSpec) -> str:
     values = spec.as_dict()
     for name in PER_MEMBER:

@@ -23,11 +23,10 @@ import yaml
 
 from gradatlas import analysis, figures, page
 from gradatlas import config as gaconfig
-from gradatlas.config import FACTORS
 from gradatlas.files import atomic_write
 from gradatlas.provenance import git_commit
 from gradatlas.registry import (
-    ANALYSIS_TABLES, FIGURES, REPORT_TABLES, SECTIONS, FigureSpec, caption_rst, rst_text, study_settings,
+    ANALYSIS_TABLES, FIGURES, REPORT_TABLES, SECTIONS, caption_rst, rst_text, study_settings,
 )  # fmt: skip
 
 DPI = 120  # with figures at most figures.PAGE_WIDTH_IN wide, text stays >= 9 pt at page width
@@ -435,11 +434,3 @@ def write_captions(folder: Path) -> None:
     for name in REPORT_TABLES:
         (folder / f"table_{name}.rst").write_text(table_caption_rst(name))
     (folder / "findings.rst").write_text(FINDINGS_CAPTION)
-
-
-def render(tables_dir: Path, config: dict, out: Path) -> None:
-    """Backward-compatible entry point: `build` with the default figure folder and no run.json."""
-    build(tables_dir, config, out)
-
-
-__all__ += ["FigureSpec"]

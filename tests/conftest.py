@@ -72,6 +72,25 @@ def planned_runs(dry_run_output: str) -> list[str]:
     return runs
 
 
+def kill_when(proc, reached, what: str, timeout: float = 300) -> None:
+    """Wait until `reached()` (failing if `proc`, started with start_new_session, ends first or
+    `timeout` passes), then SIGKILL its whole process group."""
+    import os
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    try:
+        while not reached():
+            assert proc.poll() is None, f"the process ended ({proc.returncode}) before {what}"
+            assert time.monotonic() < deadline, f"never reached {what}"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def committed_epoch(results: Path) -> int:
     """Epochs the (one) pack training under `results` has committed to its backup so far."""
     import json

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from gradatlas import config as gaconfig, diagnostics, model as gamodel
+from gradatlas import config as gaconfig, diagnostics, model as gamodel, outcomes
 
 
 def make_spec(depth=2, width=3, **overrides):
@@ -83,12 +83,17 @@ def _kill_unit(model, unit=0):
     first.bias.assign(np.full(first.bias.shape, -0.1, dtype="float32") * (np.arange(first.bias.shape[0]) == unit))
 
 
-def test_relu_reports_inactive_and_dead_units_not_saturation():
-    spec = make_spec(width=4, activation="relu")
+def _probe_with_a_dead_unit(activation: str):
+    """(model, probe inputs, the first hidden layer's probe row) for a 4-unit net whose unit 0 is off."""
+    spec = make_spec(width=4, activation=activation)
     model = gamodel.build(spec)
     _kill_unit(model)
     x = np.random.default_rng(1).random((50, 784)).astype("float32")
-    first = diagnostics.probe(model, spec, x, np.zeros(50, "int32")).iloc[0]
+    return model, x, diagnostics.probe(model, spec, x, np.zeros(50, "int32")).iloc[0]
+
+
+def test_relu_reports_inactive_and_dead_units_not_saturation():
+    model, x, first = _probe_with_a_dead_unit("relu")
     layer = gamodel.dense_layers(model)[0]
     u = x @ keras.ops.convert_to_numpy(layer.kernel) + keras.ops.convert_to_numpy(layer.bias)
     assert first["inactive_frac"] == pytest.approx((u < 0).mean())
@@ -97,11 +102,7 @@ def test_relu_reports_inactive_and_dead_units_not_saturation():
 
 
 def test_leaky_relu_units_cannot_die():
-    spec = make_spec(width=4, activation="leaky_relu")
-    model = gamodel.build(spec)
-    _kill_unit(model)
-    x = np.random.default_rng(1).random((50, 784)).astype("float32")
-    first = diagnostics.probe(model, spec, x, np.zeros(50, "int32")).iloc[0]
+    _, _, first = _probe_with_a_dead_unit("leaky_relu")
     assert first["inactive_frac"] >= 0.25 and first["dead_frac"] == 0.0
 
 
@@ -153,7 +154,7 @@ def test_a_non_finite_network_records_nan_not_dead_units():
 
 
 def test_flow_classes_follow_the_stated_thresholds():
-    assert diagnostics.flow_class(0.05) == "vanishing"
-    assert diagnostics.flow_class(1.0) == "healthy"
-    assert diagnostics.flow_class(20.0) == "exploding"
-    assert diagnostics.flow_class(float("nan")) is None
+    assert outcomes.flow_class(0.05) == "vanishing"
+    assert outcomes.flow_class(1.0) == "healthy"
+    assert outcomes.flow_class(20.0) == "exploding"
+    assert outcomes.flow_class(float("nan")) is None

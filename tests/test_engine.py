@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -20,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from conftest import REPO, kill_when
 from gradatlas import config as gaconfig, data, engine, packs
 
 CONFIG = {
@@ -179,16 +177,7 @@ def run_script(root: Path, point: str, mnist_dir: Path, wait_for_flag: bool, bac
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, out[-3000:]
         return
-    deadline = time.monotonic() + 300
-    try:
-        while not (root / "hang.flag").exists():
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
-            assert time.monotonic() < deadline, f"never reached {point}"
-            time.sleep(0.1)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_when(proc, (root / "hang.flag").exists, point)
     (root / "hang.flag").unlink()
 
 

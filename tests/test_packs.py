@@ -17,12 +17,7 @@ def study(tmp_path: Path, **grid) -> list[packs.Run]:
                  "regularizer": ["none", "l2", "batch_norm"]} | grid,
         "seeds": [0, 1],
     }  # fmt: skip
-    gaconfig.check(gaconfig.validate_schema(cfg))
-    runs = []
-    for row in gaconfig.grid_frame(cfg).to_dict("records"):
-        cell = gaconfig.typed_cell(cfg, row)
-        runs.append(packs.Run(cell, gaconfig.run_spec(cfg, cell), str(tmp_path / "/".join(f"{k}~{v}" for k, v in row.items()))))
-    return runs
+    return packs.grid_runs(gaconfig.check(gaconfig.validate_schema(cfg)), tmp_path)
 
 
 def finish(pack: packs.Pack) -> None:

@@ -347,10 +347,10 @@ def _check_page(page: str) -> None:
     assert page.index('id="answer"') < page.index('id="fig-'), "the answer must come before the figures"
     assert "Budget: at most" in page
     assert "nan to" not in text and "+nan" not in text
-    for spec in figures.FIGURES:
+    for spec in registry.FIGURES:
         assert f'id="fig-{spec.name}"' in page, f"figure {spec.name} missing"
     images = re.findall(r'<img[^>]+src="([^"]+)"', page)
-    assert len(images) == len(figures.FIGURES)
+    assert len(images) == len(registry.FIGURES)
     assert all(src.startswith("data:image/png;base64,") for src in images)
     assert "<script" not in page.lower()
     assert "<details>" in page and "Configuration used" in page
@@ -381,7 +381,7 @@ def test_report_from_synthetic_tables(synthetic_report):
     assert "Convergence speed, activation: relu learns fastest" in html.unescape(answer)
     assert "Most exploding cell at initialization" in page
     assert sorted(p.stem for p in (out.parent / "figures").glob("*.png")) == sorted(
-        s.name for s in figures.FIGURES
+        s.name for s in registry.FIGURES
     )
 
 
@@ -505,7 +505,7 @@ def test_small_study_report_and_snakemake_report(small_study):
         plain = [c for c in analysis.TABLE_COLUMNS[name] if "<" not in c]
         assert set(plain) <= set(frame.columns), f"{name}: missing documented columns"
         assert len(frame), f"{name} is empty"
-    for spec in figures.FIGURES:
+    for spec in registry.FIGURES:
         assert (ws / f"results/report/figures/{spec.name}.png").stat().st_size > 1000
     effects = pd.read_parquet(ws / "results/tables/main_effects.parquet")
     acc = effects[(effects.outcome == "test_accuracy") & (effects.factor == "optimizer")].set_index("level")["mean"]
@@ -516,7 +516,7 @@ def test_small_study_report_and_snakemake_report(small_study):
     assert re.search(r"^report\s+1$", plan, flags=re.M) and "Params have changed" in plan, plan[-2000:]
     with zipfile.ZipFile(ws / "report.zip") as archive:
         names = archive.namelist()
-    assert sum(name.endswith(".png") for name in names) >= len(figures.FIGURES), names[:20]
+    assert sum(name.endswith(".png") for name in names) >= len(registry.FIGURES), names[:20]
     assert sum(name.endswith(".csv") for name in names) >= len(registry.REPORT_TABLES), names
     assert any(name.endswith("findings.html") for name in names), names
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SNAKEMAKE, committed_epoch, make_workspace, run_snakemake, write_config
+from conftest import SNAKEMAKE, committed_epoch, kill_when, make_workspace, run_snakemake, write_config
 
 pytestmark = pytest.mark.integration
 TIMINGS = ["seconds", "train_seconds", "samples_per_second"]
@@ -45,16 +43,7 @@ def kill_after_epoch(ws: Path, config: Path, results: str, epoch: int, rerun: bo
     if rerun:
         args += ["--rerun-incomplete"]
     proc = subprocess.Popen(args, cwd=ws, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    try:
-        while committed_epoch(ws / results) < epoch:
-            assert proc.poll() is None, f"snakemake ended ({proc.returncode}) before epoch {epoch}"
-            assert time.monotonic() < deadline, f"the pack never committed epoch {epoch}"
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_when(proc, lambda: committed_epoch(ws / results) >= epoch, f"the pack's committed epoch {epoch}")
 
 
 @pytest.fixture(scope="module")

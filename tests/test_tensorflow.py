@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -132,11 +131,7 @@ def test_tensorflow_plans_one_run_per_pack(tmp_path):
                  "regularizer": ["none", "l2"]},
         "seeds": [0, 1],
     }))  # fmt: skip
-    runs = []
-    for row in gaconfig.grid_frame(cfg).to_dict("records"):
-        cell = gaconfig.typed_cell(cfg, row)
-        runs.append(packs.Run(cell, gaconfig.run_spec(cfg, cell), str(tmp_path / "/".join(map(str, row.values())))))
-    plan = packs.plan(runs, pack_size=64)
+    plan = packs.plan(packs.grid_runs(cfg, tmp_path), pack_size=64)
     assert [len(p.runs) for p in plan] == [1] * 8
 
 

@@ -94,12 +94,11 @@ def probe_norms(models: list, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     import keras
 
     from gradatlas import diagnostics
-    from gradatlas.model import dense_layers
 
     ops = keras.ops
     template = models[0]
     variables = template.trainable_variables
-    kernels = [next(i for i, v in enumerate(variables) if v is d.kernel) for d in dense_layers(template)]
+    kernels = diagnostics.kernel_index(template)
     # the probe reads the activation from the spec: every network here is sigmoid
     spec = SimpleNamespace(activation="sigmoid", activation_params=catalog.params("activation", "sigmoid"))
     probe = backend.jit(diagnostics.probe_program(template, kernels, spec))
