@@ -1,6 +1,9 @@
 """Shared fixtures: the real MNIST, throwaway workspaces, and the real snakemake CLI.
 
-Real MNIST comes from $GRADATLAS_MNIST, or ../shared/data/mnist beside the repository.
+Real MNIST comes from $GRADATLAS_MNIST, else ../shared/data/mnist beside the repository when
+present, else the copy the project ships in resources/mnist. A test that needs MNIST never skips.
+
+With GRADATLAS_FAIL_ON_SKIP=1 (.ci/run) a skip other than EXPECTED_SKIPS fails the run.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import yaml
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 REPO = Path(__file__).resolve().parent.parent
-MNIST = Path(os.environ.get("GRADATLAS_MNIST", REPO.parent / "shared" / "data" / "mnist"))
+SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
+MNIST = Path(os.environ.get("GRADATLAS_MNIST") or (SHARED_MNIST if SHARED_MNIST.is_dir() else REPO / "resources" / "mnist"))
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 # what a workspace needs of the repository (never results/, resources/ or .snakemake/)
 WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "scripts", "envs", "studies", "profiles"]  # gradatlas: installed
@@ -27,8 +31,37 @@ WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "scripts", "envs", "st
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     if not (MNIST / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"real MNIST not found at {MNIST} (set GRADATLAS_MNIST)")
+        pytest.fail(f"real MNIST not found at {MNIST}: restore the shipped copy (git checkout -- resources/mnist) or set GRADATLAS_MNIST")
     return MNIST
+
+
+# The skips CI accepts, by reason: each depends on the machine, not on anything the project could ship.
+EXPECTED_SKIPS = {
+    "root reads files whatever their mode",  # tests/test_data.py: CI runs as root
+}
+SKIPS: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        SKIPS.append((report.nodeid, report.longrepr[2].removeprefix("Skipped: ")))
+
+
+def unexpected_skips() -> list[tuple[str, str]]:
+    return [(test, reason) for test, reason in SKIPS if reason not in EXPECTED_SKIPS]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("GRADATLAS_FAIL_ON_SKIP") == "1" and unexpected_skips() and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    unexpected = unexpected_skips()
+    if unexpected and os.environ.get("GRADATLAS_FAIL_ON_SKIP") == "1":
+        terminalreporter.section("unexpected skips (GRADATLAS_FAIL_ON_SKIP=1)", red=True)
+        for test, reason in unexpected:
+            terminalreporter.write_line(f"{test}: {reason}")
 
 
 def make_workspace(where: Path) -> Path:
