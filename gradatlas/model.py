@@ -12,6 +12,8 @@ members with different rates (0 = off) share one compiled graph.
 
 from __future__ import annotations
 
+import hashlib
+
 import keras
 
 from gradatlas import catalog
@@ -19,9 +21,27 @@ from gradatlas import catalog
 N_INPUTS, N_CLASSES = 784, 10
 
 
+# Keras seeds are uint32. Layer indices stay below LAYER_SLOTS (the schema caps depth at 200).
+SEED_LIMIT, LAYER_SLOTS = 2**32, 500
+
+
 def layer_seed(seed: int, layer: int) -> int:
-    # A seeded Keras initializer reused across layers would give every layer the same matrix.
-    return seed * 1000 + layer
+    """The Keras seed of one layer (initializer, dropout masks) of the run seeded `seed`.
+
+    A seeded Keras initializer reused across layers would give every layer the same matrix, hence
+    one seed per layer: seed * 1000 + layer wherever that fits in a uint32 (every seed up to
+    4,294,967, so runs of those seeds are bit-identical to earlier releases). A larger seed is
+    mapped to 1000 * h + 500 + layer, h = sha256(seed, layer) mod 4,294,967: deterministic, in
+    range, distinct per layer of a seed, and never a smaller seed's value, whose last three
+    digits are the layer (< 500).
+    """
+    if not 0 <= layer < LAYER_SLOTS:
+        raise ValueError(f"layer {layer} is not in 0 .. {LAYER_SLOTS - 1}")
+    direct = seed * 1000 + layer
+    if direct < SEED_LIMIT:
+        return direct
+    digest = hashlib.sha256(f"gradatlas-layer-seed:{seed}:{layer}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (SEED_LIMIT // 1000) * 1000 + LAYER_SLOTS + layer
 
 
 @keras.saving.register_keras_serializable(package="gradatlas")
