@@ -124,21 +124,88 @@ def _load_schema() -> dict:
         return yaml.safe_load(f)
 
 
+def _resolve(schema, root: dict):
+    while isinstance(schema, dict) and "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+def _subschema(schema: dict, name: str):
+    """The schema of key `name` of an object described by `schema` (None: unknown key)."""
+    extra = schema.get("additionalProperties")
+    return schema.get("properties", {}).get(name, extra if isinstance(extra, dict) else None)
+
+
+def _types(schema: dict) -> list[str]:
+    types = schema.get("type", [])
+    return [types] if isinstance(types, str) else types
+
+
+def _json_type(value) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    return {float: "number", type(None): "null", list: "array", dict: "object"}.get(type(value), "string")
+
+
+def typed_overrides(config: dict, given) -> dict:
+    """The values given with `snakemake --config` (`given`, as Snakemake parsed them) as YAML typed
+    values in `config`, in place; returns config. Run before the schema validation.
+
+    Snakemake reads a nested --config value (`train={pack_size: 256}`, `seeds=[0]`) with YAML's
+    BaseLoader, which leaves every scalar in it a string ('256'), so the documented forms failed
+    the schema ("'256' is not of type 'integer'"). Each such string is read again with the safe
+    loader, and the result kept where the schema allows its type there and it is not text: a value
+    the schema wants as text stays as given (`study=007`), and an out-of-range number then meets
+    the schema's own bound ("0 is less than the minimum of 1")."""
+    import yaml
+
+    root = _load_schema()
+
+    def typed(value, schema):
+        schema = _resolve(schema, root)
+        if not isinstance(schema, dict):
+            return value
+        if isinstance(value, dict):
+            return {name: typed(item, _subschema(schema, name)) for name, item in value.items()}
+        if isinstance(value, list):
+            return [typed(item, schema.get("items")) for item in value]
+        if not isinstance(value, str):
+            return value
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        kind, allowed = _json_type(parsed), _types(schema)
+        fits = kind in allowed or (kind == "integer" and "number" in allowed)
+        return parsed if kind != "string" and fits else value
+
+    def walk(node: dict, given: dict, schema):
+        schema = _resolve(schema, root)
+        for name, value in given.items():
+            sub = _subschema(schema, name) if isinstance(schema, dict) else None
+            if isinstance(value, dict) and isinstance(node.get(name), dict):
+                walk(node[name], value, sub)
+            elif name in node:
+                node[name] = typed(node[name], sub)
+
+    walk(config, dict(given), root)
+    return config
+
+
 def _integers(node, schema: dict, root: dict, key: str):
     """Whole numbers written as floats (1.0) where the schema wants an integer become ints, in place;
     returns the (possibly replaced) node. JSON schema counts 1.0 as an integer, Python and Keras do not."""
-    while isinstance(schema, dict) and "$ref" in schema:
-        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    schema = _resolve(schema, root)
     if not isinstance(schema, dict):
         return node
-    types = schema.get("type", [])
-    types = [types] if isinstance(types, str) else types
+    types = _types(schema)
     if isinstance(node, float) and "integer" in types and "number" not in types and node.is_integer():
         return int(node)
     if isinstance(node, dict):
-        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
         for name in list(node):
-            sub = props.get(name, extra if isinstance(extra, dict) else None)
+            sub = _subschema(schema, name)
             if sub is not None:
                 node[name] = _integers(node[name], sub, root, f"{key}.{name}" if key else name)
     elif isinstance(node, list) and isinstance(schema.get("items"), dict):

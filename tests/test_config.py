@@ -273,3 +273,23 @@ def test_check_file_passes_the_shipped_configs():
         gaconfig.check_file(path)
     assert gaconfig.main(["check-file", str(gaconfig.REPO / "config.yaml")]) == 0
 
+
+
+def test_config_arguments_become_the_types_the_schema_wants():
+    """`snakemake --config` leaves every scalar of a nested value a string (YAML's BaseLoader)."""
+    from snakemake.cli import parse_config
+    from snakemake.utils import update_config
+
+    given = parse_config(["train={pack_size: 256, clipnorm: null, deterministic: false}", "seeds=[0, 1]",
+                          "data={source: idx, path: '007'}", "techniques={dropout: {rate: 0.3}}"])  # fmt: skip
+    cfg = copy.deepcopy(BASE)
+    update_config(cfg, given)
+    gaconfig.typed_overrides(cfg, given)
+    assert cfg["train"] == {"pack_size": 256, "clipnorm": None, "deterministic": False} and cfg["seeds"] == [0, 1]
+    assert cfg["data"]["path"] == "007"  # text where the schema wants text
+    assert cfg["techniques"]["dropout"]["rate"] == 0.3
+    gaconfig.check(gaconfig.validate_schema(cfg))
+    with pytest.raises(WorkflowError, match="0 is less than the minimum of 1"):
+        given = parse_config(["train={epochs: 0}"])
+        update_config(cfg, given)
+        gaconfig.validate_schema(gaconfig.typed_overrides(cfg, given))

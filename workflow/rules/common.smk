@@ -7,6 +7,8 @@ from snakemake.utils import Paramspace, validate
 from gradatlas import config as gaconfig
 from gradatlas import packs as gapacks
 
+# a nested `--config` value arrives with every scalar a string (YAML's BaseLoader): typed first
+gaconfig.typed_overrides(config, workflow.config_settings.config)
 validate(config, str(gaconfig.SCHEMA))
 gaconfig.check(config)
 
