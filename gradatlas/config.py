@@ -50,6 +50,10 @@ AXIS_DEFAULTS = {
 DOWNLOAD_CACHE = "resources/mnist-download"
 PREPARED_ROOT = "resources/prepared"
 SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.+-]+$")
+# Bounds of a config file and of the config with every YAML alias expanded (a real study's config
+# holds a few hundred values): past them, an alias bomb would take minutes and gigabytes to validate.
+MAX_FILE_BYTES = 1 << 20
+MAX_VALUES, MAX_TEXT = 100_000, 1 << 20
 REPO = Path(__file__).resolve().parent.parent
 CANONICAL_TRAIN_IMAGES = 60000
 # Folders that must never be the results folder (besides /, the home, working and repository folders
@@ -101,8 +105,46 @@ def validate_schema(config: dict) -> dict:
     """Schema validation with defaults, for use outside a Snakefile (tests, scripts)."""
     from snakemake.utils import validate
 
+    check_size(config)
     validate(config, str(SCHEMA))
     return config
+
+
+def check_size(document, where: str = "the config") -> None:
+    """Refuse a document that, with every YAML alias expanded, holds more than MAX_VALUES values
+    and keys or MAX_TEXT characters of text, or that refers to itself.
+
+    YAML loaders share one object for all uses of an anchor, so nine levels of `[*a, *a, ...]`
+    (a few hundred bytes) load at once, but anything walking the config (the schema validation,
+    its error message) sees 10**9 values. Sizes are summed per shared object, so this costs one
+    visit per distinct object."""
+    sizes: dict[int, tuple[int, int]] = {}
+    open_ids: set[int] = set()
+
+    def size(node) -> tuple[int, int]:
+        if isinstance(node, str):
+            return 1, len(node)
+        if not isinstance(node, (dict, list)):
+            return 1, 0
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_ids:
+            raise ConfigError(f"{where}: a YAML alias refers to the value that contains it (an endless document)")
+        open_ids.add(id(node))
+        values, text = 1, 0
+        for child in (item for pair in node.items() for item in pair) if isinstance(node, dict) else node:
+            child_values, child_text = size(child)
+            values, text = values + child_values, text + child_text
+            if values > MAX_VALUES or text > MAX_TEXT:
+                raise ConfigError(
+                    f"{where}: with its YAML aliases (*name) expanded it holds more than {MAX_VALUES} values "
+                    f"or {MAX_TEXT} characters of text; a study's config is far smaller (an alias bomb?)"
+                )
+        open_ids.discard(id(node))
+        sizes[id(node)] = values, text
+        return sizes[id(node)]
+
+    size(document)
 
 
 def token(value) -> str:
@@ -494,12 +536,14 @@ def check_file(path) -> None:
     at its top level is a template whose `?` expressions are Python, run while the file is read,
     even by `snakemake -n`. YTE loads YAML with PyYAML's FullLoader, which also builds some
     `!!python/...` tags. A file passes only if it is JSON, or YAML that the safe loader reads into a
-    mapping and that never mentions `__use_yte__`.
+    mapping and that never mentions `__use_yte__`, and if it is of a config's size (`check_size`).
     """
     import yaml
 
     path = Path(path)
     try:
+        if (size := path.stat().st_size) > MAX_FILE_BYTES:
+            raise ConfigError(f"config file {path}: {size} bytes, more than the {MAX_FILE_BYTES} a config may have")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path}: cannot be read ({exc})") from None
@@ -517,6 +561,7 @@ def check_file(path) -> None:
             raise ConfigError(f"config file {path}: not plain YAML or JSON ({exc})") from None
     if not isinstance(document, dict):
         raise ConfigError(f"config file {path}: must hold keys at its top level (a mapping), not {type(document).__name__}")
+    check_size(document, f"config file {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -293,3 +293,21 @@ def test_config_arguments_become_the_types_the_schema_wants():
         given = parse_config(["train={epochs: 0}"])
         update_config(cfg, given)
         gaconfig.validate_schema(gaconfig.typed_overrides(cfg, given))
+
+
+def test_check_size_refuses_alias_bombs_endless_and_oversized_documents(tmp_path):
+    import yaml
+
+    levels = "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 7))
+    bomb = yaml.safe_load("a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + levels)  # 9**6 values: loads at once
+    with pytest.raises(gaconfig.ConfigError, match="aliases .* expanded it holds more than 100000 values"):
+        gaconfig.check_size(bomb)
+    with pytest.raises(gaconfig.ConfigError, match="refers to the value that contains it"):
+        gaconfig.check_size(yaml.safe_load("a: &a [1, *a]"))
+    with pytest.raises(gaconfig.ConfigError, match="characters of text"):
+        gaconfig.validate_schema(copy.deepcopy(BASE) | {"study": "x" * (2 << 20)})
+    gaconfig.check_size(yaml.safe_load((gaconfig.REPO / "config.yaml").read_text()))
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 200_000 + "seeds: [0]\n")
+    with pytest.raises(gaconfig.ConfigError, match="bytes, more than the 1048576 a config may have"):
+        gaconfig.check_file(big)

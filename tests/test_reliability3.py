@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import make_workspace, run_snakemake, write_config
 
@@ -69,3 +70,29 @@ def test_documented_config_forms_work(ws, mnist_dir):
     assert "batch_norm" in plan
     proc = run_snakemake(ws, "-n", "--config", "train={epochs: 0}", "--configfile", config, check=False)
     assert proc.returncode != 0 and "0 is less than the minimum of 1" in proc.stdout + proc.stderr
+
+
+# --- item 5: YAML alias bombs and oversized documents ------------------------------------------------
+def alias_bomb(indent: str = "") -> str:
+    """Nine levels of nine aliases: about 500 bytes that expand to 9**9 values."""
+    lines = [f"{indent}a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"{indent}a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_at_once(ws, mnist_dir):
+    """It passed check-file; then `snakemake -n` was still busy after 120 s (1.1 GB under resources:)."""
+    import subprocess
+    import sys
+    import time
+
+    bomb = ws / "bomb.yaml"
+    bomb.write_text(yaml.safe_dump(tiny_study(mnist_dir)) + "resources:\n  train:\n" + alias_bomb("    "))
+    check = subprocess.run([sys.executable, "-m", "gradatlas.config", "check-file", str(bomb)], capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+    assert check.returncode == 1 and "aliases (*name) expanded it holds more than 100000 values" in check.stderr
+    started = time.monotonic()
+    proc = run_snakemake(ws, "-n", "--configfile", str(bomb), check=False, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "aliases (*name) expanded it holds more than 100000 values" in out, out[-3000:]
+    assert time.monotonic() - started < 60 and len(out) < 20000  # refused, not expanded into the error

@@ -7,6 +7,8 @@ from snakemake.utils import Paramspace, validate
 from gradatlas import config as gaconfig
 from gradatlas import packs as gapacks
 
+# an alias bomb must stop before the schema walks it (or prints it in its error)
+gaconfig.check_size(config)
 # a nested `--config` value arrives with every scalar a string (YAML's BaseLoader): typed first
 gaconfig.typed_overrides(config, workflow.config_settings.config)
 validate(config, str(gaconfig.SCHEMA))
