@@ -3,8 +3,9 @@ download), validation, prepared cache, splits.
 
 The pipeline reads MNIST once (`load`, in the `prepare_data` rule), writes it to
 `resources/prepared/<key>/` as plain .npy files (`prepare`; the key is `gradatlas.config.data_key`,
-a digest of the data's content), and every training job memory-maps that cache (`open_prepared`)
-and cuts its fixed train/validation/test split from it (`split`).
+a digest of the data's content), and every training job memory-maps that cache (`open_prepared`,
+which checks it against the fingerprints recorded when it was written) and cuts its fixed
+train/validation/test split from it (`split`).
 
 Every problem with the input data raises `DataError`, whose message names the offending file by
 its full path and says what is wrong, so a user can act on it without reading a traceback.
@@ -473,7 +474,8 @@ def describe_source(source: str, path, url: str | None = None, cache=None) -> di
 
 # --- prepared cache ------------------------------------------------------------------------------
 def prepare(mnist: MNIST, out_dir, provenance: dict) -> None:
-    """Write out_dir/{x_train,y_train,x_test,y_test}.npy and source.json (provenance + counts).
+    """Write out_dir/{x_train,y_train,x_test,y_test}.npy and source.json (provenance, counts and
+    each array's `fingerprint`, which `open_prepared` checks).
 
     Everything is written into a hidden sibling folder that is then renamed to out_dir (replacing
     an existing one), so a crash never leaves a half-written out_dir behind: a reader sees either
@@ -487,7 +489,11 @@ def prepare(mnist: MNIST, out_dir, provenance: dict) -> None:
         for key in FILES:
             with _synced_file(staging / f"{key}.npy") as f:
                 np.save(f, getattr(mnist, key))
-        record = {**provenance, "counts": {key: len(getattr(mnist, key)) for key in FILES}}
+        record = {
+            **provenance,
+            "counts": {key: len(getattr(mnist, key)) for key in FILES},
+            "fingerprints": {key: fingerprint(getattr(mnist, key)) for key in FILES},
+        }
         with _synced_file(staging / "source.json") as f:
             f.write((json.dumps(record, indent=2, default=str) + "\n").encode())
         if out_dir.exists():
@@ -512,11 +518,32 @@ def _synced_file(path: Path):
         os.fsync(f.fileno())
 
 
+def _recorded_fingerprints(out_dir: Path) -> dict:
+    """The fingerprints `prepare` recorded in out_dir/source.json; for a cache prepared before they
+    were recorded, those of canonical MNIST when its inputs were the canonical files."""
+    path, redo = out_dir / "source.json", f"delete {out_dir.absolute()} and run again (prepare_data rebuilds it)"
+    try:
+        record = json.loads(path.read_text())
+        if "fingerprints" in record:
+            return record["fingerprints"]
+        inputs = set(record["sha256"].values())
+    except FileNotFoundError:
+        raise _error(path, f"missing; {redo}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _error(path, f"unreadable ({exc}); {redo}") from None
+    if record.get("source") != "npz" and len(inputs) == len(FILES) and inputs <= {*SHA256.values(), *SHA256_IDX.values()}:
+        return dict(SHA256_IDX)
+    raise _error(path, f"records no checksums of the prepared arrays; {redo}")
+
+
 def open_prepared(out_dir) -> MNIST:
-    """The prepared cache, memory-mapped read-only (cheap for many parallel training jobs), validated."""
+    """The prepared cache, memory-mapped read-only (cheap for many parallel training jobs), validated,
+    each array checked against the fingerprint recorded when it was prepared (a damaged or edited
+    cache would otherwise be trained on under the data key of the data it was made from)."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise _error(out_dir, "prepared MNIST folder not found; run the prepare_data rule first")
+    expected = _recorded_fingerprints(out_dir)
     paths = {key: out_dir / f"{key}.npy" for key in FILES}
     arrays = {}
     for key, path in paths.items():
@@ -526,6 +553,12 @@ def open_prepared(out_dir) -> MNIST:
             raise _error(path, "prepared array missing; run the prepare_data rule again") from None
         except (OSError, ValueError) as exc:
             raise _error(path, f"unreadable .npy file ({exc}); run the prepare_data rule again") from None
+        if fingerprint(arrays[key]) != expected.get(key):
+            raise _error(
+                path,
+                f"does not match the checksum recorded when it was prepared (damaged or changed); delete "
+                f"{out_dir.absolute()} and run again (prepare_data rebuilds it)",
+            )
     mnist = MNIST(**arrays)
     validate(mnist, {key: str(path.absolute()) for key, path in paths.items()})
     return mnist

@@ -336,6 +336,30 @@ def test_open_prepared_missing(tmp_path):
     assert str(tmp_path / "mnist" / "y_test.npy") in str(error.value)
 
 
+def test_open_prepared_checks_the_recorded_fingerprints(tmp_path):
+    out = tmp_path / "mnist"
+    data.prepare(synthetic(), out, {"source": "idx", "sha256": {}})
+    labels = np.load(out / "y_train.npy")
+    labels[0] = (labels[0] + 1) % 10  # a valid label, the wrong one
+    np.save(out / "y_train.npy", labels)
+    with pytest.raises(DataError, match="y_train.npy: does not match the checksum recorded") as error:
+        data.open_prepared(out)
+    assert f"delete {out}" in str(error.value)
+
+    # a cache prepared before fingerprints were recorded: canonical inputs are checked against
+    # canonical MNIST; other data cannot be checked and must be prepared again
+    record = json.loads((out / "source.json").read_text())
+    del record["fingerprints"]
+    record["sha256"] = {FILES[key] + ".gz": sha for key, sha in data.SHA256.items()}
+    (out / "source.json").write_text(json.dumps(record))
+    with pytest.raises(DataError, match="x_train.npy: does not match"):
+        data.open_prepared(out)
+    record["sha256"] = {"mine.npz": "0" * 64}
+    (out / "source.json").write_text(json.dumps(record))
+    with pytest.raises(DataError, match="source.json: records no checksums"):
+        data.open_prepared(out)
+
+
 # --- split ---------------------------------------------------------------------------------------
 def test_split_sizes_and_values():
     mnist = synthetic(n_train=12, n_test=5)

@@ -96,3 +96,23 @@ def test_an_alias_bomb_is_refused_at_once(ws, mnist_dir):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "aliases (*name) expanded it holds more than 100000 values" in out, out[-3000:]
     assert time.monotonic() - started < 60 and len(out) < 20000  # refused, not expanded into the error
+
+
+# --- item 10: a damaged prepared-data cache ----------------------------------------------------------
+def test_a_damaged_prepared_cache_is_refused(tmp_path, mnist_dir):
+    """100 inverted images in x_train.npy used to be trained on, under the canonical data key."""
+    import numpy as np
+
+    ws = make_workspace(tmp_path / "ws")
+    config = str(write_config(ws, tiny_study(mnist_dir)))
+    plan = run_snakemake(ws, "-n", "--configfile", config).stdout
+    prepared = next(line.split()[-1] for line in plan.splitlines() if "resources/prepared/" in line and "output:" in line)
+    run_snakemake(ws, prepared, "--cores", "1", "--configfile", config)
+    images = np.load(ws / prepared / "x_train.npy", mmap_mode="r+")
+    images[:100] = 255 - images[:100]
+    images.flush()
+    del images
+    proc = run_snakemake(ws, "--cores", "1", "--configfile", config, "--omit-from", "aggregate", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "x_train.npy: does not match the checksum recorded when it was prepared" in out
+    assert "prepare_data rebuilds it" in out and not list((ws / "results").rglob("run.json")), out[-3000:]
