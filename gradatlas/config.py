@@ -309,7 +309,13 @@ def check_results_folder(results: str, cwd=None) -> None:
     if text.startswith("~"):
         raise ConfigError(f"config key results: {text!r}: '~' is not expanded; write the full path")
     cwd = Path(cwd or os.getcwd()).resolve()
-    folder = (cwd / text).resolve()
+    # a file or a link to nowhere on the way would fail later, deep in snakemake or the lock
+    given = cwd / text
+    for path in (given, *given.parents):
+        if os.path.lexists(path) and not path.is_dir():
+            what = "is a link to nowhere" if path.is_symlink() and not path.exists() else "is not a folder"
+            raise ConfigError(f"config key results: {text!r}: {path} {what}; give the study a folder of its own")
+    folder = given.resolve()
     protected = {"the working folder": cwd, "the repository": REPO, "the home folder": Path.home().resolve()}
     if folder == Path(folder.anchor):
         raise ConfigError(f"config key results: {text!r} is the filesystem root; give the study a folder of its own")
@@ -396,6 +402,15 @@ def check(config: dict) -> dict:
         raise ConfigError(
             f"config key data.train_subset: {data['train_subset']} is more than the {CANONICAL_TRAIN_IMAGES} "
             "training images of MNIST"
+        )
+    # other data: against its own count, here rather than in every training job
+    available = None if canonical else gadata.train_count(data["source"], data["path"])
+    taken = data["train_subset"] or available
+    if available is not None and (taken > available or data["validation_size"] >= taken):
+        key, value = ("train_subset", taken) if taken > available else ("validation_size", data["validation_size"])
+        raise ConfigError(
+            f"config key data.{key}: {value} is too large: {data['path']} holds {available} training images "
+            "(data.validation_size must be smaller than the images taken, data.train_subset at most all of them)"
         )
 
     check_results_folder(config["results"])

@@ -421,6 +421,25 @@ def content_digest(source: str, path) -> str:
     return hashlib.sha256("|".join(shas).encode()).hexdigest()
 
 
+def train_count(source: str, path) -> int | None:
+    """How many training images an "idx" or "npz" source has, from the file headers alone (cheap at
+    every snakemake start, so that a too large data.train_subset stops before any job); None where
+    they cannot be read: prepare_data then names the problem."""
+    try:
+        if source == "npz":
+            with zipfile.ZipFile(path) as archive, archive.open("x_train.npy") as f:
+                major, _ = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                return read_header(f)[0][0]
+        with open(_find_idx_file(Path(path), "x_train"), "rb") as f:
+            head = f.read(2)
+            f.seek(0)
+            with gzip.open(f) if head == _GZIP_MAGIC else contextlib.nullcontext(f) as idx:
+                return struct.unpack(">I", idx.read(8)[4:8])[0]
+    except (OSError, ValueError, KeyError, IndexError, EOFError, struct.error, zipfile.BadZipFile, zlib.error, DataError):
+        return None
+
+
 def _check_source(source: str) -> None:
     if source not in SOURCES:
         raise ValueError(f"data.source = {source!r} is not one of {', '.join(SOURCES)}")

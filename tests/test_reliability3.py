@@ -116,3 +116,54 @@ def test_a_damaged_prepared_cache_is_refused(tmp_path, mnist_dir):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "x_train.npy: does not match the checksum recorded when it was prepared" in out
     assert "prepare_data rebuilds it" in out and not list((ws / "results").rglob("run.json")), out[-3000:]
+
+
+# --- item 11: clear errors before any job -------------------------------------------------------------
+def dry_run_fails(ws: Path, overlay: dict, name: str, *expected: str) -> str:
+    config = write_config(ws, overlay, f"{name}.yaml")
+    proc = run_snakemake(ws, "-n", "--configfile", str(config), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out, out[-3000:]
+    for text in expected:
+        assert text in out, f"{text!r} not in:\n{out[-3000:]}"
+    return out
+
+
+def test_a_results_path_that_is_a_file_or_a_link_to_nowhere_is_named(ws, mnist_dir):
+    """They used to fail with a raw NotADirectoryError (Snakemake's DAG code) or FileExistsError (the lock)."""
+    (ws / "a-file").write_text("")
+    dry_run_fails(ws, tiny_study(mnist_dir, results="a-file/study"), "file-results",
+                  "config key results: 'a-file/study'", "a-file is not a folder")  # fmt: skip
+    (ws / "gone").symlink_to(ws / "nowhere")
+    dry_run_fails(ws, tiny_study(mnist_dir, results="gone"), "dangling-results",
+                  "config key results: 'gone'", "gone is a link to nowhere")  # fmt: skip
+
+
+def test_train_subset_beyond_custom_data_is_refused_before_any_job(ws, mnist_dir, tmp_path):
+    """It was refused only inside each training job, after prepare_data."""
+    import struct
+
+    from gradatlas import data
+
+    mnist = data.read_idx_folder(mnist_dir)
+    small = tmp_path / "small-mnist"
+    small.mkdir()
+    for key, name in data.FILES.items():
+        array = getattr(mnist, key)[: 600 if key.endswith("train") else 100]
+        (small / name).write_bytes(struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+                                   + array.tobytes())  # fmt: skip
+    overlay = tiny_study(mnist_dir)
+    overlay["data"] |= {"path": str(small), "train_subset": 1000}
+    dry_run_fails(ws, overlay, "subset", "config key data.train_subset: 1000 is too large", "holds 600 training images")
+
+
+def test_an_unreadable_run_record_is_named_when_it_is_retrained(ws, mnist_dir):
+    """A broken run.json used to be retrained silently."""
+    config = str(write_config(ws, tiny_study(mnist_dir, seeds=[5]), "broken-record.yaml"))
+    plan = run_snakemake(ws, "-n", "--configfile", config).stdout
+    run_json = next(f for line in plan.splitlines() if "output:" in line for f in line.split()[1:] if "seed~5/run.json" in f)
+    (ws / run_json.rstrip(",")).parent.mkdir(parents=True, exist_ok=True)
+    (ws / run_json.rstrip(",")).write_text('{"spec": ')
+    proc = run_snakemake(ws, "-n", "--configfile", config)
+    assert f"{run_json.rstrip(',')}: unreadable (JSONDecodeError" in proc.stdout + proc.stderr
+    assert "this run is trained again" in proc.stdout + proc.stderr and "seed~5/run.json" in proc.stdout

@@ -1,6 +1,9 @@
 # Config validation and the grid. Runs at parse time, so a bad config stops before any job.
+import json
 import os
+from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import Paramspace, validate
 
 # gradatlas is the installed package (make install: pip install -e .), for this file and every script
@@ -88,6 +91,19 @@ PACK_PLAN = f"{RESULTS}/packs/plan.json"
 RUN_OUTPUTS = ["run.json", "history.csv", "diagnostics.parquet", "model.keras"]
 
 
+def warn_unreadable_runs():
+    """A run.json that cannot be read counts as unfinished (gradatlas.packs.finished_record), so its
+    run trains again: name the file and the reason instead of retraining silently."""
+    for path in RUNS:
+        try:
+            record = json.loads(Path(path).read_text())
+            record["spec"], record["summary"]
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning(f"{path}: unreadable ({type(exc).__name__}: {exc}); this run is trained again")
+
+
 def plan_packs():
     runs = [
         gapacks.Run(cell, gaconfig.run_spec(config, cell), run_dir)
@@ -97,6 +113,7 @@ def plan_packs():
     ]
     if not workflow.is_main_process and os.path.exists(PACK_PLAN):
         return gapacks.load(PACK_PLAN)
+    warn_unreadable_runs()
     return gapacks.plan(runs, config["train"]["pack_size"])
 
 
