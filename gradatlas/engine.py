@@ -429,7 +429,7 @@ class Pack:
                 "seconds": seconds,
             }
             p.history.append(row)
-            self.tensorboard[k].epoch(row, p.diagnostics, epoch + 1)
+            self.tensorboard[k].epoch(row, p.diagnostics, (epoch + 1) * self.steps_per_epoch)
             losses = np.array([row["loss"], row["val_loss"]])
             if tripped[k] or not np.all(np.isfinite(losses)) or np.any(losses > EXPLODED_LOSS):
                 p.diverged = p.stopped = True

@@ -2,9 +2,10 @@
 writer, so that a training on the JAX backend never imports TensorFlow.
 
 Per run: the epoch metrics (`epoch/loss`, `epoch/val_accuracy`, ...), every probe's per-layer
-diagnostics (`layer_<l>/<stat>` at the probe's optimizer step), and at the end the run's hparams
-(grid axes and seed) with its summary metrics (`summary/<metric>`), so that the HParams dashboard
-can sort and filter runs: `tensorboard --logdir <results>/runs`.
+diagnostics (`layer_<l>/<stat>`), and at the end the run's hparams (grid axes and seed) with its
+summary metrics (`summary/<metric>`), so that the HParams dashboard can sort and filter runs:
+`tensorboard --logdir <results>/runs`. Every scalar's step is the optimizer step (an epoch's
+metrics at the step that ends it), so epoch metrics and probes share one axis.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ class RunLog:
         if finite:
             self._write(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=finite)))
 
-    def epoch(self, row: dict, probes: list[dict], epoch: int) -> None:
-        """The epoch's metrics at step `epoch`, and the probes recorded since the last call."""
-        self.scalars(epoch, {f"epoch/{k}": row[k] for k in EPOCH_TAGS})
+    def epoch(self, row: dict, probes: list[dict], step: int) -> None:
+        """The epoch's metrics at optimizer step `step` (the epoch's last), and the probes recorded
+        since the last call."""
+        self.scalars(step, {f"epoch/{k}": row[k] for k in EPOCH_TAGS})
         for probe in probes[self._probes_written :]:
             self.scalars(probe["step"], {f"layer_{probe['layer']}/{s}": probe[s] for s in STATS})
         self._probes_written = len(probes)

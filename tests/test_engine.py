@@ -232,8 +232,10 @@ def test_tensorboard_holds_epoch_metrics_per_layer_diagnostics_and_hparams(train
                 else:
                     tags.setdefault(value.tag, []).append(event.step)
     assert hparams == {"initializer": "lecun_normal", "activation": "relu", "optimizer": "adam", "regularizer": "dropout", "seed": 2.0}
-    assert tags["epoch/val_accuracy"] == [1, 2, 3, 4]
+    diag = pd.read_parquet(run / "diagnostics.parquet")
+    assert tags["layer_1/delta_rms"] == sorted(diag["step"].unique())  # every probe, at its optimizer step
+    # one step axis: each of the 4 epochs' metrics at the optimizer step that ends it, beside its probe
+    epoch_ends = sorted(diag.loc[diag["phase"] == "epoch", "step"].unique())
+    assert len(epoch_ends) == 4 and tags["epoch/val_accuracy"] == epoch_ends
     assert len(tags["epoch/lr"]) == 4 and "epoch/learning_rate" not in tags  # each metric once
-    steps = sorted(pd.read_parquet(run / "diagnostics.parquet")["step"].unique())
-    assert tags["layer_1/delta_rms"] == steps  # every probe, at its optimizer step
     assert "summary/test_accuracy" in tags
