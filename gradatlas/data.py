@@ -436,7 +436,7 @@ def train_count(source: str, path) -> int | None:
             f.seek(0)
             with gzip.open(f) if head == _GZIP_MAGIC else contextlib.nullcontext(f) as idx:
                 return struct.unpack(">I", idx.read(8)[4:8])[0]
-    except (OSError, ValueError, KeyError, IndexError, EOFError, struct.error, zipfile.BadZipFile, zlib.error, DataError):
+    except (OSError, ValueError, KeyError, IndexError, EOFError, struct.error, zipfile.BadZipFile, zlib.error):
         return None
 
 
@@ -550,7 +550,8 @@ def _recorded_fingerprints(out_dir: Path) -> dict:
         raise _error(path, f"missing; {redo}") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise _error(path, f"unreadable ({exc}); {redo}") from None
-    if record.get("source") != "npz" and len(inputs) == len(FILES) and inputs <= {*SHA256.values(), *SHA256_IDX.values()}:
+    canonical = {*SHA256.values(), *SHA256_IDX.values()}
+    if record.get("source") != "npz" and len(inputs) == len(FILES) and inputs <= canonical:
         return dict(SHA256_IDX)
     raise _error(path, f"records no checksums of the prepared arrays; {redo}")
 

@@ -106,7 +106,8 @@ def test_a_damaged_prepared_cache_is_refused(tmp_path, mnist_dir):
     ws = make_workspace(tmp_path / "ws")
     config = str(write_config(ws, tiny_study(mnist_dir)))
     plan = run_snakemake(ws, "-n", "--configfile", config).stdout
-    prepared = next(line.split()[-1] for line in plan.splitlines() if "resources/prepared/" in line and "output:" in line)
+    outputs = [line.split()[-1] for line in plan.splitlines() if "output:" in line]
+    prepared = next(f for f in outputs if "resources/prepared/" in f)
     run_snakemake(ws, prepared, "--cores", "1", "--configfile", config)
     images = np.load(ws / prepared / "x_train.npy", mmap_mode="r+")
     images[:100] = 255 - images[:100]
@@ -161,9 +162,10 @@ def test_an_unreadable_run_record_is_named_when_it_is_retrained(ws, mnist_dir):
     """A broken run.json used to be retrained silently."""
     config = str(write_config(ws, tiny_study(mnist_dir, seeds=[5]), "broken-record.yaml"))
     plan = run_snakemake(ws, "-n", "--configfile", config).stdout
-    run_json = next(f for line in plan.splitlines() if "output:" in line for f in line.split()[1:] if "seed~5/run.json" in f)
-    (ws / run_json.rstrip(",")).parent.mkdir(parents=True, exist_ok=True)
-    (ws / run_json.rstrip(",")).write_text('{"spec": ')
+    outputs = [f.rstrip(",") for line in plan.splitlines() if "output:" in line for f in line.split()[1:]]
+    run_json = next(f for f in outputs if f.endswith("seed~5/run.json"))
+    (ws / run_json).parent.mkdir(parents=True, exist_ok=True)
+    (ws / run_json).write_text('{"spec": ')
     proc = run_snakemake(ws, "-n", "--configfile", config)
-    assert f"{run_json.rstrip(',')}: unreadable (JSONDecodeError" in proc.stdout + proc.stderr
+    assert f"{run_json}: unreadable (JSONDecodeError" in proc.stdout + proc.stderr
     assert "this run is trained again" in proc.stdout + proc.stderr and "seed~5/run.json" in proc.stdout
