@@ -1,14 +1,21 @@
 """The report's figures: one function each, tables in, a matplotlib Figure out.
 
-Legible at page width: every figure is at most PAGE_WIDTH_IN wide (legends go below, never to the
-right), with text of at least MIN_FONT_PT, saved at report.DPI. One colour per level across the whole
-report: `use_levels` sets each factor's level order once and `level_color` maps a level to its colour
-in every figure. Heatmaps carry a colour bar; time axes are optimizer steps on a log scale or
-labelled probe categories. Intervals are 95% t-intervals (`analysis.t_interval`). The registry of
-figures (name, section, title, caption) is `gradatlas.registry.FIGURES`.
+Legible at page width: every figure is at most PAGE_WIDTH_IN wide (legends go below the axes, never
+over them nor to the right), with text of at least MIN_FONT_PT, saved at report.DPI.
+
+One colour system: health classes and statuses have fixed semantic colours (CLASS_COLORS,
+STATUS_COLORS) that no factor level uses; a level's colour (`level_color`) depends only on its factor
+and its name, so it is the same in every figure and every study; each heatmapped quantity has one
+colormap (`quantity_cmap`). Runs are pooled robustly: medians with 25-75% bands over runs, log scales
+where values span decades, batch-normalized runs apart from the others where BN changes the picture.
+Heatmaps carry a colour bar; time axes are optimizer steps on a log scale or labelled probe
+categories. Intervals of means are 95% t-intervals (`analysis.t_interval`). The registry of figures
+(name, section, title, caption) is `gradatlas.registry.FIGURES`.
 """
 
 from __future__ import annotations
+
+import zlib
 
 import matplotlib
 
@@ -20,8 +27,9 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from gradatlas import analysis, diagnostics  # noqa: E402
-from gradatlas.config import FACTORS  # noqa: E402
+from gradatlas import analysis, catalog, diagnostics  # noqa: E402
+from gradatlas.config import FACTORS, NAMED_AXES  # noqa: E402
+from gradatlas.outcomes import FLOW_EXPLODING_ABOVE, FLOW_VANISHING_BELOW, HEALTH_CLASSES, STATUSES  # noqa: E402
 
 PAGE_WIDTH_IN = 9.2
 MIN_FONT_PT = 9
@@ -30,8 +38,18 @@ plt.rcParams.update({
     "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
     "legend.fontsize": 9, "legend.title_fontsize": 9, "figure.titlesize": 11,
 })  # fmt: skip
-PALETTE = sns.color_palette("colorblind", 10) + sns.color_palette("tab20", 20)[1::2]
-FLOW_COLORS = {"vanishing": PALETTE[0], "healthy": PALETTE[2], "exploding": PALETTE[3], "no value": PALETTE[7]}
+# semantic colours (Okabe-Ito hues): a class or status means the same colour in every figure
+CLASS_COLORS = dict(zip(HEALTH_CLASSES, ("#009E73", "#56B4E9", "#D55E00", "#E69F00", "#666666", "#000000"))) | {
+    "no value": "#D9D9D9"}  # fmt: skip
+STATUS_COLORS = dict(zip(STATUSES, (CLASS_COLORS["healthy"], "#F0E442", CLASS_COLORS["diverged"])))
+# level colours: hues the semantic colours do not use (no green, sky blue, vermillion, orange, yellow,
+# black or grey), as many as the largest catalog section, so a factor's levels never collide
+LEVEL_PALETTE = ("#0072B2", "#CC79A7", "#6A3D9A", "#A6611A", "#E7298A", "#808000", "#1A1A6E", "#B39DDB",
+                 "#800000", "#4A7C8C")  # fmt: skip
+NEUTRAL = ("0.25", "0.6")  # two greys for contrasts that are neither levels nor classes
+# one colormap per heatmapped quantity; accuracy-like outcomes share one
+QUANTITY_CMAPS = {"test_accuracy": "viridis", "val_auc": "viridis", "delta_rms": "magma", "delta_norm": "magma"}
+OTHER_CMAP = "cividis"
 MAX_PANELS = 16  # facets per figure; beyond it the figure shows the most informative ones and says so
 MAX_LEVELS = 10  # lines per panel
 MAX_ROWS = 6  # rows of per-activation panels
@@ -41,12 +59,14 @@ KEY_OUTCOMES = {
     "val_auc": "area under val. curve (0-1)",
 }
 DIAGNOSTIC_COLUMNS = set(diagnostics.COLUMNS)  # the columns of diagnostics.parquet (the rest are run keys)
+BN, NO_BN = "batch_norm", "no batch_norm"  # the two groups of `bn_groups`
 _LEVELS: dict[str, list[str]] = {}
 
 
-# --- one colour per level -------------------------------------------------------------------------
+# --- one colour per level, per class, per status, per quantity --------------------------------------
 def use_levels(order: dict[str, list[str]]) -> None:
-    """Set each factor's level order (config order) for every figure: colours and row/column order."""
+    """Set each factor's level order (config order) for every figure: row/column and legend order, and
+    the colours of axes outside the catalog."""
     _LEVELS.clear()
     _LEVELS.update({k: [analysis.level_label(v) for v in vs] for k, vs in order.items()})
 
@@ -58,17 +78,73 @@ def levels_of(factor: str, present) -> list[str]:
     return known + [v for v in present if v not in known]
 
 
-def level_color(factor: str, level) -> tuple:
-    """The colour of a level, the same in every figure of the report."""
+def _catalog_offsets() -> dict[str, int]:
+    """Where each catalog axis starts in LEVEL_PALETTE: after the previous sections, so the first
+    initializer, activation, optimizer and regularizer do not all share one colour."""
+    offsets, start = {}, 0
+    for axis, section in NAMED_AXES.items():
+        offsets[axis] = start
+        start += len(catalog.CATALOG[section])
+    return offsets
+
+
+_CATALOG_OFFSETS = _catalog_offsets()
+
+
+def level_color(factor: str, level) -> str:
+    """The colour of a level: from its place in the catalog (catalog axes), else in the config's order
+    (`use_levels`), else a hash of its name; never from the levels a figure happens to show."""
     level = analysis.level_label(level)
-    order = _LEVELS.setdefault(factor, [])
-    if level not in order:
-        order.append(level)
-    return PALETTE[order.index(level) % len(PALETTE)]
+    if factor in NAMED_AXES:
+        order, offset = list(catalog.CATALOG[NAMED_AXES[factor]]), _CATALOG_OFFSETS[factor]
+    else:
+        order, offset = _LEVELS.get(factor, []), 0
+    index = order.index(level) if level in order else zlib.crc32(f"{factor}={level}".encode())
+    return LEVEL_PALETTE[(offset + index) % len(LEVEL_PALETTE)]
 
 
 def level_palette(factor: str, levels) -> dict:
     return {lv: level_color(factor, lv) for lv in levels}
+
+
+def quantity_cmap(quantity: str) -> str:
+    """The colormap of a heatmapped quantity, the same in every figure."""
+    return QUANTITY_CMAPS.get(quantity, OTHER_CMAP)
+
+
+# --- robust pooling over runs (pure: what the figures plot) -------------------------------------------
+def bn_groups(frame: pd.DataFrame) -> pd.Series:
+    """Per row: BN or NO_BN (regularizer batch_norm or not); all NO_BN without a regularizer axis.
+    Batch normalization rescales every layer's input, so pooling it with the rest hides both."""
+    if "regularizer" not in frame.columns:
+        return pd.Series(NO_BN, index=frame.index)
+    return frame["regularizer"].map(analysis.level_label).eq(BN).map({True: BN, False: NO_BN})
+
+
+def run_quantiles(frame: pd.DataFrame, value: str, by: list[str]) -> pd.DataFrame:
+    """Per `by` group: median, 25th and 75th percentile of `value` over its rows (one row per run)
+    and n (finite values); a few extreme runs move neither the line nor the band much."""
+    values = frame.assign(_v=pd.to_numeric(frame[value], errors="coerce").astype(float))
+    values = values[np.isfinite(values["_v"])]
+    grouped = values.groupby(by, dropna=False)["_v"]
+    return pd.DataFrame({"median": grouped.median(), "q25": grouped.quantile(0.25), "q75": grouped.quantile(0.75),
+                         "n": grouped.size()}).reset_index()  # fmt: skip
+
+
+def spans_decades(values, decades: float = 2.0) -> bool:
+    """Whether the finite |values| reach `decades` orders of magnitude beyond 1 (a linear axis would
+    flatten everything else)."""
+    values = np.abs(pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float))
+    values = values[np.isfinite(values)]
+    return bool(len(values)) and float(values.max()) >= 10.0**decades
+
+
+def per_step_update(diagnostics: pd.DataFrame) -> pd.Series:
+    """update_ratio (‖W(t) − W(previous probe)‖ / ‖W(previous probe)‖) divided by the steps between
+    the two probes: a lower bound on the mean per-step update ratio (equal when the steps align)."""
+    keys = [*_run_keys(diagnostics), "layer"]
+    gap = diagnostics.sort_values("step").groupby(keys, dropna=False)["step"].diff()
+    return pd.to_numeric(diagnostics["update_ratio"], errors="coerce") / gap.reindex(diagnostics.index).where(gap > 0)
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -108,6 +184,14 @@ def _legend_below(fig, handles, labels, title: str | None = None, ncol: int = 4)
     if handles:
         fig.legend(handles, labels, title=title, loc="upper center", bbox_to_anchor=(0.5, 0.0),
                    ncol=max(1, min(ncol, len(labels))), frameon=False)  # fmt: skip
+
+
+def _legend_under(ax, title: str, ncol: int = 3) -> None:
+    """The panel's legend below its x-axis label, so it never covers a curve."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, title=title, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                  ncol=max(1, min(ncol, len(labels))), frameon=False)  # fmt: skip
 
 
 def _log10(values) -> pd.Series:
@@ -155,14 +239,13 @@ def status_overview(status_counts: pd.DataFrame):
         return _empty("no runs", "Run status")
     factors = list(dict.fromkeys(status_counts["factor"]))
     statuses = [c for c in status_counts.columns if c not in ("factor", "level", "n")]
-    colors = dict(zip(analysis.STATUSES, (PALETTE[2], PALETTE[1], PALETTE[3])))  # converged, stalled, diverged
     fig, axes = _grid(len(factors), 2, 4.7, 0.32 * status_counts.groupby("factor").size().max() + 1.3)
     for ax, factor in zip(axes.flat, factors):
         sub = status_counts[status_counts["factor"] == factor].set_index("level")
         sub = sub.loc[levels_of(factor, sub.index)[::-1], statuses]
         left = np.zeros(len(sub))
         for status in statuses:
-            ax.barh(sub.index, sub[status], left=left, color=colors.get(status, PALETTE[7]), label=status)
+            ax.barh(sub.index, sub[status], left=left, color=STATUS_COLORS.get(status, CLASS_COLORS["no value"]), label=status)
             left += sub[status].to_numpy()
         ax.set_title(factor)
         ax.set_xlabel("runs (count)")
@@ -176,11 +259,13 @@ def status_overview(status_counts: pd.DataFrame):
 
 # --- gradient flow ----------------------------------------------------------------------------------
 def flow_classes(flow: pd.DataFrame):
-    """Share of runs vanishing / healthy / exploding per level, at init and at the last probe."""
+    """Share of runs in each gradient-health class per level, at init and at the last probe: every
+    class of HEALTH_CLASSES that the table has a share_<class> column for."""
     if flow.empty:
-        return _empty("no delta ratios (vanishing_ratio_init / _final) in the runs table", "Gradient-flow classes")
+        return _empty("no delta ratios (vanishing_ratio_init / _final) in the runs table", "Gradient-health classes")
     factors = list(dict.fromkeys(flow["factor"]))
     whens = list(dict.fromkeys(flow["when"]))
+    classes = [c for c in HEALTH_CLASSES if f"share_{c}" in flow.columns]
     height = 0.3 * flow.groupby(["when", "factor"]).size().max() + 1.0
     fig, axes = plt.subplots(len(factors), len(whens), figsize=(PAGE_WIDTH_IN, height * len(factors)), squeeze=False)
     for i, factor in enumerate(factors):
@@ -189,11 +274,11 @@ def flow_classes(flow: pd.DataFrame):
             sub = flow[(flow["factor"] == factor) & (flow["when"] == when)].set_index("level")
             sub = sub.loc[levels_of(factor, sub.index)[::-1]]
             left = np.zeros(len(sub))
-            for cls in analysis.FLOW_CLASSES:
+            for cls in classes:
                 share = sub[f"share_{cls}"].fillna(0).to_numpy()
-                ax.barh(sub.index, share, left=left, color=FLOW_COLORS[cls], label=cls)
+                ax.barh(sub.index, share, left=left, color=CLASS_COLORS[cls], label=cls)
                 left += share
-            ax.barh(sub.index, 1 - left, left=left, color=FLOW_COLORS["no value"], label="no value")
+            ax.barh(sub.index, 1 - left, left=left, color=CLASS_COLORS["no value"], label="no value")
             for y, (level, r) in enumerate(sub.iterrows()):
                 ax.text(1.01, y, f"n={int(r['n'])}", va="center", fontsize=9)
             ax.set_xlim(0, 1)
@@ -201,9 +286,9 @@ def flow_classes(flow: pd.DataFrame):
             ax.set_xlabel("share of runs (0-1)")
             ax.set_ylabel("level" if j == 0 else "")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    _suptitle(fig, "Gradient-flow class of the delta ratio (layer 1 / output), per level")
+    _suptitle(fig, "Gradient-health class of the runs, per level")
     fig.tight_layout()
-    _legend_below(fig, handles, labels, "class")
+    _legend_below(fig, handles, labels, "class", ncol=len(labels))
     return fig
 
 
@@ -252,10 +337,11 @@ def gradient_flow(diagnostics: pd.DataFrame, rows: str = "activation", hue: str 
 
 
 # --- convergence ------------------------------------------------------------------------------------
-def epochs_to_threshold(curves: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Per run: the first epoch whose validation accuracy >= threshold (NaN: never) and the epochs it ran."""
-    keys = [c for c in curves.columns if c not in
-            {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "learning_rate", "seconds"}]  # fmt: skip
+def epochs_to_threshold(curves: pd.DataFrame, threshold: float, axes) -> pd.DataFrame:
+    """Per run (its grid `axes` and seed): the first epoch whose validation accuracy >= threshold (NaN:
+    never) and the epochs it ran. The run keys come from the axes: a grid axis may share its name with
+    a history column (learning_rate)."""
+    keys = analysis.run_keys(curves, axes)
     hit = curves.assign(_e=curves["epoch"].where(curves["val_accuracy"] >= threshold))
     return hit.groupby(keys, dropna=False).agg(epochs=("_e", "min"), epochs_run=("epoch", "max")).reset_index()
 
@@ -263,17 +349,19 @@ def epochs_to_threshold(curves: pd.DataFrame, threshold: float) -> pd.DataFrame:
 def convergence_ecdf(curves: pd.DataFrame, thresholds, factors: list[str] | None = None):
     """Share of runs at each validation-accuracy threshold by epoch, per factor level (misses count).
 
-    `thresholds`: (label, value) pairs, or plain values.
+    `thresholds`: (label, value) pairs, or plain values; `factors`: the grid axes (default FACTORS),
+    which identify a run with its seed.
     """
     if curves is None or curves.empty:
         return _empty("no learning curves", "Convergence")
     thresholds = [t if isinstance(t, tuple) else (f"target {t:g}", t) for t in thresholds]
-    factors = _varying(curves, factors or FACTORS)
+    grid_axes = factors or FACTORS
+    factors = _varying(curves, grid_axes)
     panels = [(label, value, f) for label, value in thresholds for f in factors]
-    fig, axes = _grid(len(panels), 2, 4.75, 3.2, sharey=True)
+    fig, axes = _grid(len(panels), 2, 4.75, 3.9, sharey=True)
     max_epoch = int(curves["epoch"].max())
     epochs = np.arange(0, max_epoch + 1)
-    per_threshold = {value: epochs_to_threshold(curves, value) for _, value, _ in panels}
+    per_threshold = {value: epochs_to_threshold(curves, value, grid_axes) for _, value, _ in panels}
     for ax, (label, value, factor) in zip(axes.flat, panels):
         per_run = per_threshold[value]
         for level in levels_of(factor, per_run[factor])[:MAX_LEVELS]:
@@ -286,7 +374,7 @@ def convergence_ecdf(curves: pd.DataFrame, thresholds, factors: list[str] | None
         ax.set_xlabel("epoch")
         ax.set_ylabel("share of runs reached")
         ax.set_title(f"by {factor}: {label}")
-        ax.legend(title="level (reached/runs)", loc="lower right")
+        _legend_under(ax, "level (reached/runs)", ncol=2)
     _suptitle(fig, "Convergence: share of runs at the threshold by epoch (misses stay in the denominator)")
     fig.tight_layout()
     return fig
@@ -317,7 +405,7 @@ def accuracy_atlas(runs: pd.DataFrame, rows: str = "initializer", cols: str = "a
         for f, v in zip(facets, panel):
             sub = sub[sub[f] == v]
         grid = sub.pivot(index=rows, columns=cols, values="test_accuracy").reindex(index=row_levels, columns=col_levels)
-        sns.heatmap(grid.astype(float), ax=ax, vmin=0, vmax=1, cmap="viridis", annot=True, fmt=".2f", cbar=False,
+        sns.heatmap(grid.astype(float), ax=ax, vmin=0, vmax=1, cmap=quantity_cmap("test_accuracy"), annot=True, fmt=".2f", cbar=False,
                     annot_kws={"fontsize": 9}, linewidths=0.5, linecolor="white")  # fmt: skip
         for _, row in sub[sub["diverged"] > 0].iterrows():
             x, y = col_levels.index(row[cols]) + 0.5, row_levels.index(row[rows]) + 0.85
@@ -330,7 +418,8 @@ def accuracy_atlas(runs: pd.DataFrame, rows: str = "initializer", cols: str = "a
         ax.tick_params(axis="y", rotation=0)
     fig.tight_layout(rect=(0, 0, 0.93, 0.97))
     cax = fig.add_axes((0.945, 0.2, 0.015, 0.6))
-    fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap="viridis"), cax=cax, label="test accuracy (0-1)")
+    fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap=quantity_cmap("test_accuracy")), cax=cax,
+                 label="test accuracy (0-1)")  # fmt: skip
     shown = f" ({len(panels)} of {len(panel_means)} panels, best first)" if len(panel_means) > len(panels) else ""
     _suptitle(fig, f"Test accuracy (mean over seeds); ✕k/n: k of n seeds diverged; panels {' / '.join(facets) or 'all'}{shown}")
     return fig
@@ -349,7 +438,7 @@ def interaction_heatmaps(interactions: pd.DataFrame, outcome: str = "test_accura
         grid = sub.pivot(index="level_a", columns="level_b", values="mean").astype(float).reindex(
             index=levels_of(a, sub["level_a"]), columns=levels_of(b, sub["level_b"])
         )
-        sns.heatmap(grid, ax=ax, cmap="cividis", annot=grid.size <= 64, fmt=".2f", annot_kws={"fontsize": 9},
+        sns.heatmap(grid, ax=ax, cmap=quantity_cmap(outcome), annot=grid.size <= 64, fmt=".2f", annot_kws={"fontsize": 9},
                     vmin=0 if is_fraction else None, vmax=1 if is_fraction else None,
                     cbar_kws={"label": "mean " + outcome.replace("_", " ")})  # fmt: skip
         ax.set_xlabel(b)
@@ -411,11 +500,10 @@ def paired_delta_forest(deltas: pd.DataFrame, outcomes: dict[str, str] | None = 
             list(zip(first["factor"], first["level"]))
         )
         y = np.arange(len(sub))[::-1]
-        for yi, ((factor, level), row) in zip(y, sub.iterrows()):
-            color = level_color(factor, level)
+        for yi, (_, row) in zip(y, sub.iterrows()):  # neutral: a colour would read as good or bad
             if np.isfinite(row["ci_low"]):
-                ax.plot([row["ci_low"], row["ci_high"]], [yi, yi], color=color, lw=2)
-            ax.plot(row["mean_delta"], yi, "o", color=color)
+                ax.plot([row["ci_low"], row["ci_high"]], [yi, yi], color=NEUTRAL[0], lw=2)
+            ax.plot(row["mean_delta"], yi, "o", color=NEUTRAL[0])
         ax.axvline(0, color="0.3", lw=1, ls="--")
         ax.set_xlabel(label)
         ax.set_yticks(y, labels)
@@ -436,13 +524,13 @@ def variance_bars(variance: pd.DataFrame, outcomes: list[str] | None = None, top
     for ax, outcome in zip(axes.flat, outcomes):
         sub = effects[effects["outcome"] == outcome].nlargest(top, "eta_sq")
         terms = sub["term"].str.replace(r"C\((\w+)\)", r"\1", regex=True).str.replace(":", " × ")
-        colors = [PALETTE[0] if ":" not in t else PALETTE[1] for t in sub["term"]]
+        colors = [NEUTRAL[0] if ":" not in t else NEUTRAL[1] for t in sub["term"]]
         ax.barh(terms[::-1], sub["eta_sq"][::-1], color=colors[::-1])
         ax.set_xlim(0, 1)
         ax.set_xlabel("η² (share of variance)")
         ax.set_ylabel("term")
         ax.set_title(outcome.replace("_", " "))
-    handles = [Patch(color=PALETTE[0]), Patch(color=PALETTE[1])]
+    handles = [Patch(color=NEUTRAL[0]), Patch(color=NEUTRAL[1])]
     _suptitle(fig, "Which technique matters most in this study: η² per term")
     fig.tight_layout()
     _legend_below(fig, handles, ["main effect", "two-way interaction"])
@@ -475,10 +563,10 @@ def contrasting_cells(runs: pd.DataFrame, factors: list[str], k: int = 2) -> lis
         add(f"worst #{i + 1} (acc {row['test_accuracy']:.2f})", row)
     if "ratio" in cells and cells["ratio"].notna().any():
         low = cells.loc[cells["ratio"].idxmin()]
-        if low["ratio"] < np.log10(analysis.FLOW_VANISHING_BELOW):
+        if low["ratio"] < np.log10(FLOW_VANISHING_BELOW):
             add(f"most vanishing (10^{low['ratio']:.1f})", low)
         high = cells.loc[cells["ratio"].idxmax()]
-        if high["ratio"] > np.log10(analysis.FLOW_EXPLODING_ABOVE):
+        if high["ratio"] > np.log10(FLOW_EXPLODING_ABOVE):
             add(f"most exploding (10^{high['ratio']:+.1f})", high)
     return picked
 
@@ -513,7 +601,7 @@ def delta_heatmaps(diagnostics: pd.DataFrame, cells: list[tuple[str, dict]]):
         grid = sub.groupby(["layer", "step"])["value"].mean().unstack("step").sort_index(ascending=False)
         ax.patch.set_hatch("//")
         ax.patch.set_edgecolor("0.6")
-        sns.heatmap(grid, ax=ax, cmap="viridis", vmin=vmin, vmax=vmax, cbar=False)
+        sns.heatmap(grid, ax=ax, cmap=quantity_cmap(metric), vmin=vmin, vmax=vmax, cbar=False)
         ax.set_xticks(np.arange(grid.shape[1]) + 0.5, [names[s] for s in grid.columns], rotation=90)
         ax.set_xlabel("probe (labelled; not to scale)")
         ax.set_ylabel("layer (1 = input)")
@@ -521,123 +609,164 @@ def delta_heatmaps(diagnostics: pd.DataFrame, cells: list[tuple[str, dict]]):
         ax.set_title(label + "\n" + ", ".join(str(v) for v in cell.values()), fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.92, 0.95))
     cax = fig.add_axes((0.935, 0.2, 0.015, 0.6))
-    fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap="viridis"), cax=cax, extend=extend,
+    fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap=quantity_cmap(metric)), cax=cax, extend=extend,
                  label=f"log10 {metric}")  # fmt: skip
     clipped = " (colour scale clipped at the 2nd-98th percentile: arrow ends)" if extend != "neither" else ""
     _suptitle(fig, f"Error signal per layer over training; hatched: diverged, no value{clipped}")
     return fig
 
 
-def _percentile_panels(diagnostics: pd.DataFrame, prefix: str, log: bool, title: str, mean_std: bool = False):
+def pooled(diagnostics: pd.DataFrame, value: str, by: list[str]) -> pd.DataFrame:
+    """`run_quantiles` of `value` per `by`, BN group (column bn) and step: each row of `diagnostics`
+    is one run's probe, so the quantiles are over runs, batch-normalized runs apart."""
+    return run_quantiles(diagnostics.assign(bn=bn_groups(diagnostics)), value, [*by, "bn", "step"])
+
+
+def percentile_series(diagnostics: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """What the percentile figures plot per activation, layer, BN group and step: over runs, the median
+    and 25-75% band of each run's median (`<prefix>_p50`: median, q25, q75, n), and the medians over
+    runs of each run's 5th and 95th percentiles (p05, p95)."""
+    by = ["activation", "layer"]
+    keys = [*by, "bn", "step"]
+    tails = [pooled(diagnostics, f"{prefix}_{p}", by).set_index(keys)["median"].rename(p) for p in ("p05", "p95")]
+    return pooled(diagnostics, f"{prefix}_p50", by).set_index(keys).join(tails).reset_index()
+
+
+def _bn_style(group: str) -> str:
+    """batch_norm runs in the regularizer level's colour, the others in neutral grey."""
+    return level_color("regularizer", BN) if group == BN else NEUTRAL[0]
+
+
+def _percentile_panels(diagnostics: pd.DataFrame, prefix: str, log: bool, title: str):
     layers = _panel_layers(diagnostics)
     acts = levels_of("activation", diagnostics["activation"])[:MAX_ROWS]
     fig, axes = plt.subplots(len(acts), len(layers), figsize=(PAGE_WIDTH_IN, 2.1 * len(acts) + 0.9), squeeze=False,
                              sharex=True)  # fmt: skip
-    cols = [f"{prefix}_p05", f"{prefix}_p50", f"{prefix}_p95"] + (["act_mean", "act_std"] if mean_std else [])
     floor = None
     if log:  # |δ| is exactly 0 for inactive ReLU units: draw zeros at a floor below the smallest positive value
+        cols = [f"{prefix}_p05", f"{prefix}_p50", f"{prefix}_p95"]
         values = pd.to_numeric(diagnostics[cols].stack(), errors="coerce")
         positive = values[values > 0]
         floor = 10.0 ** (np.floor(np.log10(positive.min())) - 1) if len(positive) else 1e-12
         diagnostics = diagnostics.assign(**{c: pd.to_numeric(diagnostics[c], errors="coerce").where(
             lambda v: ~(v == 0), floor) for c in cols})  # fmt: skip
+    series = percentile_series(diagnostics, prefix)
+    groups = [g for g in (NO_BN, BN) if g in set(series["bn"])]
     for i, act in enumerate(acts):
-        sub = diagnostics[diagnostics["activation"] == act]
-        color = level_color("activation", act)
         for j, layer in enumerate(layers):
             ax = axes[i, j]
-            at = sub[sub["layer"] == layer].copy()
-            for c in cols:
-                at[c] = _log10(at[c]).to_numpy() if log and c != "act_mean" else pd.to_numeric(at[c], errors="coerce").to_numpy()
-            m = at.groupby("step")[cols].mean()
-            x = m.index.to_numpy(dtype=float) + 1
-            ax.fill_between(x, m[cols[0]], m[cols[2]], color=color, alpha=0.3, lw=0)
-            ax.plot(x, m[cols[1]], color=color, lw=2)
-            if mean_std:
-                ax.plot(x, m["act_mean"], color="0.2", ls="--", lw=1)
-                ax.plot(x, m["act_mean"] + m["act_std"], color="0.4", ls=":", lw=1)
-                ax.plot(x, m["act_mean"] - m["act_std"], color="0.4", ls=":", lw=1)
+            at = series[(series["activation"] == act) & (series["layer"] == layer)]
+            for group in groups:
+                m = at[at["bn"] == group].sort_values("step")
+                x, color = m["step"].to_numpy(dtype=float) + 1, _bn_style(group)
+                ax.fill_between(x, m["q25"], m["q75"], color=color, alpha=0.25, lw=0)
+                ax.plot(x, m["median"], color=color, lw=2)
+                ax.plot(x, m["p05"], color=color, ls=":", lw=1)
+                ax.plot(x, m["p95"], color=color, ls=":", lw=1)
             _steps_axis(ax)
-            kind = sub.loc[sub["layer"] == layer, "layer_kind"]
+            if log:
+                ax.set_yscale("log")
+            elif spans_decades(at[["q25", "q75", "p05", "p95"]].to_numpy().ravel()):
+                ax.set_yscale("symlog", linthresh=1.0)  # linear within ±1, log beyond: exploding runs
+            kind = diagnostics.loc[diagnostics["layer"] == layer, "layer_kind"]
             ax.set_title(f"{act}, layer {layer}{' (output)' if len(kind) and kind.iloc[0] == 'output' else ''}", fontsize=9)
             ax.set_xlabel("steps + 1 (log)" if i == len(acts) - 1 else "")
-            ax.set_ylabel(("log10 " if log else "") + prefix if j == 0 else "")
+            scale = ax.get_yscale()
+            ax.set_ylabel(prefix + (f" ({scale})" if scale != "linear" else "") if j == 0 else "")
+    handles = [plt.Line2D([], [], color=_bn_style(g), lw=2) for g in groups]
+    handles.append(plt.Line2D([], [], color=NEUTRAL[0], ls=":", lw=1))
+    labels = [f"{g}: median of the run medians (band: 25-75% of runs)" for g in groups]
+    labels.append("median of the runs' 5th / 95th percentiles")
     _suptitle(fig, title + (f"; zeros drawn at 10^{np.log10(floor):.0f}" if floor else ""))
     fig.tight_layout()
+    _legend_below(fig, handles, labels, ncol=1)
     return fig
 
 
 def delta_percentiles(diagnostics: pd.DataFrame):
-    """5th/50th/95th percentiles of |per-sample δ| per layer and activation over training (log10)."""
+    """|per-sample δ| per layer and activation over training (log): over runs, the median and 25-75%
+    band of each run's median, and the medians of its 5th/95th percentiles; BN runs apart."""
     empty = _needs(diagnostics, ["delta_p05", "delta_p50", "delta_p95"], "δ percentiles")
-    return empty or _percentile_panels(diagnostics, "delta", True,
-                                       "|δ| per layer over training: median (line), 5th-95th percentile (band)")  # fmt: skip
+    return empty or _percentile_panels(diagnostics, "delta", True, "|δ| per layer over training, pooled over runs "
+                                       "by medians")  # fmt: skip
 
 
 def activation_percentiles(diagnostics: pd.DataFrame):
-    """5th/50th/95th percentiles of each block's output per layer and activation over training."""
-    empty = _needs(diagnostics, ["act_p05", "act_p50", "act_p95", "act_mean", "act_std"], "Activation percentiles")
-    return empty or _percentile_panels(diagnostics, "act", False, "Activations per layer over training: median, "
-                                       "5th-95th percentile, mean (dashed) ± std (dotted)", mean_std=True)  # fmt: skip
+    """Each block's output per layer and activation over training: over runs, the median and 25-75% band
+    of each run's median, and the medians of its 5th/95th percentiles; BN runs apart; symlog where
+    values pass 100."""
+    empty = _needs(diagnostics, ["act_p05", "act_p50", "act_p95"], "Activation percentiles")
+    return empty or _percentile_panels(diagnostics, "act", False, "Activations per layer over training, pooled over "
+                                       "runs by medians")  # fmt: skip
 
 
 def saturation_dead(diagnostics: pd.DataFrame):
     """Per activation: its family's measure (saturated_frac or inactive_frac, never both on one panel)
-    and dead_frac, per hidden layer over optimizer steps (log); diverged probes add nothing."""
+    and dead_frac, per hidden layer over optimizer steps (log): median over runs with a 25-75% band,
+    batch-normalized runs in panels of their own; diverged probes add nothing."""
     hidden = diagnostics[diagnostics["layer_kind"] == "hidden"] if len(diagnostics) else diagnostics
     if hidden.empty:
         return _empty("no hidden-layer diagnostics", "Saturation and dead units")
     acts = levels_of("activation", hidden["activation"])[:MAX_ROWS]
     layers = sorted(hidden["layer"].unique())
     colors = dict(zip(layers, sns.color_palette("viridis", len(layers))))
-    fig, axes = plt.subplots(len(acts), 2, figsize=(PAGE_WIDTH_IN, 2.2 * len(acts) + 0.9), squeeze=False, sharex=True)
+    groups = [g for g in (NO_BN, BN) if g in set(bn_groups(hidden))]
+    panels = [(kind, g) for kind in ("measure", "dead_frac") for g in groups]
+    fig, axes = plt.subplots(len(acts), len(panels), figsize=(PAGE_WIDTH_IN, 2.2 * len(acts) + 0.9), squeeze=False,
+                             sharex=True)  # fmt: skip
     for i, act in enumerate(acts):
         sub = hidden[hidden["activation"] == act]
         family = analysis.activation_family(act)
         measure = "inactive_frac" if family == "relu" else "saturated_frac"
         if measure not in sub.columns and family == "relu" and "saturated_frac" in sub.columns:
             measure = "saturated_frac"  # an older engine recorded the ReLU family's inactive share here
-        for j, metric in enumerate([measure, "dead_frac"]):
+        for j, (kind, group) in enumerate(panels):
             ax = axes[i, j]
+            metric = measure if kind == "measure" else kind
             if metric in sub.columns:
-                m = sub.groupby(["layer", "step"])[metric].mean().unstack("layer")
-                for layer in m.columns:
-                    ax.plot(m.index + 1, m[layer], marker=".", color=colors[layer], label=f"layer {layer}")
+                m = pooled(sub, metric, ["layer"])
+                for layer, line in m[m["bn"] == group].groupby("layer"):
+                    x = line["step"].to_numpy(dtype=float) + 1
+                    ax.fill_between(x, line["q25"], line["q75"], color=colors[layer], alpha=0.15, lw=0)
+                    ax.plot(x, line["median"], marker=".", color=colors[layer])
             _steps_axis(ax)
             ax.set_ylim(-0.02, 1.02)
             name = {"inactive_frac": "inactive (u < 0)", "saturated_frac": "saturated (f' < 5% max)",
                     "dead_frac": "dead units"}[metric]  # fmt: skip
-            ax.set_title(f"{act}: {name}")
-            ax.set_ylabel(f"{metric} (0-1)")
+            ax.set_title(f"{act}: {name}" + (f"\n{group}" if len(groups) > 1 else ""), fontsize=9)
+            ax.set_ylabel(f"{metric} (0-1)" if j == 0 or kind != panels[j - 1][0] else "")
             if i < len(acts) - 1:
                 ax.set_xlabel("")
     handles = [plt.Line2D([], [], color=colors[layer], marker=".") for layer in layers]
-    _suptitle(fig, "Saturated (saturating activations) or inactive (ReLU family) units, and dead units")
+    _suptitle(fig, "Saturated or inactive, and dead units per hidden layer: median over runs, band 25-75%")
     fig.tight_layout()
     _legend_below(fig, handles, [f"layer {layer}" for layer in layers], "hidden layer", ncol=6)
     return fig
 
 
 def update_ratio(diagnostics: pd.DataFrame):
-    """‖ΔW‖/‖W‖ between probes per layer over steps (log-log), one panel per activation."""
+    """Update ratio per step (`per_step_update`) per layer over steps (log-log), one panel per
+    activation, median over runs with a 25-75% band."""
     empty = _needs(diagnostics, ["update_ratio"], "Update ratio")
     if empty:
         return empty
-    data = diagnostics[diagnostics["step"] > 0]
+    data = diagnostics[diagnostics["step"] > 0].assign(per_step=per_step_update(diagnostics))
     acts = levels_of("activation", data["activation"])[:MAX_PANELS]
     layers = sorted(data["layer"].unique())
     colors = dict(zip(layers, sns.color_palette("viridis", len(layers))))
     fig, axes = _grid(len(acts), 3, PAGE_WIDTH_IN / min(3, max(2, len(acts))), 2.8, sharey=True)
+    m = run_quantiles(data[data["per_step"] > 0], "per_step", ["activation", "layer", "step"])
     for ax, act in zip(axes.flat, acts):
-        sub = data[data["activation"] == act].assign(value=lambda d: _log10(d["update_ratio"]).to_numpy())
-        m = sub.groupby(["layer", "step"])["value"].mean().unstack("layer")
-        for layer in m.columns:
-            ax.plot(m.index + 1, m[layer], marker=".", color=colors[layer])
+        for layer, line in m[m["activation"] == act].groupby("layer"):
+            x = line["step"].to_numpy(dtype=float) + 1
+            ax.fill_between(x, line["q25"], line["q75"], color=colors[layer], alpha=0.15, lw=0)
+            ax.plot(x, line["median"], marker=".", color=colors[layer])
         _steps_axis(ax)
+        ax.set_yscale("log")
         ax.set_title(act)
-        ax.set_ylabel("log10 update ratio")
+        ax.set_ylabel("update ratio per step (log)")
     handles = [plt.Line2D([], [], color=colors[layer], marker=".") for layer in layers]
-    _suptitle(fig, "Relative weight update between probes, per layer (geometric mean over runs)")
+    _suptitle(fig, "‖ΔW‖/‖W‖ between probes ÷ steps between them, per layer: median over runs, band 25-75%")
     fig.tight_layout()
     _legend_below(fig, handles, [f"layer {layer}" for layer in layers], "layer", ncol=7)
     return fig
@@ -650,7 +779,7 @@ def learning_curves(full_curves: pd.DataFrame, factors: list[str] | None = None)
     if full_curves is None or full_curves.empty:
         return _empty("no learning curves", "Learning curves")
     factors = _varying(full_curves, factors or FACTORS)
-    fig, axes = _grid(len(factors), 2, 4.75, 3.1, sharey=True)
+    fig, axes = _grid(len(factors), 2, 4.75, 3.8, sharey=True)
     for ax, factor in zip(axes.flat, factors):
         levels = levels_of(factor, full_curves[factor])[:MAX_LEVELS]
         sns.lineplot(full_curves[full_curves[factor].isin(levels)], x="epoch", y="val_accuracy", hue=factor,
@@ -659,8 +788,7 @@ def learning_curves(full_curves: pd.DataFrame, factors: list[str] | None = None)
         ax.set_ylabel("validation accuracy (0-1)")
         ax.set_title(f"by {factor}")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        if ax.get_legend():
-            ax.legend(title=factor, loc="lower right")
+        _legend_under(ax, factor)
     keys = [c for c in full_curves.columns if c not in ("epoch", "val_accuracy", "filled")]
     per_run = full_curves.groupby(keys, dropna=False)["filled"].agg(set)
     n_stop = int(per_run.map(lambda s: "early_stop" in s).sum())
@@ -678,14 +806,13 @@ def loss_curves(curves: pd.DataFrame, factors: list[str] | None = None):
         return _empty("no training losses", "Training-loss curves")
     factors = _varying(curves, factors or FACTORS)
     data = curves.assign(log_loss=_log10(curves["loss"]).to_numpy())
-    keys = [c for c in curves.columns if c in set(factors) | {"seed"} or c.startswith("chosen_")]
     keys = [k for k in dict.fromkeys([*factors, "seed"]) if k in curves.columns]
     last = int(curves["epoch"].max())
     per_run = data.groupby(keys, dropna=False).agg(finite=("log_loss", lambda s: np.isfinite(s).all()),
                                                    epochs=("epoch", "max"))  # fmt: skip
     n_lost = int((~per_run["finite"]).sum())
     n_short = int((per_run["epochs"] < last).sum())
-    fig, axes = _grid(len(factors), 2, 4.75, 3.1, sharey=True)
+    fig, axes = _grid(len(factors), 2, 4.75, 3.8, sharey=True)
     for ax, factor in zip(axes.flat, factors):
         levels = levels_of(factor, data[factor])[:MAX_LEVELS]
         finite = data[np.isfinite(data["log_loss"]) & data[factor].isin(levels)]
@@ -698,7 +825,7 @@ def loss_curves(curves: pd.DataFrame, factors: list[str] | None = None):
         ax.set_ylabel("training loss (log)")
         ax.set_title(f"by {factor}")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.legend(title=factor, loc="upper right")
+        _legend_under(ax, factor)
     _suptitle(fig, f"Training loss (geometric mean); left out: {n_lost} runs from their non-finite epoch, "
                    f"{n_short} runs stopped early after their last epoch")  # fmt: skip
     fig.tight_layout()
@@ -711,20 +838,20 @@ def leaderboard_plot(board: pd.DataFrame, outcome: str = "test_accuracy"):
     sub = board[board["outcome"] == outcome] if "outcome" in board.columns else board
     if sub.empty:
         return _empty("no cells", "Leaderboard")
-    axes_cols = [c for c in sub.columns
+    grid_axescols = [c for c in sub.columns
                  if c not in {"outcome", "rank_group", "rank", "mean", "ci_low", "ci_high", "n_seeds", "flow"}]  # fmt: skip
-    labels = [f"#{int(r['rank'])} " + " / ".join(str(r[c]) for c in axes_cols) + f" (n={int(r['n_seeds'])})"
+    labels = [f"#{int(r['rank'])} " + " / ".join(str(r[c]) for c in grid_axescols) + f" (n={int(r['n_seeds'])})"
               for _, r in sub.iterrows()]  # fmt: skip
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN, 0.34 * len(sub) + 1.4))
     y = np.arange(len(sub))[::-1]
     for yi, (_, row) in zip(y, sub.iterrows()):
-        color = PALETTE[0] if row["rank_group"] == "best" else PALETTE[3]
+        color = NEUTRAL[0] if row["rank_group"] == "best" else NEUTRAL[1]
         if np.isfinite(row["ci_low"]):
             ax.plot([row["ci_low"], row["ci_high"]], [yi, yi], color=color, lw=2)
         ax.plot(row["mean"], yi, "o", color=color)
     ax.set_yticks(y, labels)
     ax.set_xlabel(f"{outcome} (mean over seeds; line: 95% t-interval)")
     ax.set_ylabel("cell")
-    ax.set_title("Best (blue) and worst (red) cells")
+    ax.set_title("Best (dark grey) and worst (light grey) cells")
     fig.tight_layout()
     return fig

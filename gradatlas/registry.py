@@ -85,11 +85,12 @@ FIGURES: tuple[FigureSpec, ...] = (
                "Stacked horizontal bars: for each level of each factor, how many runs converged, stalled (best "
                "validation accuracy below train.stall_accuracy) or diverged (a non-finite loss stopped them). Units: "
                "runs. A long 'diverged' or 'stalled' segment flags a level that breaks training."),
-    FigureSpec("flow_classes", "gradient-flow", "Gradient-flow class per level",
-               "For each level of each factor, the share of runs (0-1) whose delta ratio (RMS error signal at layer 1 "
-               "over that at the output layer) is vanishing (below 0.1), healthy (0.1-10) or exploding (above 10), "
-               "at initialization (left) and at the last probe (right). Vanishing and exploding are counted apart, "
-               "never averaged together; a diverged run with no finite ratio is 'no value'."),
+    FigureSpec("flow_classes", "gradient-flow", "Gradient-health class per level",
+               "For each level of each factor, the share of runs (0-1) in each gradient-health class (healthy, "
+               "vanishing, exploding, saturated, dead, diverged: the rules are given above the tables), at "
+               "initialization (left) and at the last probe (right); 'no value': runs without a verdict. Classes are "
+               "counted apart, never averaged together. Each class and status has a fixed colour that no factor "
+               "level uses."),
     FigureSpec("gradient_flow", "gradient-flow", "Error signal and weight gradient through the layers",
                "log10 of the RMS per-sample error signal δ (delta_rms) and of the weight-gradient norm ‖∂L/∂W‖ per "
                "Dense layer (1 = next to the input, last = output layer), at initialization and after epoch 1; one "
@@ -104,12 +105,13 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("atlas", "atlas", "Test accuracy atlas",
                "Heatmaps of test accuracy (fraction correct, 0-1; mean over seeds; colour bar on the right) with "
                "initializers as rows and activations as columns in the config's order, one panel per optimizer / "
-               "regularizer combination (at most 16 panels; with more, the best-scoring ones). Cells marked "
+               "regularizer combination (at most 16 panels; with more, the best-scoring ones); accuracy has the same colormap "
+               "here and in the interactions. Cells marked "
                "'✕ k/n div.' had k of their n seeds diverge (their accuracy is that of the diverged model)."),
     FigureSpec("interactions", "atlas", "Two-way interactions, every factor pair",
                "Mean test accuracy (0-1, colour bar per panel) for each pair of levels of two factors, over every "
                "other factor and seed, for every pair of varying factors; rows and columns in the config's order, as "
-               "in the atlas. Rows that are not parallel show an interaction: a technique that helps only together "
+               "in the atlas, and the atlas's colormap for accuracy. Rows that are not parallel show an interaction: a technique that helps only together "
                "with another."),
     FigureSpec("main_effects", "effects", "Main effects with 95% t-intervals",
                "Each panel: the mean of one outcome (row) per level of one factor (column), over all other factors "
@@ -119,8 +121,8 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("paired_deltas", "effects", "Paired effects against the baselines",
                "Forest plot: each row is one level compared with its factor's baseline (config report.baselines), "
                "paired on every other factor and the seed; the dot is the mean difference (level minus baseline), "
-               "the line its 95% t-interval over pairs (n pairs in the table). A line that does not cross the dashed "
-               "zero line is a clear effect. Units as in the x-axis labels."),
+               "the line its 95% t-interval over pairs (n pairs in the table), both in neutral grey. A line that does not "
+               "cross the dashed zero line is a clear effect. Units as in the x-axis labels."),
     FigureSpec("variance", "variance", "Variance decomposition (η²)",
                "For the key outcomes (test accuracy, distance from healthy flow at init and after training, area under "
                "the validation curve; every outcome is in the variance_decomposition table), the share of its variance "
@@ -134,26 +136,36 @@ FIGURES: tuple[FigureSpec, ...] = (
                "colour scale is clipped at the 2nd-98th percentile: arrow ends on the colour bar and the title say "
                "so; hatched cells are probes where the network had diverged (no finite value)."),
     FigureSpec("delta_percentiles", "delta-time", "Distribution of the error signal per layer over training",
-               "5th, 50th and 95th percentiles of |per-sample error signal| (delta_p05/p50/p95, same scale as "
-               "delta_rms; log10) over the probe batch and units, per layer (columns) and activation (rows) against "
-               "optimizer steps (log scale; step 0 drawn at 1). Band: 5th-95th percentile, line: median; averaged "
-               "over runs in log10."),
+               "Each run's 5th, 50th and 95th percentiles of |per-sample error signal| over the probe batch and units "
+               "(delta_p05/p50/p95, same scale as delta_rms; log axis), per layer (columns) and activation (rows) "
+               "against optimizer steps (log scale; step 0 drawn at 1), pooled over runs by medians: line, the "
+               "median over runs of the run medians; band, their 25th-75th percentile over runs; dotted, the "
+               "medians over runs of the 5th and 95th percentiles. Runs with batch_norm are drawn apart (the "
+               "batch_norm level's colour) from the others (grey), so a few extreme runs or BN do not set the "
+               "picture."),
     FigureSpec("activation_percentiles", "activations", "Distribution of activations per layer over training",
-               "5th, 50th and 95th percentiles of each block's output over probe samples and units "
-               "(act_p05/p50/p95), with its mean (dashed) and ± one standard deviation (dotted: act_mean ± act_std), "
-               "per layer (columns) and activation (rows) against optimizer steps (log scale; step 0 drawn at 1), "
-               "mean over runs. A band collapsing onto the activation's flat region shows saturation."),
+               "Each run's 5th, 50th and 95th percentiles of each block's output over probe samples and units "
+               "(act_p05/p50/p95), per layer (columns) and activation (rows) against optimizer steps (log scale; "
+               "step 0 drawn at 1), pooled over runs by medians: line, the median over runs of the run medians; "
+               "band, their 25th-75th percentile over runs; dotted, the medians over runs of the 5th and 95th "
+               "percentiles. Runs with batch_norm (the batch_norm level's colour) are drawn apart from the others "
+               "(grey). A panel whose values pass 100 uses a symlog axis (linear within ±1, log beyond). Lines "
+               "collapsing onto the activation's flat region show saturation."),
     FigureSpec("saturation", "activations", "Saturated, inactive and dead units",
                "Top row: for saturating activations (sigmoid, tanh, elu, selu, gelu) the share of (sample, unit) "
                "pairs whose derivative is below 5% of its maximum (saturated_frac); for ReLU and leaky ReLU the "
                "share with negative input (inactive_frac). These are different measures and are never drawn on "
                "the same panel. Bottom row: share of units whose derivative is ~0 for every probe sample "
-               "(dead_frac). Per hidden layer (colour) against optimizer steps (log scale), mean over runs; probes "
-               "of diverged networks add no value."),
+               "(dead_frac). Per hidden layer (colour) against optimizer steps (log scale): median over runs (line) "
+               "and 25th-75th percentile over runs (band), runs with batch_norm in panels of their own (BN changes "
+               "saturation: pooled, it hides the saturated cells); probes of diverged networks add no value."),
     FigureSpec("update_ratio", "activations", "Relative weight updates per layer",
-               "‖W(t) − W(previous probe)‖ / ‖W(previous probe)‖ per Dense layer (colour) against optimizer steps "
-               "(log scale), one panel per activation, geometric mean over runs (log10 axis). Around 10^-3 per step "
-               "is the usual healthy range; much smaller means a layer that does not learn."),
+               "Update ratio per step: ‖W(t) − W(previous probe)‖ / ‖W(previous probe)‖ divided by the optimizer "
+               "steps between the two probes (1 to a few hundred), per Dense layer (colour) against optimizer steps "
+               "(log scale), one panel per activation; median over runs (line), 25th-75th percentile (band), log "
+               "axis. It is a lower bound on the mean single-step ratio (equal when the steps point the same way), "
+               "so a value below the common 10^-3-per-step rule of thumb does not by itself mean a layer that does "
+               "not learn; a value falling by decades does."),
     FigureSpec("learning_curves", "learning-curves", "Validation learning curves",
                "Validation accuracy (0-1) after each epoch, one panel per factor, one line per level (mean over every "
                "run at that level; band: 95% t-interval). No run drops out: after early stopping a run keeps its "

@@ -237,10 +237,13 @@ def flow_view(flow: pd.DataFrame, when: str) -> pd.DataFrame:
 
 
 def convergence_view(conv: pd.DataFrame) -> pd.DataFrame:
+    """The convergence table as shown: without the targets (in the text) and without all-empty columns
+    (e.g. km_median_epochs when no level's runs reached the target in half its runs)."""
     if conv.empty:
         return conv
     view = with_interval(conv, "mean_val_auc", "n_auc")
-    return view.drop(columns=[c for c in ("target", "relative_target") if c in view])
+    view = view.drop(columns=[c for c in ("target", "relative_target") if c in view])
+    return view.loc[:, view.notna().any()]
 
 
 # --- HTML -----------------------------------------------------------------------------------------

@@ -240,7 +240,7 @@ def test_learning_curves_carry_diverged_runs_and_say_so(study):
 
 
 def test_convergence_ecdf_counts_misses(tables):
-    per_run = figures.epochs_to_threshold(tables["curves"], 0.9)
+    per_run = figures.epochs_to_threshold(tables["curves"], 0.9, FACTORS)
     sigmoid = per_run[per_run["activation"] == "sigmoid"]
     assert sigmoid["epochs"].isna().all() and len(sigmoid) == 16
     fig = figures.convergence_ecdf(tables["curves"], [0.9, 0.5], FACTORS)
