@@ -1,8 +1,9 @@
 """Run folders -> the tidy tables of a study (`results/tables/`).
 
-- runs:        one row per run: every grid axis, `seed`, the summary metrics of run.json (for the
-               unit fractions at the end of epoch 1 the summary's values, else computed here the same
-               way), `steps_per_epoch` (from the diagnostics' epoch probes) and `probe_seconds`.
+- runs:        one row per run: every grid axis, `seed`, the summary metrics of run.json (among them
+               the run measures and verdicts, `outcomes.RUN_MEASURES`, derived once by
+               `diagnostics.run_measures`), `steps_per_epoch` (from the diagnostics' epoch probes)
+               and `probe_seconds`.
 - curves:      one row per run and epoch: run keys + history.csv's columns.
 - diagnostics: one row per run, probe and layer: run keys + diagnostics.parquet's columns.
 
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from gradatlas import config as gaconfig
-from gradatlas import diagnostics as diagnostics_module
+from gradatlas.outcomes import RUN_MEASURES
 
 
 
@@ -39,7 +40,7 @@ def read_record(path: Path) -> dict:
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise BrokenRunError(
             f"{path}: cannot read this run.json ({type(error).__name__}: {error}). Delete the run folder or "
-            "rerun it (snakemake --forcerun train) before aggregating."
+            "rerun snakemake (it trains the run again) before aggregating."
         ) from error
     missing = [key for key in ("cell", "spec", "summary") if not isinstance(record, dict) or key not in record]
     if missing:
@@ -62,34 +63,11 @@ def read_run(run_dir: Path, config: dict) -> tuple[dict, pd.DataFrame, pd.DataFr
     if diffs:
         raise StaleRunError(
             f"{run_dir}: this run does not match the current config ({'; '.join(diffs)}). "
-            "Delete the folder or rerun it (snakemake --forcerun train) before aggregating."
+            "Delete the folder and rerun snakemake (it trains the run with the current config)."
         )
     history = _read(run_dir / "history.csv", pd.read_csv)
     diagnostics = _read(run_dir / "diagnostics.parquet", pd.read_parquet)
     return record, history, diagnostics
-
-
-UNIT_FRACTIONS = ("saturated_frac", "inactive_frac", "dead_frac")
-
-
-def finite_probes(diagnostics: pd.DataFrame) -> pd.DataFrame:
-    """`diagnostics` with the unit fractions blanked at probes where the network was non-finite.
-
-    A diverged network's probe says nothing about its units (an old engine recorded it as every unit
-    dead, none saturated): where the probe's gradient or error statistics are not finite, the
-    fractions become NaN for every layer of that probe.
-    """
-    out = diagnostics.copy()
-    checks = [c for c in ("grad_w_norm", "delta_rms", "act_std") if c in out.columns]
-    if not checks or out.empty:
-        return out
-    bad_row = ~np.isfinite(out[checks].apply(pd.to_numeric, errors="coerce").astype(float)).all(axis=1)
-    keys = [c for c in out.columns if c not in diagnostics_module.COLUMNS] + ["step"]
-    bad = bad_row.groupby([out[k] for k in keys], dropna=False).transform("any") if keys else bad_row
-    for column in UNIT_FRACTIONS:
-        if column in out.columns:
-            out[column] = pd.to_numeric(out[column], errors="coerce").astype(float).mask(bad)
-    return out
 
 
 def _read(path: Path, reader) -> pd.DataFrame:
@@ -97,19 +75,6 @@ def _read(path: Path, reader) -> pd.DataFrame:
         return reader(path)
     except Exception as error:  # any reader failure: say which file
         raise BrokenRunError(f"{path}: cannot read it ({type(error).__name__}: {error}); rerun this run.") from error
-
-
-def epoch1_means(diagnostics: pd.DataFrame) -> dict:
-    """Mean over hidden layers, at the end of epoch 1, of each unit fraction (NaN where undefined:
-    saturated_frac for the ReLU family, inactive_frac otherwise, and at a non-finite probe)."""
-    diagnostics = finite_probes(diagnostics)
-    rows = diagnostics[(diagnostics["phase"] == "epoch") & (diagnostics["layer_kind"] == "hidden")]
-    first = rows[rows["step"] == rows["step"].min()] if len(rows) else rows
-    out = {}
-    for column in UNIT_FRACTIONS:
-        values = pd.to_numeric(first[column], errors="coerce") if column in first.columns else pd.Series(dtype=float)
-        out[f"{column}_epoch1"] = float(values.mean()) if values.notna().any() else np.nan
-    return out
 
 
 def steps_per_epoch(diagnostics: pd.DataFrame) -> float:
@@ -127,13 +92,17 @@ def tables(run_dirs: list[Path], config: dict) -> dict[str, pd.DataFrame]:
     for run_dir in run_dirs:
         record, history, diagnostics = read_run(run_dir, config)
         keys = {axis: record["cell"][axis] for axis in axes} | {"seed": record["cell"]["seed"]}
-        summary = dict(record["summary"])
-        for column, value in epoch1_means(diagnostics).items():  # the engine's summary wins where it has one
-            summary.setdefault(column, value)
+        summary = record["summary"]
+        missing = [name for name in RUN_MEASURES if name not in summary]
+        if missing:
+            raise BrokenRunError(
+                f"{run_dir / 'run.json'}: its summary lacks {', '.join(missing)} (trained by an older GradAtlas); "
+                "rerun snakemake, which trains such runs again."
+            )
         extra = {"steps_per_epoch": steps_per_epoch(diagnostics), "probe_seconds": record.get("probe_seconds", np.nan)}
         runs.append(keys | summary | extra)
         curves.append(history.assign(**keys))
-        diags.append(finite_probes(diagnostics).assign(**keys))
+        diags.append(diagnostics.assign(**keys))
     key_cols = axes + ["seed"]
 
     def keyed_first(frames):

@@ -10,10 +10,12 @@ Intervals are 95% t-intervals (mean ± t(0.975, n-1)·s/√n): with 2-3 seeds th
 should be, and with fewer than two values they are NaN and printed "n/a". Every printed interval
 carries its n (`format_estimate`).
 
-Gradient flow is the delta ratio: delta_rms at layer 1 over delta_rms at the output layer. Its class
-is vanishing (< FLOW_VANISHING_BELOW), healthy or exploding (> FLOW_EXPLODING_ABOVE); vanishing and
-exploding are never averaged together: a level is scored by its share of healthy runs and by the
-distance from healthy, |log10 ratio|, so an exploding cell can never rank "best".
+Gradient health is each run's verdict (`health_init`, `health_final`: healthy, vanishing, exploding,
+saturated, dead or diverged, from every diagnostic; gradatlas.outcomes), read from the runs table, never
+recomputed here. A level's verdict is its distribution over the classes (shares with n), never the
+class of a median; levels rank by their share of healthy runs, then by the distance from healthy flow
+|log10 delta ratio|. At initialization only distinct networks count: runs that differ only in what
+cannot act before the first update (`catalog.acts_before_first_step`) are one network, counted once.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from scipy import stats
 from statsmodels.stats.anova import anova_lm
 
 from gradatlas.config import FACTORS
-from gradatlas.outcomes import FLOW_CLASSES, FLOW_EXPLODING_ABOVE, FLOW_VANISHING_BELOW, STATUSES, flow_class
+from gradatlas.catalog import acts_before_first_step
+from gradatlas.outcomes import FLOW_EXPLODING_ABOVE, FLOW_VANISHING_BELOW, HEALTH_CLASSES, HEALTH_RULES, STATUSES
 from gradatlas.registry import ANALYSIS_TABLES, NUISANCE_TABLE
 
 CI_LEVEL = 0.95
@@ -99,8 +102,41 @@ def activation_family(activation: str) -> str:
     return "relu" if entry is not None and getattr(entry, "inactive_is_saturated", False) else "saturating"
 
 
-def flow_class_of_log10(value: float) -> str | None:
-    return flow_class(10.0**value) if np.isfinite(value) else None
+def init_levels(frame: pd.DataFrame, factors) -> pd.DataFrame:
+    """`frame` (labelled levels) with every level replaced by what the network is at initialization:
+    levels that cannot act before the first update become one label naming them all (e.g.
+    'none = l2 = dropout'; an axis that never acts, e.g. the optimizer, has one label)."""
+    out = frame.copy()
+    for factor in factors:
+        levels = list(dict.fromkeys(out[factor]))
+        inert = [level for level in levels if not acts_before_first_step(factor, level)]
+        if len(inert) > 1:
+            out[factor] = out[factor].replace(dict.fromkeys(inert, " = ".join(inert)))
+    return out
+
+
+def distinct_at_init(frame: pd.DataFrame, factors) -> pd.DataFrame:
+    """One row per distinct initial network: `init_levels`, then duplicates of (factors, seed) dropped."""
+    out = init_levels(frame, factors)
+    return out.drop_duplicates(subset=[*factors, "seed"], keep="first").reset_index(drop=True)
+
+
+def inert_at_init(frame: pd.DataFrame, factor: str) -> bool:
+    """True when no level of `factor` in `frame` can act before the first update."""
+    return not any(acts_before_first_step(factor, level) for level in frame[factor].unique()) and frame[factor].nunique() > 1
+
+
+def health_counts(classes) -> dict:
+    """{class: runs} over HEALTH_CLASSES (runs without a verdict are not counted)."""
+    values = pd.Series(list(classes), dtype=object)
+    return {c: int((values == c).sum()) for c in HEALTH_CLASSES}
+
+
+def describe_health(counts: dict) -> str:
+    """'6 of 8 healthy, 2 saturated' (the classes with runs, healthy first)."""
+    n = sum(counts.values())
+    parts = [f"{counts[c]} {c}" for c in HEALTH_CLASSES if counts[c] and c != "healthy"]
+    return f"{counts['healthy']} of {n} healthy" + (", " + ", ".join(parts) if parts else "")
 
 
 # --- intervals ----------------------------------------------------------------------------------
@@ -165,9 +201,8 @@ def outcome_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """A copy of `runs` with the derived outcome columns.
 
     Adds, for each of `vanishing_ratio_init` / `vanishing_ratio_final` present: `log10_vanishing_ratio_<when>`
-    (NaN where the ratio is missing or not positive), `flow_distance_<when>` (its absolute value) and
-    `flow_<when>` (the class, recomputed from the ratio with this module's thresholds; None without a
-    ratio). A diverged run's `saturated_frac_epoch1`, `inactive_frac_epoch1` and `dead_frac_epoch1` are
+    (NaN where the ratio is missing or not positive) and `flow_distance_<when>` (its absolute value).
+    The verdicts (`health_<when>`) come from the runs table as they are. A diverged run's `saturated_frac_epoch1`, `inactive_frac_epoch1` and `dead_frac_epoch1` are
     set to NaN: a NaN network says nothing about its units.
     """
     out = runs.copy()
@@ -177,7 +212,6 @@ def outcome_frame(runs: pd.DataFrame) -> pd.DataFrame:
             log = np.log10(ratio.where(ratio > 0))
             out[f"log10_vanishing_ratio_{when}"] = log
             out[f"flow_distance_{when}"] = log.abs()
-            out[f"flow_{when}"] = pd.Series([flow_class(r) for r in ratio], index=out.index, dtype=object)
     if "status" in out.columns:
         diverged = out["status"] == "diverged"
         for column in EPOCH1_FRACTIONS:
@@ -420,47 +454,60 @@ def variance_decomposition(runs: pd.DataFrame, factors: list[str], outcome: str)
     return ordered.rename_axis("term").reset_index()[columns].reset_index(drop=True)
 
 
-# --- gradient flow ------------------------------------------------------------------------------
+# --- gradient health ----------------------------------------------------------------------------
+def health_frame(runs: pd.DataFrame, factors: list[str], when: str) -> pd.DataFrame:
+    """The runs a verdict `when` (init | final) is read from: at init one row per distinct network
+    (`distinct_at_init`), after training every run."""
+    data = outcome_frame(runs)
+    return distinct_at_init(data, factors) if when == "init" else data
+
+
 def gradient_flow_table(runs: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
-    """Per (init | final) x factor (with two or more levels) x level: how the level's runs split into
-    vanishing / healthy / exploding, and their distance from healthy. Vanishing and exploding are
-    never averaged together.
+    """Per (init | final) x factor x level: how the level's runs split over the verdicts
+    (HEALTH_CLASSES), and their distance from healthy flow. At init only distinct networks count,
+    and a factor none of whose levels can act before the first update is left out (its levels start
+    from the same networks: "no effect possible at initialization").
 
     `rank` orders the levels of a factor (1 = keeps gradients alive best): most healthy runs first,
-    then the smallest mean distance. `keeps_alive` is True only for the rank-1 level, and only when
-    more than half its runs are healthy: an exploding or vanishing level is never "best".
+    then the smallest mean distance; levels equal on both share a rank (`tied`). `keeps_alive` is
+    True only for an untied rank-1 level with more than half its runs healthy.
     """
-    data = outcome_frame(runs)
     rows = []
     for when in FLOW_WHEN:
-        if f"log10_vanishing_ratio_{when}" not in data.columns:
+        if f"health_{when}" not in runs.columns:
             continue
+        data = health_frame(runs, factors, when)
         for factor in factors:
             if data[factor].nunique(dropna=False) < 2:
-                continue  # nothing to compare
+                continue  # nothing to compare (at init: no level can act before the first update)
             level_rows = []
             for level, group in data.groupby(factor, dropna=False, sort=False):
+                counts = health_counts(group[f"health_{when}"])
+                n = sum(counts.values())
                 log = group[f"log10_vanishing_ratio_{when}"].to_numpy(dtype=float)
-                finite = log[np.isfinite(log)]
-                classes = group[f"flow_{when}"]
-                n = finite.size
-                share = {c: float((classes == c).sum() / n) if n else np.nan for c in FLOW_CLASSES}
-                distance = np.abs(finite)
+                distance = np.abs(log[np.isfinite(log)])
                 low, high = t_interval(distance)
-                median = float(np.median(finite)) if n else np.nan
                 level_rows.append({
-                    "when": when, "factor": factor, "level": level_label(level), "n": n,
-                    "n_missing": len(group) - n, "share_vanishing": share["vanishing"],
-                    "share_healthy": share["healthy"], "share_exploding": share["exploding"],
-                    "median_log10_ratio": median, "median_flow": flow_class_of_log10(median),
+                    "when": when, "factor": factor, "level": level_label(level), "n": n, "n_missing": len(group) - n,
+                    **{f"share_{c}": counts[c] / n if n else np.nan for c in HEALTH_CLASSES},
+                    "median_log10_ratio": float(np.median(log[np.isfinite(log)])) if np.isfinite(log).any() else np.nan,
                     "mean_distance": _mean(distance), "ci_low": low, "ci_high": high,
                 })  # fmt: skip
-            ranked = sorted(level_rows, key=lambda r: (-_nan_to(r["share_healthy"], -1), _nan_to(r["mean_distance"], np.inf)))
-            for rank, r in enumerate(ranked, start=1):
-                r["rank"] = rank
-                r["keeps_alive"] = bool(rank == 1 and _nan_to(r["share_healthy"], 0) > 0.5)
-            rows += level_rows
+            rows += _rank_levels(level_rows)
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS["gradient_flow"]))
+
+
+def _rank_levels(level_rows: list[dict]) -> list[dict]:
+    """Competition ranks (1, 1, 3) by share healthy (higher first), then mean distance (lower first)."""
+    def key(r):
+        return (-round(_nan_to(r["share_healthy"], -1), 12), round(_nan_to(r["mean_distance"], np.inf), 12))
+
+    ranked = sorted(level_rows, key=key)
+    for i, r in enumerate(ranked):
+        r["rank"] = next(j for j, other in enumerate(ranked, start=1) if key(other) == key(r))
+        r["tied"] = sum(key(other) == key(r) for other in ranked) > 1
+        r["keeps_alive"] = bool(r["rank"] == 1 and not r["tied"] and _nan_to(r["share_healthy"], 0) > 0.5)
+    return level_rows
 
 
 # --- convergence speed --------------------------------------------------------------------------
@@ -557,43 +604,45 @@ def status_counts(runs: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
 def leaderboard(runs: pd.DataFrame, axes: list[str], outcome: str, k: int = 5, direction: str | None = None) -> pd.DataFrame:
     """The k best and k worst grid cells by mean `outcome` over seeds, with t-intervals over seeds.
 
-    For a flow distance outcome (`flow_distance_<when>`) the cell's class (`flow`, from its mean log10
-    ratio) comes first: only healthy cells can be in the "best" group, ranked by distance; vanishing
-    and exploding cells follow. Cells whose every seed is missing rank last.
+    For a flow distance outcome (`flow_distance_<when>`) the cells are read from `health_frame` (at
+    init: distinct networks, so a cell that differs only in what cannot act yet appears once, its
+    levels joined, e.g. optimizer 'sgd = adam'), and only cells with more than half their seeds
+    healthy can be in the "best" group. Cells whose every seed is missing rank last.
 
     Output columns: rank_group, rank (1 = best of all cells), the cell's axes, outcome, mean, ci_low,
-    ci_high, n_seeds, flow (flow outcomes only, else None).
+    ci_high, n_seeds, health (flow outcomes only: the seeds' verdicts, e.g. '2 of 2 healthy'; else None).
     """
     direction = direction or OUTCOMES[outcome].direction
     cell_axes = [a for a in axes if a != "seed"]
-    data = _with_outcome(runs, outcome)
     flow_when = outcome.removeprefix("flow_distance_") if outcome.startswith("flow_distance_") else None
-    rows = []
+    data = health_frame(runs, cell_axes, flow_when) if flow_when else _with_outcome(runs, outcome)
+    rows, healthy = [], []
     for cell, group in data.groupby(cell_axes, dropna=False, sort=False):
         cell = cell if isinstance(cell, tuple) else (cell,)
         values = pd.to_numeric(group[outcome], errors="coerce").to_numpy(dtype=float)
         observed = values[np.isfinite(values)]
         low, high = t_interval(observed)
-        flow = None
+        health = None
         if flow_when:
-            log = group[f"log10_vanishing_ratio_{flow_when}"].to_numpy(dtype=float)
-            flow = flow_class_of_log10(float(np.nanmean(log))) if np.isfinite(log).any() else None
+            counts = health_counts(group[f"health_{flow_when}"])
+            health = describe_health(counts)
+            healthy.append(counts["healthy"] > sum(counts.values()) / 2)
         rows.append({**{a: level_label(v) for a, v in zip(cell_axes, cell)}, "outcome": outcome,
                      "mean": _mean(observed), "ci_low": low, "ci_high": high, "n_seeds": observed.size,
-                     "flow": flow})  # fmt: skip
-    cells = pd.DataFrame(rows, columns=[*cell_axes, "outcome", "mean", "ci_low", "ci_high", "n_seeds", "flow"])
+                     "health": health})  # fmt: skip
+    cells = pd.DataFrame(rows, columns=[*cell_axes, "outcome", "mean", "ci_low", "ci_high", "n_seeds", "health"])
     sign = 1 if direction == "lower" else -1
     sort_key = cells["mean"].mul(sign).fillna(np.inf)
     if flow_when:
-        unhealthy = (cells["flow"] != "healthy").astype(int)
-        order = np.lexsort((sort_key.to_numpy(), unhealthy.to_numpy()))
+        unhealthy = (~np.asarray(healthy, dtype=bool)).astype(int)
+        order = np.lexsort((sort_key.to_numpy(), unhealthy))
     else:
         order = np.argsort(sort_key.to_numpy(), kind="stable")
     cells = cells.iloc[order].reset_index(drop=True)
     cells.insert(0, "rank", np.arange(1, len(cells) + 1))
     n_best = min(k, len(cells))
     if flow_when:
-        n_best = min(n_best, int((cells["flow"] == "healthy").sum()))
+        n_best = min(n_best, int(np.sum(healthy)))
     n_worst = min(k, len(cells) - n_best)
     best = cells.iloc[:n_best].assign(rank_group="best")
     worst = cells.iloc[len(cells) - n_worst :].assign(rank_group="worst")
@@ -614,13 +663,18 @@ def _compare(data, factors, factor, best, runner_up, outcome):
     return (diff, *welch_interval(a, b), a.size + b.size, False)
 
 
+QUESTIONS = {"init": "gradient health init", "final": "gradient health final", "speed": "convergence speed"}
+
+
 def headline(runs: pd.DataFrame, factors: list[str], target: float | None = None) -> pd.DataFrame:
     """Per factor, the answer to the study's question, from the numbers.
 
-    One row per question (gradients at init, gradients after training, convergence speed) and factor
-    with more than one level: the best level, the runner-up, their measures, and the effect (best
-    minus runner-up, paired on the other axes and the seed when possible, else Welch) with its
-    t-interval and n. `runs` comes from `convergence_outcomes`. `sentence` says it in words.
+    One row per question (QUESTIONS: gradient health at init, after training, convergence speed) and
+    factor with more than one level: the best level, the runner-up, their measures, and the effect
+    (best minus runner-up, paired on the other axes and the seed when possible, else Welch) with its
+    t-interval and n. Equal levels are called a tie (`tied`), never a win. A factor that cannot act
+    before the first update gets one row at init that says so, without a ranking. `runs` comes from
+    `convergence_outcomes`. `sentence` says it in words.
     """
     data = outcome_frame(runs)
     flow = gradient_flow_table(data, factors)
@@ -630,11 +684,17 @@ def headline(runs: pd.DataFrame, factors: list[str], target: float | None = None
         if data[factor].nunique() < 2:
             continue
         for when in FLOW_WHEN:
-            sub = flow[(flow["when"] == when) & (flow["factor"] == factor)].sort_values("rank")
-            if sub.empty or not sub["n"].gt(0).any():
+            if f"health_{when}" not in data.columns:
+                continue
+            if when == "init" and inert_at_init(data, factor):
+                rows.append(_inert_row(factor, list(dict.fromkeys(data[factor]))))
+                continue
+            sub = flow[(flow["when"] == when) & (flow["factor"] == factor)].sort_values("rank", kind="stable")
+            if len(sub) < 2 or not sub["n"].gt(0).any():
                 continue
             best, second = sub.iloc[0], sub.iloc[1]
-            effect = _compare(data, factors, factor, best["level"], second["level"], f"flow_distance_{when}")
+            frame = health_frame(data, factors, when)
+            effect = _compare(frame, factors, factor, best["level"], second["level"], f"flow_distance_{when}")
             rows.append(_flow_row(factor, when, best, second, effect))
         if not speed.empty:
             sub = speed[speed["factor"] == factor].sort_values("mean_val_auc", ascending=False, na_position="last")
@@ -645,30 +705,45 @@ def headline(runs: pd.DataFrame, factors: list[str], target: float | None = None
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS["headline"]))
 
 
+def _inert_row(factor: str, levels: list[str]) -> dict:
+    sentence = (f"Gradients at initialization, {factor}: no effect possible at initialization; its levels "
+                f"({', '.join(levels)}) cannot act before the first update, so their runs start from the same "
+                "networks (counted once).")  # fmt: skip
+    return {"question": QUESTIONS["init"], "factor": factor, "best": None, "runner_up": None, "tied": None,
+            "measure": None, "best_value": np.nan, "runner_up_value": np.nan, "keeps_alive": None, "effect": np.nan,
+            "ci_low": np.nan, "ci_high": np.nan, "n": 0, "paired": None, "best_summary": "",
+            "runner_up_summary": "", "sentence": sentence}  # fmt: skip
+
+
+def _pairs_unit(paired: bool) -> str:
+    return "matched pairs" if paired else "runs, unpaired"
+
+
 def _flow_row(factor, when, best, second, effect) -> dict:
     diff, low, high, n, paired = effect
     moment = "at initialization" if when == "init" else "after training"
+    networks = " (distinct networks)" if when == "init" else ""
 
     def describe(r):
-        k = int(r["n"])
-        counts = {c: int(round(_nan_to(r[f"share_{c}"], 0) * k)) for c in FLOW_CLASSES}
-        return (f"{counts['healthy']} of {k} runs healthy, {counts['vanishing']} vanishing, {counts['exploding']} "
-                f"exploding; median delta ratio {power_of_ten(r['median_log10_ratio'])}, {r['median_flow'] or 'no value'}")  # fmt: skip
+        counts = {c: int(round(_nan_to(r[f"share_{c}"], 0) * int(r["n"]))) for c in HEALTH_CLASSES}
+        return f"{describe_health(counts)}; median delta ratio {power_of_ten(r['median_log10_ratio'])}"
 
-    if best["keeps_alive"]:
+    tied = bool(best["tied"] and best["rank"] == second["rank"])
+    if tied:
+        lead = f"Gradients {moment}, {factor}: a tie between {best['level']} and {second['level']}"
+    elif best["keeps_alive"]:
         lead = f"Gradients {moment}, {factor}: {best['level']} keeps them alive best"
     else:
         lead = f"Gradients {moment}, {factor}: no level keeps most runs healthy; the closest is {best['level']}"
-    unit = "pairs" if paired else "runs, unpaired"
     sentence = (
-        f"{lead} ({describe(best)}); runner-up {second['level']} ({describe(second)}). Distance from healthy "
-        f"|log10 ratio| {best['mean_distance']:.2f} vs {second['mean_distance']:.2f}: difference "
-        f"{format_estimate(diff, low, high, n, '+.2f', unit)}."
+        f"{lead} ({describe(best)}){networks}; {'the other' if tied else 'runner-up'} {second['level']} "
+        f"({describe(second)}). Distance from healthy flow |log10 ratio| {best['mean_distance']:.2f} vs "
+        f"{second['mean_distance']:.2f}: difference {format_estimate(diff, low, high, n, '+.2f', _pairs_unit(paired))}."
     )
-    return {"question": f"gradient flow {when}", "factor": factor, "best": best["level"], "runner_up": second["level"],
-            "measure": f"flow_distance_{when}", "best_value": best["mean_distance"], "runner_up_value": second["mean_distance"],
-            "best_class": best["median_flow"], "keeps_alive": bool(best["keeps_alive"]), "effect": diff, "ci_low": low,
-            "ci_high": high, "n": n, "paired": paired, "best_summary": describe(best),
+    return {"question": QUESTIONS[when], "factor": factor, "best": best["level"], "runner_up": second["level"],
+            "tied": tied, "measure": f"flow_distance_{when}", "best_value": best["mean_distance"],
+            "runner_up_value": second["mean_distance"], "keeps_alive": bool(best["keeps_alive"]), "effect": diff,
+            "ci_low": low, "ci_high": high, "n": n, "paired": paired, "best_summary": describe(best),
             "runner_up_summary": describe(second), "sentence": sentence}  # fmt: skip
 
 
@@ -679,22 +754,25 @@ def _speed_row(factor, best, second, effect) -> dict:
         value = r.get("km_median_epochs_relative", np.nan)
         return f"median {value:g} epochs to the relative target" if np.isfinite(value) else "median not reached"
 
-    unit = "pairs" if paired else "runs, unpaired"
-    sentence = (
-        f"Convergence speed, {factor}: {best['level']} learns fastest (area under the validation curve "
-        f"{best['mean_val_auc']:.3f}, {km(best)}; {int(best.get('n_reached_relative', 0))} of {int(best['n'])} runs reach "
-        f"{best.get('relative_target', np.nan):.3f}); runner-up {second['level']} ({second['mean_val_auc']:.3f}, "
-        f"{km(second)}). Difference in area {format_estimate(diff, low, high, n, '+.3f', unit)}."
-    )
     def summary(r):
         return (f"area {r['mean_val_auc']:.3f}; {km(r)}; {int(r.get('n_reached_relative', 0))} of {int(r['n'])} runs "
                 "reach the relative target")  # fmt: skip
 
-    return {"question": "convergence speed", "factor": factor, "best": best["level"], "runner_up": second["level"],
-            "measure": "val_auc", "best_value": best["mean_val_auc"], "runner_up_value": second["mean_val_auc"],
-            "best_class": None, "keeps_alive": None, "effect": diff, "ci_low": low, "ci_high": high, "n": n,
-            "paired": paired, "best_summary": summary(best), "runner_up_summary": summary(second),
-            "sentence": sentence}  # fmt: skip
+    tied = bool(round(best["mean_val_auc"], 12) == round(second["mean_val_auc"], 12))
+    lead = (f"a tie between {best['level']} and {second['level']}" if tied
+            else f"{best['level']} learns fastest")  # fmt: skip
+    sentence = (
+        f"Convergence speed, {factor}: {lead} (area under the validation curve {best['mean_val_auc']:.3f}, "
+        f"{km(best)}; {int(best.get('n_reached_relative', 0))} of {int(best['n'])} runs reach "
+        f"{best.get('relative_target', np.nan):.3f}); {'the other' if tied else 'runner-up'} {second['level']} "
+        f"({second['mean_val_auc']:.3f}, {km(second)}). Difference in area "
+        f"{format_estimate(diff, low, high, n, '+.3f', _pairs_unit(paired))}."
+    )
+    return {"question": QUESTIONS["speed"], "factor": factor, "best": best["level"], "runner_up": second["level"],
+            "tied": tied, "measure": "val_auc", "best_value": best["mean_val_auc"],
+            "runner_up_value": second["mean_val_auc"], "keeps_alive": None, "effect": diff, "ci_low": low,
+            "ci_high": high, "n": n, "paired": paired, "best_summary": summary(best),
+            "runner_up_summary": summary(second), "sentence": sentence}  # fmt: skip
 
 
 def budget_sentence(settings: dict) -> str:
@@ -719,31 +797,169 @@ def budget_sentence(settings: dict) -> str:
 
 
 # --- findings -----------------------------------------------------------------------------------
+# the figure that shows each kind of finding (the report links the sentence to it)
+FINDING_FIGURES = {
+    "budget": None, "caveat": "learning_curves", "gradients": "flow_classes", "recipe": "atlas",
+    "interaction": "interactions", "headline": "flow_classes", "variance": "variance", "paired_effect": "paired_deltas",
+    "best_level": "paired_deltas", "extremes": "gradient_flow", "divergence": "status", "speed": "convergence",
+}  # fmt: skip
+FIRST_SCREEN = ("gradients", "recipe", "interaction", "caveat")  # the kinds the answer opens with
+
+
 def findings(runs: pd.DataFrame, factors: list[str], baselines: dict, settings: dict | None = None,
              target: float | None = None) -> pd.DataFrame:  # fmt: skip
-    """Plain-language sentences computed from the numbers, one row each: kind, sentence.
+    """Plain-language sentences computed from the numbers, one row each: kind, sentence, figure.
 
-    kinds: budget, headline (gradient flow and convergence per factor), variance, paired_effect,
-    best_level, extremes (most vanishing / most exploding / healthiest cell), divergence, speed.
-    `runs` should come from `convergence_outcomes`; a finding whose data is absent is skipped.
+    kinds (FINDING_FIGURES): budget, gradients (what keeps gradients alive and what kills them),
+    recipe (what converges best and fastest), interaction (the largest one), caveat (batch-norm runs
+    too short for their moving averages), headline (per factor), variance, paired_effect,
+    best_level, extremes, divergence, speed. `runs` should come from `convergence_outcomes`; a
+    finding whose data is absent is skipped. `figure` names the figure that shows it (or None).
     """
     data = outcome_frame(runs)
+    settings = settings or {}
     rows: list[tuple[str, str]] = []
     if settings:
         rows.append(("budget", budget_sentence(settings)))
-    rows += [("headline", s) for s in headline(data, factors, target)["sentence"]]
+    rows += [("gradients", s) for s in _gradient_answer(data, factors)]
+    if "test_accuracy" in data.columns:
+        rows += [("recipe", s) for s in _recipe_finding(data, factors)]
+        rows += [("interaction", s) for s in _interaction_finding(data, factors, baselines)]
+    rows += [("caveat", s) for s in _bn_caveat(data, settings)]
+    head = headline(data, factors, target)
+    rows += [("headline", s) for s in head["sentence"]]
     if "test_accuracy" in data.columns:
         rows += [("variance", s) for s in _variance_finding(data, factors)]
         rows += [("paired_effect", s) for s in _delta_finding(data, factors, baselines)]
         rows += [("best_level", s) for s in _best_level_findings(data, factors, baselines)]
     for when in FLOW_WHEN:
-        if f"log10_vanishing_ratio_{when}" in data.columns:
+        if f"health_{when}" in data.columns:
             rows += [("extremes", s) for s in _flow_extremes(data, factors, when)]
     if "status" in data.columns:
         rows += [("divergence", s) for s in _divergence_finding(data, factors)]
     if {"epochs_to_target", "epochs_run"} <= set(data.columns):
         rows += [("speed", s) for s in _speed_finding(data, factors, target)]
-    return pd.DataFrame(rows, columns=["kind", "sentence"])
+    # a headline sentence shows in the figure of its question
+    questions = iter(head["question"])
+    figure = [("convergence" if next(questions) == QUESTIONS["speed"] else "flow_classes") if kind == "headline"
+              else FINDING_FIGURES[kind] for kind, _ in rows]  # fmt: skip
+    return pd.DataFrame({"kind": [k for k, _ in rows], "sentence": [s for _, s in rows], "figure": figure},
+                        columns=["kind", "sentence", "figure"])  # fmt: skip
+
+
+def _cell_name(values: dict) -> str:
+    """'he_normal + relu + batch_norm + depth 16': technique names as they are, other axes named."""
+    def part(axis, value):
+        if axis not in FACTORS:
+            return f"{axis} {value}"
+        return f"no {axis}" if value == "none" else str(value)
+
+    return " + ".join(part(a, v) for a, v in values.items())
+
+
+def _some(items: list[str], k: int = 4) -> str:
+    return "; ".join(items[:k]) + (f"; and {len(items) - k} more" if len(items) > k else "")
+
+
+def _gradient_answer(data: pd.DataFrame, factors: list[str]) -> list[str]:
+    """What keeps gradients alive and what kills them: the distinct networks' verdicts at
+    initialization grouped by cell (the factors that can act then), and the runs' after training."""
+    out = []
+    if "health_init" in data.columns:
+        init = distinct_at_init(data, factors)
+        acting = [f for f in factors if init[f].nunique() > 1]
+        by_class: dict[str, list[str]] = {c: [] for c in HEALTH_CLASSES}
+        for cell, group in init.groupby(acting, sort=False, dropna=False) if acting else []:
+            counts = health_counts(group["health_init"])
+            n = sum(counts.values())
+            if n:
+                top = max(HEALTH_CLASSES, key=lambda c: counts[c])  # ties: the earlier class (healthy first)
+                cell = cell if isinstance(cell, tuple) else (cell,)
+                by_class[top].append(f"{_cell_name(dict(zip(acting, cell)))} ({counts[top]} of {n})")
+        total = health_counts(init["health_init"])
+        n = sum(total.values())
+        if n:
+            parts = [f"{c}: {_some(cells)}" for c, cells in by_class.items() if cells and c != "healthy"]
+            alive = _some(by_class["healthy"]) or "none"
+            out.append(f"At initialization {describe_health(total)} distinct networks (cells by "
+                       f"{' × '.join(acting) or 'one cell'}, seeds counted). Alive: {alive}."
+                       + (f" Killed — {'. '.join(parts)}." if parts else ""))  # fmt: skip
+    if "health_final" in data.columns:
+        total = health_counts(data["health_final"])
+        if sum(total.values()):
+            out.append(f"After training {describe_health(total)} runs.")
+    return out
+
+
+def _recipe_finding(data: pd.DataFrame, factors: list[str]) -> list[str]:
+    """The best cell by test accuracy, with its interval, seeds and speed, and the cells that tie with it."""
+    board = leaderboard(data, factors, "test_accuracy", k=len(data))
+    board = board[board["rank_group"] == "best"].dropna(subset=["mean"])
+    if board.empty:
+        return []
+    top = board.iloc[0]
+    varying = [f for f in factors if data[f].nunique() > 1]
+    cell = {f: top[f] for f in varying}
+    match = np.logical_and.reduce([data[f].map(level_label) == v for f, v in cell.items()]) if cell else np.ones(len(data), bool)
+    epochs = pd.to_numeric(data.loc[match, "epochs_to_relative_target"], errors="coerce") if "epochs_to_relative_target" in data else pd.Series(dtype=float)
+    speed = (f"; it reaches the relative target ({data['relative_target'].iloc[0]:.3f}) in a median {epochs.median():g} "
+             "epochs" if epochs.notna().any() else "")  # fmt: skip
+    within = board.iloc[1:][board["mean"].iloc[1:] >= (top["ci_low"] if np.isfinite(top["ci_low"]) else top["mean"])]
+    others = (f" Within its interval: {len(within)} more cell(s), e.g. "
+              + "; ".join(f"{_cell_name({f: r[f] for f in varying})} {r['mean']:.3f}" for _, r in within.head(3).iterrows())
+              + "." if len(within) else "")  # fmt: skip
+    return [f"Best recipe: {_cell_name(cell) or 'the only cell'}, test accuracy "
+            f"{format_estimate(top['mean'], top['ci_low'], top['ci_high'], top['n_seeds'], '.3f', 'seeds')}{speed}."
+            + others]  # fmt: skip
+
+
+def _interaction_finding(data: pd.DataFrame, factors: list[str], baselines: dict) -> list[str]:
+    """The two-way interaction with the largest share of test-accuracy variance, in words: how the
+    effect of one factor's level changes across the other factor's levels."""
+    anova = variance_decomposition(data, factors, "test_accuracy")
+    terms = anova[anova["term"].str.contains(":") & anova["eta_sq"].notna()]
+    if terms.empty:
+        return []
+    term = terms.iloc[0]
+    a, b = re.findall(r"C\((\w+)\)", term["term"])
+    best = None
+    for x, y in ((a, b), (b, a)):
+        means = interaction_table(data, x, y, "test_accuracy").assign(**{x: lambda t: t[x].map(level_label), y: lambda t: t[y].map(level_label)})
+        grid = means.pivot_table(index=x, columns=y, values="mean")
+        base = level_label(baselines.get(x)) if level_label(baselines.get(x)) in grid.index else grid.index[0]
+        for level in grid.index.drop(base):
+            effect = (grid.loc[level] - grid.loc[base]).dropna()
+            if len(effect) >= 2 and (best is None or effect.max() - effect.min() > best[0]):
+                best = (effect.max() - effect.min(), x, y, level, base, effect, grid)
+    if best is None:
+        return []
+    _, x, y, level, base, effect, grid = best
+    hi, lo = effect.idxmax(), effect.idxmin()
+    return [f"Largest interaction ({_term_label(term['term'])}, {term['eta_sq']:.0%} of the variance in test accuracy): "
+            f"{x} {level} instead of {base} changes test accuracy by {effect[hi]:+.3f} with {y} {hi} "
+            f"({grid.loc[base, hi]:.3f} → {grid.loc[level, hi]:.3f}) but by {effect[lo]:+.3f} with {y} {lo} "
+            f"({grid.loc[base, lo]:.3f} → {grid.loc[level, lo]:.3f}); means over the other factors and seeds."]  # fmt: skip
+
+
+def _bn_caveat(data: pd.DataFrame, settings: dict) -> list[str]:
+    """Batch-norm runs evaluated before their moving averages settled (outcomes.BN_UNSETTLED_ABOVE)."""
+    from gradatlas.outcomes import bn_moving_average_left, bn_steps_needed
+
+    momentum = settings.get("bn_momentum")
+    if momentum is None or "regularizer" not in data.columns or not {"steps_per_epoch", "epochs_run"} <= set(data.columns):
+        return []
+    bn = data[data["regularizer"].map(level_label) == "batch_norm"]
+    steps = (pd.to_numeric(bn["steps_per_epoch"], errors="coerce") * pd.to_numeric(bn["epochs_run"], errors="coerce")).dropna()
+    needed = bn_steps_needed(momentum)
+    short = steps[steps < needed]
+    if short.empty:
+        return []
+    left = bn_moving_average_left(momentum, int(short.min()))
+    return [f"Caveat: {len(short)} of {len(steps)} batch-norm runs trained fewer than {needed} steps (the fewest "
+            f"{int(short.min())}), so with momentum {momentum:g} their moving averages still hold up to {left:.0%} of "
+            "their initial mean 0 and variance 1; these runs are evaluated on statistics that are not yet their own, "
+            "and their validation and test accuracy may understate them. Lower techniques.batch_norm.momentum "
+            f"(e.g. 0.9 settles in {bn_steps_needed(0.9)} steps) or train more steps."]  # fmt: skip
 
 
 def _variance_finding(data: pd.DataFrame, factors: list[str]) -> list[str]:
@@ -791,9 +1007,13 @@ def _best_level_findings(data: pd.DataFrame, factors: list[str], baselines: dict
 
 
 def _flow_extremes(data: pd.DataFrame, factors: list[str], when: str) -> list[str]:
-    """The most vanishing, the most exploding and the healthiest cell, each direction on its own."""
+    """The healthiest, the most vanishing and the most exploding cell (at init: distinct networks),
+    each by the mean log10 delta ratio of its runs, with their verdicts."""
+    frame = health_frame(data, factors, when)
     column = f"log10_vanishing_ratio_{when}"
-    cells = data.groupby(factors, dropna=False, sort=False)[column].agg(["mean", "count"])
+    groups = frame.groupby(factors, dropna=False, sort=False)
+    cells = groups[column].agg(["mean", "count"]).join(groups[f"health_{when}"].agg(lambda v: describe_health(health_counts(v))).rename("health"))
+    healthy_share = groups[f"health_{when}"].agg(lambda v: (v == "healthy").mean())
     cells = cells[cells["count"] > 0]
     if cells.empty:
         return []
@@ -804,25 +1024,21 @@ def _flow_extremes(data: pd.DataFrame, factors: list[str], when: str) -> list[st
         return ", ".join(f"{f}={level_label(v)}" for f, v in zip(factors, values))
 
     out = []
-    vanishing = cells[cells["mean"] < np.log10(FLOW_VANISHING_BELOW)]
-    exploding = cells[cells["mean"] > np.log10(FLOW_EXPLODING_ABOVE)]
-    healthy = cells[(cells["mean"] >= np.log10(FLOW_VANISHING_BELOW)) & (cells["mean"] <= np.log10(FLOW_EXPLODING_ABOVE))]
+    healthy = cells[healthy_share.loc[cells.index] > 0.5]
     if len(healthy):
         cell = healthy["mean"].abs().idxmin()
-        out.append(f"Healthiest cell {moment}: {describe(cell)}, delta ratio {power_of_ten(healthy.loc[[cell], 'mean'].iloc[0])} "
-                   f"(n={int(healthy.loc[[cell], 'count'].iloc[0])} seeds).")  # fmt: skip
-    if len(vanishing):
-        cell = vanishing["mean"].idxmin()
-        out.append(f"Most vanishing cell {moment}: {describe(cell)}, {power_of_ten(vanishing.loc[[cell], 'mean'].iloc[0])}; "
-                   f"{len(vanishing)} of {len(cells)} cells vanish (ratio < {FLOW_VANISHING_BELOW:g}).")  # fmt: skip
-    else:
-        out.append(f"No cell vanishes {moment} (ratio < {FLOW_VANISHING_BELOW:g}; {len(cells)} cells).")
-    if len(exploding):
-        cell = exploding["mean"].idxmax()
-        out.append(f"Most exploding cell {moment}: {describe(cell)}, {power_of_ten(exploding.loc[[cell], 'mean'].iloc[0])}; "
-                   f"{len(exploding)} of {len(cells)} cells explode (ratio > {FLOW_EXPLODING_ABOVE:g}).")  # fmt: skip
-    else:
-        out.append(f"No cell explodes {moment} (ratio > {FLOW_EXPLODING_ABOVE:g}; {len(cells)} cells).")
+        out.append(f"Healthiest cell {moment}: {describe(cell)}, delta ratio {power_of_ten(cells.loc[[cell], 'mean'].iloc[0])} "
+                   f"({cells.loc[[cell], 'health'].iloc[0]}).")  # fmt: skip
+    for name, pick, beyond in (("vanishing", "idxmin", np.log10(FLOW_VANISHING_BELOW)), ("exploding", "idxmax", np.log10(FLOW_EXPLODING_ABOVE))):
+        side = cells[cells["mean"] < beyond] if name == "vanishing" else cells[cells["mean"] > beyond]
+        if len(side):
+            cell = getattr(side["mean"], pick)()
+            out.append(f"Most {name} cell {moment}: {describe(cell)}, {power_of_ten(side.loc[[cell], 'mean'].iloc[0])} "
+                       f"({cells.loc[[cell], 'health'].iloc[0]}); {len(side)} of {len(cells)} cells have a mean delta ratio "
+                       f"{'<' if name == 'vanishing' else '>'} {10 ** beyond:g}.")  # fmt: skip
+        else:
+            out.append(f"No cell has a mean delta ratio {'<' if name == 'vanishing' else '>'} {10 ** beyond:g} {moment} "
+                       f"({len(cells)} cells).")  # fmt: skip
     return out
 
 
@@ -857,40 +1073,39 @@ _LEVEL = "level of the factor, as a string (a missing value, e.g. clipnorm null,
 _CI = "lower end of the 95% t-interval (NaN, printed n/a, with fewer than 2 values)"
 TABLE_COLUMNS: dict[str, dict[str, str]] = {
     "headline": {
-        "question": "'gradient flow init', 'gradient flow final' or 'convergence speed'",
+        "question": "'gradient health init', 'gradient health final' or 'convergence speed' (analysis.QUESTIONS)",
         "factor": "grid axis",
-        "best": "the level that answers the question best (see gradient_flow.rank / convergence.mean_val_auc)",
+        "best": "the level that answers the question best (see gradient_flow.rank / convergence.mean_val_auc); "
+        "empty where the factor cannot act at initialization",
         "runner_up": "the second level",
+        "tied": "True when best and runner-up are equal on the ranking (a tie, not a win)",
         "measure": "outcome behind the comparison (flow_distance_<when> lower is better; val_auc higher)",
         "best_value": "the best level's mean of the measure",
         "runner_up_value": "the runner-up's mean",
-        "best_class": "gradient flow: class of the best level's median ratio (vanishing | healthy | exploding)",
-        "keeps_alive": "gradient flow: True when more than half of the best level's runs are healthy",
+        "keeps_alive": "gradient health: True when the best level is untied and more than half its runs are healthy",
         "effect": "best minus runner-up on the measure, paired on every other axis and the seed when possible",
         "ci_low": _CI,
         "ci_high": "upper end of that interval",
-        "n": "pairs (paired) or runs (unpaired) behind the interval",
+        "n": "matched pairs (paired) or runs (unpaired) behind the interval; at init, pairs of distinct networks",
         "paired": "True when the effect is paired, False for a Welch comparison of unpaired runs",
-        "best_summary": "the best level in numbers (runs per flow class and median ratio as 10^x; or area and speed)",
+        "best_summary": "the best level in numbers (runs per verdict and median delta ratio as 10^x; or area and speed)",
         "runner_up_summary": "the same for the runner-up",
         "sentence": "the row in words, as the report shows it",
     },
     "gradient_flow": {
-        "when": "init (first probe) or final (last probe)",
-        "factor": "grid axis with two or more levels",
-        "level": _LEVEL,
-        "n": "runs with a finite delta ratio",
-        "n_missing": "runs without one (e.g. diverged before the probe)",
-        "share_vanishing": "share of those runs with delta ratio < 0.1",
-        "share_healthy": "share with 0.1 <= ratio <= 10",
-        "share_exploding": "share with ratio > 10",
+        "when": "init (first probe, before any update) or final (last probe)",
+        "factor": "grid axis with two or more levels (at init: levels that can act before the first update)",
+        "level": _LEVEL + "; at init, levels that cannot act yet are joined ('none = l2 = dropout')",
+        "n": "runs with a verdict (at init: distinct networks, each counted once)",
+        "n_missing": "runs without one",
+        **{f"share_{c}": f"share of those runs whose verdict is {c} ({HEALTH_RULES[c]})" for c in HEALTH_CLASSES},
         "median_log10_ratio": "median log10 delta ratio (layer-1 delta_rms / output-layer delta_rms)",
-        "median_flow": "class of that median",
-        "mean_distance": "mean |log10 ratio|: distance from healthy, vanishing and exploding alike (0 = ideal)",
+        "mean_distance": "mean |log10 ratio|: distance from healthy flow, vanishing and exploding alike (0 = ideal)",
         "ci_low": _CI,
         "ci_high": "upper end of that interval",
-        "rank": "1 = keeps gradients alive best: most healthy runs first, then smallest mean distance",
-        "keeps_alive": "True for the rank-1 level when more than half its runs are healthy",
+        "rank": "1 = keeps gradients alive best: most healthy runs first, then smallest mean distance (ties share a rank)",
+        "tied": "True when another level of the factor has the same rank",
+        "keeps_alive": "True for an untied rank-1 level with more than half its runs healthy",
     },
     "convergence": {
         "factor": "grid axis",
@@ -961,18 +1176,21 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     },
     "leaderboard": {
         "outcome": "outcome the cells are ranked by (test_accuracy, val_auc, flow_distance_init)",
-        "rank_group": "best | worst (for flow_distance_init only healthy cells can be best)",
+        "rank_group": "best | worst (for flow_distance outcomes only cells with most seeds healthy can be best; at "
+        "init each distinct network once)",
         "rank": "rank among all cells (1 = best)",
         "<axes>": "one column per grid axis: the cell",
         "mean": "mean of the outcome over the cell's seeds",
         "ci_low": "lower end of the 95% t-interval over seeds (NaN with one seed)",
         "ci_high": "upper end of that interval",
         "n_seeds": "seeds with a value",
-        "flow": "flow_distance outcomes: the cell's class from its mean log10 ratio; empty otherwise",
+        "health": "flow_distance outcomes: the verdicts of the cell's seeds ('2 of 2 healthy'); empty otherwise",
     },
     "findings": {
-        "kind": "budget, headline, variance, paired_effect, best_level, extremes, divergence or speed",
+        "kind": "budget, gradients, recipe, interaction, caveat, headline, variance, paired_effect, best_level, "
+        "extremes, divergence or speed (analysis.FINDING_FIGURES)",
         "sentence": "the finding in words, computed from the numbers",
+        "figure": "the report figure that shows it (registry.FIGURES name), or empty",
     },
     NUISANCE_TABLE: {
         "<axes>": "one column per studied (non-nuisance) grid axis",
@@ -1033,7 +1251,7 @@ def study_tables(
                 "outcome": outcome, "mean": pd.to_numeric(table["mean"], errors="coerce").astype(float),
                 "n": table["n"].astype(int),
             }))  # fmt: skip
-    board_columns = ["outcome", "rank_group", "rank", *studied, "mean", "ci_low", "ci_high", "n_seeds", "flow"]
+    board_columns = ["outcome", "rank_group", "rank", *studied, "mean", "ci_low", "ci_high", "n_seeds", "health"]
     boards = [leaderboard(data, studied, o, k=k) for o in LEADERBOARD_OUTCOMES if o in outcomes]
     board = pd.concat([b for b in boards if len(b)], ignore_index=True) if any(len(b) for b in boards) else pd.DataFrame(columns=board_columns)
     out = {

@@ -222,6 +222,23 @@ LR_SCHEDULES: dict[str, Entry] = {
 }
 
 
+# What can act before the first update. The probe at step 0 sees the initial network on a fixed batch
+# with dropout off; penalties, constraints, optimizers, schedules and clipping act only through
+# updates. So runs that differ only in these axes, or in a regularizer that leaves the network as it
+# is, start from identical networks and identical probes (tests/test_diagnostics.py checks it).
+INERT_BEFORE_FIRST_STEP = ("optimizer", "learning_rate", "lr_schedule", "batch_size", "clipnorm", "clipvalue")
+REGULARIZERS_CHANGING_THE_NETWORK = ("batch_norm",)
+
+
+def acts_before_first_step(axis: str, level) -> bool:
+    """Whether `level` of grid axis `axis` can change a run's initial network or its first probe."""
+    if axis in INERT_BEFORE_FIRST_STEP:
+        return False
+    if axis == "regularizer":
+        return str(level) in REGULARIZERS_CHANGING_THE_NETWORK
+    return True
+
+
 CATALOG: dict[str, dict] = {
     "initializer": INITIALIZERS,
     "activation": ACTIVATIONS,

@@ -33,7 +33,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from gradatlas import backend, catalog
+from gradatlas import backend, catalog, outcomes
 
 SATURATION_LEVEL = 0.05  # of the derivative's maximum
 DEAD_LEVEL = 1e-3  # "~0": below this fraction of the derivative's maximum
@@ -179,20 +179,37 @@ def frame(records: list[dict]) -> pd.DataFrame:
     return df.astype({"step": "int64", "layer": "int64", "units": "int64"})
 
 
-def vanishing_ratio(diag: pd.DataFrame, first: bool) -> float:
-    """delta_rms of layer 1 over that of the output layer, at the first or last probe: how much of
-    the error signal reaches the input layer (< 1: it shrinks on the way back, > 1: it grows)."""
-    if diag.empty or diag["layer"].max() < 2:
-        return math.nan
-    step = diag["step"].min() if first else diag["step"].max()
-    at = diag[diag["step"] == step].drop_duplicates("layer", keep="last").set_index("layer")["delta_rms"]
-    last = at.loc[at.index.max()]
-    return float(at.loc[1] / last) if last > 0 else math.nan
+def run_measures(diag: pd.DataFrame, diverged: bool) -> dict:
+    """Every run-level measure derived from a run's diagnostics (`outcomes.RUN_MEASURES`): the one place.
 
-
-def epoch1_fractions(diag: pd.DataFrame) -> dict:
-    """saturated / inactive / dead fractions after epoch 1, mean over hidden layers (NaN if undefined)."""
-    at = diag[(diag["phase"] == "epoch") & (diag["layer_kind"] == "hidden")]
-    at = at[at["step"] == at["step"].min()] if len(at) else at
-    names = ("saturated_frac", "inactive_frac", "dead_frac")
-    return {f"{name}_epoch1": float(at[name].mean()) if at[name].notna().any() else math.nan for name in names}
+    At the first probe (init, before any update), the end of epoch 1 (epoch1) and the last probe
+    (final):
+    - vanishing_ratio_<when>: delta_rms of layer 1 over that of the output layer: how much of the
+      error signal reaches the input layer (< 1: it shrinks on the way back, > 1: it grows); NaN
+      without two layers or at a non-finite probe;
+    - <saturated|inactive|dead>_frac_<when>: mean over the hidden layers (NaN where the activation
+      family does not define it, and at a non-finite probe);
+    - health_<when> (init, final): the verdict, `outcomes.health_class`; a diverged run is
+      "diverged" after training, and a probe of a non-finite network is "diverged" at init.
+    """
+    out = {}
+    probes = {"init": diag["step"].min(), "final": diag["step"].max()} if len(diag) else {}
+    epochs = diag.loc[diag["phase"] == "epoch", "step"] if len(diag) else pd.Series(dtype=int)
+    if len(epochs):
+        probes["epoch1"] = epochs.min()
+    for when in (*outcomes.HEALTH_WHEN, "epoch1"):
+        at = diag[diag["step"] == probes[when]].drop_duplicates("layer", keep="last") if when in probes else diag.iloc[:0]
+        delta = at.set_index("layer")["delta_rms"]
+        finite = len(at) > 0 and bool(np.isfinite(delta).all())
+        hidden = at[at["layer_kind"] == "hidden"]
+        fractions = {name: float(hidden[name].mean()) if finite and hidden[name].notna().any() else math.nan
+                     for name in outcomes.UNIT_FRACTIONS}  # fmt: skip
+        out |= {f"{name}_{when}": value for name, value in fractions.items()}
+        if when == "epoch1":
+            continue
+        last = delta.loc[delta.index.max()] if finite and len(delta) >= 2 else math.nan
+        ratio = float(delta.loc[1] / last) if last > 0 else math.nan
+        out[f"vanishing_ratio_{when}"] = ratio
+        broken = (when == "final" and diverged) or (len(at) > 0 and not finite)
+        out[f"health_{when}"] = outcomes.health_class(ratio, fractions["saturated_frac"], fractions["dead_frac"], broken)
+    return {name: out[name] for name in outcomes.RUN_MEASURES}

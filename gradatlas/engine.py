@@ -40,11 +40,13 @@ import pandas as pd
 
 from gradatlas import backend, catalog, data, diagnostics, provenance
 from gradatlas.files import atomic_write, jsonable, write_json
-from gradatlas.outcomes import STATUSES, flow_class
+from gradatlas.outcomes import STATUSES, bn_moving_average_left, bn_steps_needed
 from gradatlas.spec import RunSpec
 from gradatlas.tensorboard import RunLog
 
 log = logging.getLogger("gradatlas.engine")
+# one line per pack epoch, short enough for the console (scripts/train.py shows it on the job's stderr)
+progress_log = logging.getLogger("gradatlas.engine.progress")
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 EXPLODED_LOSS = 1e6  # a loss above this counts as diverged, like NaN (ln 10 = 2.3 is a uniform guess)
@@ -143,6 +145,7 @@ class Pack:
         self.n_train, self.batch_size = len(split.x_train), first.batch_size
         self.full_steps, self.remainder = divmod(self.n_train, self.batch_size)
         self.steps_per_epoch = self.full_steps + (1 if self.remainder else 0)
+        warn_unsettled_batch_norm(self.specs, self.steps_per_epoch)
         ops = keras.ops
         self.x_train, self.y_train = ops.convert_to_tensor(split.x_train), ops.convert_to_tensor(split.y_train)
         self.val = self._chunks(split.x_val, split.y_val)
@@ -456,6 +459,11 @@ class Pack:
                     " diverged" if p.diverged else (" early stop" if p.stopped else ""),
                 )  # fmt: skip
         self.active &= np.array([not p.stopped for p in self.progress])
+        progress_log.info(
+            "%s epoch %d/%d: best val_accuracy %.4f, %d/%d runs training, ETA %.0fs",
+            self.pack_dir.name, epoch + 1, self.specs[0].epochs, max(p.best_value for p in self.progress),
+            self.active.sum(), len(self.members), eta if self.active.any() else 0,
+        )  # fmt: skip
         self.epoch = epoch + 1
         for hook in self.hooks:
             hook.on_epoch_end(self, epoch + 1)
@@ -553,7 +561,7 @@ class Pack:
         run_dir.mkdir(parents=True, exist_ok=True)
         history = pd.DataFrame(p.history).reindex(columns=HISTORY_COLUMNS)
         diag = diagnostics.frame(p.diagnostics)
-        summary = summarize(history, diag, spec, p.diverged, test, self.n_train)
+        summary = summarize(history, diag, spec, p.diverged, test, self.n_train, len(self.members))
         atomic_write(run_dir / "history.csv", lambda path: history.to_csv(path, index=False))
         atomic_write(run_dir / "diagnostics.parquet", lambda path: diag.to_parquet(path, index=False))
         self._hook("on_output", k, "history")
@@ -598,8 +606,13 @@ def _label(member: Member) -> str:
     return "/".join(f"{k}~{v}" for k, v in member.cell.items())
 
 
-def summarize(history: pd.DataFrame, diag: pd.DataFrame, spec: RunSpec, diverged: bool, test: dict, n_train: int) -> dict:
-    """The run's summary metrics (the columns of `runs.parquet`, README "Tables")."""
+def summarize(history: pd.DataFrame, diag: pd.DataFrame, spec: RunSpec, diverged: bool, test: dict, n_train: int,
+              pack_size: int = 1) -> dict:  # fmt: skip
+    """The run's summary metrics (the columns of `runs.parquet`, README "Tables").
+
+    A pack trains its members together: `pack_seconds` is the pack's wall-clock time, and each
+    member's `train_seconds` its share (pack_seconds / pack_size), so that a study's runs add up to
+    its wall-clock training time; `samples_per_second` is the run's throughput at that share."""
     val = history["val_accuracy"]
     finite = val[np.isfinite(val)]
     best_index = finite.idxmax() if len(finite) else None
@@ -612,8 +625,8 @@ def summarize(history: pd.DataFrame, diag: pd.DataFrame, spec: RunSpec, diverged
         status = stalled
     else:
         status = converged
-    seconds = float(history["seconds"].sum())
-    ratio_init, ratio_final = diagnostics.vanishing_ratio(diag, first=True), diagnostics.vanishing_ratio(diag, first=False)
+    pack_seconds = float(history["seconds"].sum())
+    seconds = pack_seconds / max(int(pack_size), 1)
     return {
         "status": status,
         "test_accuracy": test["accuracy"],
@@ -623,13 +636,28 @@ def summarize(history: pd.DataFrame, diag: pd.DataFrame, spec: RunSpec, diverged
         "epochs_run": int(len(history)),
         "epochs_to_target": int(reached.iloc[0]) if len(reached) else None,
         "train_seconds": seconds,
+        "pack_seconds": pack_seconds,
+        "pack_size": int(pack_size),
         "samples_per_second": n_train * len(history) / seconds if seconds > 0 else math.nan,
-        "vanishing_ratio_init": ratio_init,
-        "vanishing_ratio_final": ratio_final,
-        "flow_init": flow_class(ratio_init),
-        "flow_final": flow_class(ratio_final),
-        **diagnostics.epoch1_fractions(diag),
+        **diagnostics.run_measures(diag, diverged),
     }
+
+
+def warn_unsettled_batch_norm(specs: list[RunSpec], steps_per_epoch: int) -> None:
+    """Log when batch norm's moving averages cannot settle within a run's steps: it is evaluated
+    with them, so its validation and test accuracy would understate it (docs/verdicts.md)."""
+    for spec in specs:
+        momentum = catalog.regularization(spec.regularizer, spec.regularizer_params).batch_norm_momentum
+        steps = spec.epochs * steps_per_epoch
+        if momentum is not None and steps < bn_steps_needed(momentum):
+            log.warning(
+                "batch norm with momentum %g over at most %d steps keeps %.0f%% of its initial moving averages "
+                "(it needs %d steps to keep under 5%%): evaluation understates it; lower "
+                "techniques.batch_norm.momentum (0.9 needs %d) or train more steps",
+                momentum, steps,
+                100 * bn_moving_average_left(momentum, steps), bn_steps_needed(momentum), bn_steps_needed(0.9),
+            )
+            return  # once per pack: every BN member of a pack shares the momentum and the steps
 
 
 def clean_run_dirs(members: list[Member]) -> None:

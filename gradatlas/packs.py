@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradatlas import backend
+from gradatlas.outcomes import RUN_MEASURES
 from gradatlas.spec import RunSpec
 
 # the spec fields in which members of one pack may differ (the last three only steer the host's
@@ -78,10 +79,12 @@ def graph_key(spec: RunSpec) -> str:
 
 
 def finished_record(run: Run) -> dict | None:
-    """`run`'s run.json when its folder is complete and was trained with the spec it has now."""
+    """`run`'s run.json when its folder is complete and was trained with the spec it has now (a
+    record without today's run measures, from an older GradAtlas, trains again)."""
     try:
         record = json.loads((Path(run.run_dir) / "run.json").read_text())
-        return record if RunSpec.from_dict(record["spec"]) == run.spec else None
+        current = set(RUN_MEASURES) <= set(record["summary"])
+        return record if current and RunSpec.from_dict(record["spec"]) == run.spec else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -23,12 +23,13 @@ h1{margin-bottom:.2em}h2{border-bottom:2px solid #0173b2;padding-bottom:.15em;ma
 figure{margin:1em 0 2em 0}figure img{max-width:100%;height:auto;border:1px solid #ddd}
 figcaption{color:#333;font-size:.95em;background:#f6f8fa;padding:.5em .8em;border-left:3px solid #0173b2}
 table{border-collapse:collapse;font-size:.88em;margin:.5em 0 1em 0}
-th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right;white-space:nowrap}th{background:#eef2f6}
+th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right;overflow-wrap:anywhere}th{background:#eef2f6}
+table{max-width:100%}table.sortable th{cursor:pointer}
 .scroll{overflow-x:auto;max-width:100%}.answer td{white-space:normal;text-align:left}
 td:first-child,th:first-child{text-align:left}
 .facts td{text-align:left}.note{color:#555;font-size:.92em}
 nav ol{columns:2;list-style:none;padding-left:1em}details{margin:.5em 0}details pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}
-ul.findings li{margin:.35em 0}
+ul.findings li{margin:.35em 0}ul.first li{margin:.5em 0;font-size:1.02em}
 .answer{background:#f3f8fc;border:1px solid #b9d3ea;border-radius:6px;padding:.6em 1.2em;margin:1em 0}
 .answer h3{margin:.5em 0 .2em 0}.caveat{background:#fff7e0;border-left:4px solid #de8f05;padding:.5em .8em}
 .verdict{padding:.5em;border-radius:4px}.ok{background:#e3f5e1}.no{background:#fbe3e3}img{max-width:100%}
@@ -57,6 +58,16 @@ _TABLE = ENV.from_string(
 <tbody>{% for row in rows %}<tr>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</tbody></table></div>
 {% if more %}<p class="note">{{ more }} more rows in the CSV.</p>{% endif %}"""
 )
+# sorting by a click on a column's header: a few lines, the table reads the same without them
+_SORT_SCRIPT = """<script>
+document.querySelectorAll('table.sortable th').forEach((th, i) => th.addEventListener('click', () => {
+  const body = th.closest('table').tBodies[0], up = th.dataset.up !== '1';
+  const key = r => { const t = r.cells[i].textContent, n = parseFloat(t); return isNaN(n) ? t : n; };
+  [...body.rows].sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (up ? 1 : -1))
+    .forEach(r => body.appendChild(r));
+  th.dataset.up = up ? '1' : '0';
+}));
+</script>"""
 _FACTS = ENV.from_string(
     '<table class="facts">{% for k, v in rows %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>'
 )
@@ -122,6 +133,15 @@ def table(frame, max_rows: int = 40, digits: int = 3, cls: str | None = None) ->
     rows = [[cell(v, digits) for v in r] for r in shown.itertuples(index=False, name=None)]
     more = len(frame) - max_rows if len(frame) > max_rows else 0
     return Markup(_TABLE.render(columns=[str(c) for c in shown.columns], rows=rows, more=more, cls=cls))
+
+
+def sortable_table(frame, digits: int = 3) -> Markup:
+    """Every row of `frame` as a table whose columns sort on a click (inline script; plain without it)."""
+    return Markup(table(frame, max_rows=len(frame), digits=digits, cls="sortable") + Markup(_SORT_SCRIPT))
+
+
+def link(href: str, text: str) -> Markup:
+    return render('<a href="{{ href }}">{{ text }}</a>', href=href, text=text)
 
 
 def facts(rows: dict) -> Markup:

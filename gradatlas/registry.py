@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from gradatlas import catalog
+
 # Tables `rule analyze` writes to results/tables/ (parquet + csv); `nuisance_choices` only with
 # report.nuisance axes. Their columns are documented in gradatlas.analysis.TABLE_COLUMNS.
 ANALYSIS_TABLES = (
@@ -217,4 +219,6 @@ def study_settings(config: dict) -> dict:
         "baselines": dict(config.get("report", {}).get("baselines", {})),
         "nuisance": list(config.get("report", {}).get("nuisance", [])),
         "backend": train.get("backend"),
+        "results": config.get("results", "results"),
+        "bn_momentum": catalog.params("regularizer", "batch_norm", config.get("techniques", {}).get("batch_norm"))["momentum"],
     }

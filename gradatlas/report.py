@@ -24,6 +24,7 @@ import yaml
 from gradatlas import analysis, figures, page
 from gradatlas import config as gaconfig
 from gradatlas.files import atomic_write
+from gradatlas.outcomes import HEALTH_CLASSES, HEALTH_RULES
 from gradatlas.provenance import git_commit
 from gradatlas.registry import (
     ANALYSIS_TABLES, FIGURES, REPORT_TABLES, SECTIONS, caption_rst, rst_text, study_settings,
@@ -222,18 +223,19 @@ def with_interval(frame: pd.DataFrame, mean: str, n: str, fmt: str = "+.3f", lab
 
 
 def flow_view(flow: pd.DataFrame, when: str) -> pd.DataFrame:
+    """The gradient_flow table as the reader sees it: verdict shares as percentages (classes that no
+    level has left out), the median ratio as 10^x, the distance with its interval."""
     sub = flow[flow["when"] == when].sort_values(["factor", "rank"], kind="stable")
     if sub.empty:
         return sub
+    shares = [f"share_{c}" for c in HEALTH_CLASSES if sub[f"share_{c}"].fillna(0).gt(0).any()]
     view = sub.assign(
         **{"median ratio": sub["median_log10_ratio"].map(analysis.power_of_ten)},
-        **{c: sub[c].map(lambda v: "–" if pd.isna(v) else f"{v:.0%}") for c in
-           ("share_vanishing", "share_healthy", "share_exploding")},
+        **{c: sub[c].map(lambda v: "–" if pd.isna(v) else f"{v:.0%}") for c in shares},
     )  # fmt: skip
     view = with_interval(view, "mean_distance", "n", "+.2f")
-    keep = ["factor", "level", "rank", "keeps_alive", "n", "n_missing", "share_vanishing", "share_healthy",
-            "share_exploding", "median ratio", "median_flow", "mean_distance", "95% CI"]  # fmt: skip
-    return view[keep]
+    keep = ["factor", "level", "rank", "keeps_alive", "n", *shares, "median ratio", "mean_distance", "95% CI"]
+    return view[keep].rename(columns={c: c.removeprefix("share_") for c in shares})
 
 
 def convergence_view(conv: pd.DataFrame) -> pd.DataFrame:
@@ -247,42 +249,68 @@ def convergence_view(conv: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- HTML -----------------------------------------------------------------------------------------
+def _sentence_with_figure(sentence: str, figure: str | None):
+    """A finding with a link to the figure that shows it."""
+    if not isinstance(figure, str) or figure not in {spec.name for spec in FIGURES}:
+        return sentence
+    return page.render('{{ s }} <a href="#fig-{{ f }}">(figure)</a>', s=sentence, f=figure)
+
+
+def _answer_row(r) -> tuple[str, str]:
+    """(answer, difference) of one headline row, short."""
+    if r.best is None or (isinstance(r.best, float) and np.isnan(r.best)):
+        return "no effect possible at initialization (its levels start from the same networks)", "–"
+    flow = r.question != analysis.QUESTIONS["speed"]
+    short = (lambda text: text.split(";")[0])
+    if r.tied:
+        answer = f"tie: {r.best} = {r.runner_up} ({short(r.best_summary)})"
+    elif flow:
+        lead = f"{r.best} keeps them alive" if r.keeps_alive else f"none healthy in most runs; closest {r.best}"
+        answer = f"{lead} ({short(r.best_summary)}); runner-up {r.runner_up} ({short(r.runner_up_summary)})"
+    else:
+        answer = f"{r.best} fastest ({short(r.best_summary)}); runner-up {r.runner_up} ({short(r.runner_up_summary)})"
+    unit = "matched pairs" if r.paired else "runs, unpaired"
+    return answer, analysis.format_estimate(r.effect, r.ci_low, r.ci_high, r.n, "+.2f" if flow else "+.3f", unit)
+
+
 def _answer(tables, settings: dict) -> list:
-    """The first screen: per question a table (factor, answer, best, runner-up, effect with its
-    t-interval and n), the same in words (collapsible), then the budget line."""
-    head = tables["headline"]
-    groups = [("gradient flow init", "Which level keeps gradients alive at initialization"),
-              ("gradient flow final", "… and after training"), ("convergence speed", "Which level converges fastest")]  # fmt: skip
-    inner = []
-    for question, title in groups:
+    """The first screen: the answer in a few sentences with numbers, each linked to its figure (what
+    keeps gradients alive and what kills them, the best recipe, the largest interaction, caveats),
+    the budget, then one compact table per question and the per-factor sentences (collapsible)."""
+    found, head = tables["findings"], tables["headline"]
+    first = found[found["kind"].isin(analysis.FIRST_SCREEN)]
+    inner = [page.bullet_list([_sentence_with_figure(r.sentence, r.figure) for r in first.itertuples()], "findings first")]
+    inner.append(page.tag("p", analysis.budget_sentence(settings), "caveat"))
+    titles = {analysis.QUESTIONS["init"]: "Gradients at initialization (distinct networks)",
+              analysis.QUESTIONS["final"]: "Gradients after training",
+              analysis.QUESTIONS["speed"]: "Convergence speed (area under the validation curve)"}  # fmt: skip
+    for question, title in titles.items():
         rows = head[head["question"] == question]
         if rows.empty:
             continue
-        flow = question.startswith("gradient")
-        view = pd.DataFrame({
-            "factor": rows["factor"],
-            "answer": [
-                (f"{r.best} keeps them alive" if r.keeps_alive else f"none healthy in most runs; closest {r.best}")
-                if flow else f"{r.best} fastest" for r in rows.itertuples()
-            ],
-            "best": [f"{r.best}: {r.best_summary}" for r in rows.itertuples()],
-            "runner-up": [f"{r.runner_up}: {r.runner_up_summary}" for r in rows.itertuples()],
-            ("difference in distance from healthy (|log10 ratio|)" if flow else "difference in area under the curve"): [
-                analysis.format_estimate(r.effect, r.ci_low, r.ci_high, r.n, "+.2f" if flow else "+.3f",
-                                         "pairs" if r.paired else "runs, unpaired")
-                for r in rows.itertuples()
-            ],
-        })  # fmt: skip
-        inner += [page.tag("h3", title), page.table(view, max_rows=100)]
-    if inner:
-        inner.append(page.render("<details><summary>The same in words</summary>{{ items }}</details>",
-                                 items=page.bullet_list(head["sentence"])))  # fmt: skip
+        answers = [_answer_row(r) for r in rows.itertuples()]
+        difference = "difference in distance from healthy (|log10 ratio|)" if question != analysis.QUESTIONS["speed"] \
+            else "difference in area"  # fmt: skip
+        view = pd.DataFrame({"factor": rows["factor"].to_numpy(), "answer": [a for a, _ in answers],
+                             f"{difference}, best − runner-up": [d for _, d in answers]})  # fmt: skip
+        inner += [page.tag("h3", title), page.table(view, max_rows=100, cls="answer")]
+    if not len(head):
+        inner.append(page.tag("p", "No factor has two levels with a value: nothing to compare.", "note"))
     else:
-        inner = [page.tag("p", "No factor has two levels with a value: nothing to compare.", "note")]
-    return [
-        page.render('<div class="answer" id="answer">{% for b in blocks %}{{ b }}{% endfor %}</div>', blocks=inner),
-        page.tag("p", analysis.budget_sentence(settings), "caveat"),
-    ]
+        inner.append(page.render("<details><summary>Per factor, in words</summary>{{ items }}</details>",
+                                 items=page.bullet_list(head["sentence"])))  # fmt: skip
+    return [page.render('<div class="answer" id="answer">{% for b in blocks %}{{ b }}{% endfor %}</div>', blocks=inner)]
+
+
+RUN_COLUMNS = ("status", "health_init", "health_final", "test_accuracy", "best_val_accuracy", "epochs_run",
+               "vanishing_ratio_init", "vanishing_ratio_final", "saturated_frac_init", "dead_frac_final",
+               "train_seconds")  # fmt: skip
+
+
+def runs_view(runs: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """One row per run: its cell, seed, status, verdicts and the measures behind them."""
+    cols = [c for c in (*axes, "seed", *RUN_COLUMNS) if c in runs.columns]
+    return runs[cols].reset_index(drop=True)
 
 
 def render_html(tables: dict[str, pd.DataFrame], config: dict, figure_paths: dict[str, Path],
@@ -301,6 +329,7 @@ def render_html(tables: dict[str, pd.DataFrame], config: dict, figure_paths: dic
         ]
 
     status = runs["status"].fillna("unknown").value_counts()
+    tables_dir = f"{str(settings.get('results', 'results')).rstrip('/')}/tables"
     seconds = float(pd.to_numeric(runs.get("train_seconds"), errors="coerce").sum())
     grid = settings.get("grid", {})
     facts = {
@@ -308,7 +337,8 @@ def render_html(tables: dict[str, pd.DataFrame], config: dict, figure_paths: dic
         "grid": " × ".join(f"{len(v)} {a}" for a, v in grid.items()) + f" × {settings.get('n_seeds')} seeds",
         "runs (after nuisance selection)": len(runs),
         " / ".join(analysis.STATUSES): " / ".join(str(int(status.get(s, 0))) for s in analysis.STATUSES),
-        "total training time": f"{seconds / 3600:.2f} h ({seconds:.0f} s, sum over runs)",
+        "training time (wall clock)": f"{seconds / 60:.1f} min ({seconds:.0f} s; runs trained together in a pack "
+        "share its time)",
         "model": f"MLP 784 → {settings.get('depth')} × {settings.get('width')} → 10",
         "epochs (max) / target validation accuracy": f"{settings.get('epochs')} / {settings.get('target_accuracy')}",
         "baselines": ", ".join(f"{k}={v}" for k, v in settings.get("baselines", {}).items()),
@@ -316,8 +346,8 @@ def render_html(tables: dict[str, pd.DataFrame], config: dict, figure_paths: dic
     } | provenance(list(run_jsons))
     blocks["overview"] += [
         page.tag("p", "This report answers: which initializer, activation, optimizer and regularizer keep gradients "
-                      "alive and make the MLP converge fastest, and by how much. Every sentence below is computed from "
-                      "the tables (results/tables/headline.csv), with 95% t-intervals and their n."),  # fmt: skip
+                      "alive and make the MLP converge fastest, and by how much. Every sentence is computed from the "
+                      f"tables ({tables_dir}/findings.csv, headline.csv), with 95% t-intervals and their n."),  # fmt: skip
         *_answer(tables, settings),
         *figs("overview"),
         page.tag("h3", "Study and provenance"),
@@ -337,10 +367,14 @@ def render_html(tables: dict[str, pd.DataFrame], config: dict, figure_paths: dic
         ]
     flow = tables["gradient_flow"]
     blocks["gradient-flow"] += [
-        page.tag("p", f"Delta ratio = delta_rms at layer 1 / delta_rms at the output layer; vanishing below "
-                      f"{analysis.FLOW_VANISHING_BELOW:g}, exploding above {analysis.FLOW_EXPLODING_ABOVE:g}, healthy "
-                      "between. Levels are ranked by their share of healthy runs, then by the mean distance from "
-                      "healthy |log10 ratio|; vanishing and exploding runs are counted apart, never averaged."),  # fmt: skip
+        page.tag("p", "Each run gets a verdict at initialization and after training, from every diagnostic; the first "
+                      "that applies wins (docs/verdicts.md gives the known-answers panel behind the thresholds). "
+                      "Delta ratio = delta_rms at layer 1 / delta_rms at the output layer. A level's verdict is its "
+                      "share of runs per class, never the class of a median; levels rank by their share of healthy "
+                      "runs, then by the mean distance from healthy |log10 ratio|. At initialization each distinct "
+                      "network counts once: runs that differ only in what cannot act before the first update "
+                      "(optimizer, learning rate, schedule, clipping, penalties, dropout) are the same network."),
+        page.bullet_list([f"{c}: {HEALTH_RULES[c]}" for c in HEALTH_CLASSES]),  # fmt: skip
         *figs("gradient-flow"),
         page.tag("h3", "At initialization"), page.table(flow_view(flow, "init"), max_rows=60),
         page.tag("h3", "After training (last probe)"), page.table(flow_view(flow, "final"), max_rows=60),
@@ -379,16 +413,21 @@ def render_html(tables: dict[str, pd.DataFrame], config: dict, figure_paths: dic
         page.bullet_list(found["sentence"]),
         *figs("leaderboard"),
         page.tag("h3", "Leaderboard: test accuracy"),
-        page.table(with_interval(board[board["outcome"] == "test_accuracy"].drop(columns=["outcome", "flow"]),
+        page.table(with_interval(board[board["outcome"] == "test_accuracy"].drop(columns=["outcome", "health"]),
                                  "mean", "n_seeds")),  # fmt: skip
-        page.tag("h3", "Leaderboard: gradient flow at init (only healthy cells can be best)"),
+        page.tag("h3", "Leaderboard: gradient flow at init (distinct networks; only cells with most seeds healthy can be "
+                       "best)"),
         page.table(with_interval(board[board["outcome"] == "flow_distance_init"].drop(columns="outcome"), "mean",
                                  "n_seeds", "+.2f")),  # fmt: skip
     ]
+    blocks["leaderboard"] += [
+        page.tag("h3", "Every run (click a column to sort)"),
+        page.sortable_table(runs_view(runs, study.studied + [f"chosen_{a}" for a in nuisance])),
+    ]
     sections = [{"key": s.key, "title": s.title, "blocks": blocks[s.key]} for s in SECTIONS]
     study_name = settings.get("study", "")
-    intro = [page.tag("p", f"{len(runs)} runs. Generated by GradAtlas; opens offline, no JavaScript. Tables: "
-                           "results/tables/*.csv.", "note")]  # fmt: skip
+    intro = [page.tag("p", f"{len(runs)} runs, {settings.get('n_seeds')} seed(s) per cell. Generated by GradAtlas; "
+                           f"opens offline. Tables: {tables_dir}/*.csv.", "note")]  # fmt: skip
     return page.page(f"GradAtlas report: {study_name}", f"GradAtlas report: {study_name}", sections, intro)
 
 

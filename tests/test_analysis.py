@@ -7,12 +7,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradatlas import analysis, registry
+from gradatlas import outcomes, analysis, registry
 
 from gradatlas.config import FACTORS  # noqa: E402
 BASELINES = {"initializer": "glorot_uniform", "activation": "relu", "optimizer": "adam", "regularizer": "none"}
 INITIALIZERS = ["glorot_uniform", "he_normal", "random_normal"]
 ACTIVATIONS = ["relu", "tanh", "sigmoid"]
+
+
+def plant_health(frame: pd.DataFrame) -> pd.DataFrame:
+    """The runs' verdicts from their planted ratios and shares, as diagnostics.run_measures gives them."""
+    out = frame.copy()
+    for when in outcomes.HEALTH_WHEN:
+        saturated = out.get("saturated_frac_epoch1", pd.Series(np.nan, index=out.index))
+        out[f"health_{when}"] = [
+            outcomes.health_class(r, s, np.nan, st == "diverged" and when == "final")
+            for r, s, st in zip(out[f"vanishing_ratio_{when}"], saturated, out.get("status", [""] * len(out)))
+        ]
+    return out
 
 
 def make_runs(sigmoid_effect: float = -0.1, noise: float = 0.01, rng_seed: int = 0) -> pd.DataFrame:
@@ -29,7 +41,7 @@ def make_runs(sigmoid_effect: float = -0.1, noise: float = 0.01, rng_seed: int =
     sigmoid = grid["activation"] == "sigmoid"
     n = len(grid)
     accuracy = 0.95 + sigmoid_effect * sigmoid + rng.normal(0, noise, n)
-    return grid.assign(
+    return plant_health(grid.assign(
         test_accuracy=accuracy,
         best_val_accuracy=accuracy + rng.normal(0, noise / 2, n),
         epochs_run=10,
@@ -40,7 +52,7 @@ def make_runs(sigmoid_effect: float = -0.1, noise: float = 0.01, rng_seed: int =
         saturated_frac_epoch1=np.where(grid["activation"] == "relu", np.nan, np.where(sigmoid, 0.6, 0.1)),
         inactive_frac_epoch1=np.where(grid["activation"] == "relu", 0.5, np.nan),
         dead_frac_epoch1=np.where(grid["activation"] == "relu", 0.2, 0.0),
-    )
+    ))
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +69,12 @@ def row(table: pd.DataFrame, **match) -> pd.Series:
 
 
 # --- outcomes ------------------------------------------------------------------------------------
-def test_outcome_frame_adds_log10_ratio_distance_and_class_and_leaves_input_alone():
+def test_outcome_frame_adds_log10_ratio_and_distance_and_leaves_input_alone():
     runs = pd.DataFrame({"vanishing_ratio_init": [1e-3, 1.0, 0.0, 500.0], "vanishing_ratio_final": [10.0, np.nan, 0.1, 11.0]})
     out = analysis.outcome_frame(runs)
     np.testing.assert_allclose(out["log10_vanishing_ratio_init"], [-3.0, 0.0, np.nan, np.log10(500)])
     np.testing.assert_allclose(out["flow_distance_init"], [3.0, 0.0, np.nan, np.log10(500)])
-    assert list(out["flow_init"]) == ["vanishing", "healthy", None, "exploding"]
-    assert list(out["flow_final"]) == ["healthy", None, "healthy", "exploding"]  # thresholds: < 0.1, > 10
+    assert "flow_init" not in out.columns  # verdicts come from the runs table (diagnostics.run_measures), never here
     assert "log10_vanishing_ratio_init" not in runs.columns
     for name, (column, direction, label) in analysis.OUTCOMES.items():
         assert column == name and direction in {"higher", "lower"} and label
@@ -355,7 +366,7 @@ def test_findings_name_the_planted_factor(runs):
     assert "activation=sigmoid instead of relu" in text
     vanishing = next(s for s in sentences if s.startswith("Most vanishing cell at initialization"))
     assert "activation=sigmoid" in vanishing and re.search(r"10\^-3\.\d", vanishing)
-    assert "No cell explodes at initialization" in text
+    assert "No cell has a mean delta ratio > 10 at initialization" in text
 
 
 def test_findings_follow_the_data_not_hard_coded_names():
@@ -413,21 +424,21 @@ def flow_runs() -> pd.DataFrame:
          (grid["initializer"] == "random_normal") & (grid["activation"] == "relu")],
         [0.0, -2.5, 2.9], default=-2.9,
     ) + rng.normal(0, 0.05, len(grid))  # fmt: skip
-    return grid.assign(vanishing_ratio_init=10.0**log, vanishing_ratio_final=10.0**log, test_accuracy=0.9,
-                       best_val_accuracy=0.9, status="converged", epochs_to_target=np.nan, epochs_run=3)  # fmt: skip
+    return plant_health(grid.assign(vanishing_ratio_init=10.0**log, vanishing_ratio_final=10.0**log, test_accuracy=0.9,
+                       best_val_accuracy=0.9, status="converged", epochs_to_target=np.nan, epochs_run=3))  # fmt: skip
 
 
 def test_gradient_flow_table_keeps_directions_apart_and_ranks_healthy_first():
-    flow = analysis.gradient_flow_table(flow_runs(), ["initializer"]).query("when == 'init'")
+    flow = analysis.gradient_flow_table(flow_runs(), FACTORS).query("when == 'init' and factor == 'initializer'")
     random = row(flow, level="random_normal")
     assert (random["share_exploding"], random["share_vanishing"], random["share_healthy"]) == (0.5, 0.5, 0.0)
     assert random["mean_distance"] == pytest.approx(2.9, abs=0.1)  # not ~0, as a signed mean would give
     he = row(flow, level="he_normal")
-    assert he["rank"] == 1 and he["keeps_alive"] and he["median_flow"] == "healthy"
-    headline = row(analysis.headline(flow_runs(), FACTORS), question="gradient flow init", factor="initializer")
+    assert he["rank"] == 1 and he["keeps_alive"] and he["share_healthy"] == 1.0
+    headline = row(analysis.headline(flow_runs(), FACTORS), question="gradient health init", factor="initializer")
     assert headline["best"] == "he_normal" and headline["runner_up"] == "glorot_uniform"
     assert headline["effect"] < -2 and headline["n"] == 6 and headline["paired"]
-    assert "10^-2.5" in headline["sentence"] and "n=6 pairs" in headline["sentence"]
+    assert "10^-2.5" in headline["sentence"] and "n=6 matched pairs" in headline["sentence"]
 
 
 def test_an_exploding_cell_never_ranks_best():
@@ -437,9 +448,9 @@ def test_an_exploding_cell_never_ranks_best():
     runs.loc[(runs["initializer"] == "random_normal") & (runs["activation"] == "relu"), "vanishing_ratio_init"] = 20.0
     board = analysis.leaderboard(runs, FACTORS, "flow_distance_init", k=2)
     assert (board["rank_group"] == "worst").all(), board
-    flow = analysis.gradient_flow_table(runs, ["initializer"]).query("when == 'init'")
+    flow = analysis.gradient_flow_table(runs, FACTORS).query("when == 'init' and factor == 'initializer'")
     assert not flow["keeps_alive"].any()
-    line = row(analysis.headline(runs, FACTORS), question="gradient flow init", factor="initializer")
+    line = row(analysis.headline(runs, FACTORS), question="gradient health init", factor="initializer")
     assert "no level keeps most runs healthy" in line["sentence"] and not line["keeps_alive"]
     # with a healthy cell present, an exploding cell with a smaller distance still ranks after it
     runs2 = flow_runs()
@@ -447,7 +458,7 @@ def test_an_exploding_cell_never_ranks_best():
     runs2.loc[(runs2["initializer"] == "random_normal") & (runs2["activation"] == "relu"), "vanishing_ratio_init"] = 11.0
     board = analysis.leaderboard(runs2, FACTORS, "flow_distance_init", k=3)
     best = board[board["rank_group"] == "best"]
-    assert len(best) and (best["flow"] == "healthy").all() and board.iloc[0]["initializer"] == "he_normal"
+    assert len(best) and best["health"].str.startswith("3 of 3 healthy").all() and board.iloc[0]["initializer"] == "he_normal"
     text = "\n".join(analysis.findings(runs2, FACTORS, BASELINES)["sentence"])
     assert "Most exploding cell at initialization: initializer=random_normal, activation=relu" in text
 
@@ -466,11 +477,11 @@ def optional_runs(axes: dict) -> pd.DataFrame:
     grid = pd.DataFrame(list(product(*base.values(), range(2))), columns=[*base, "seed"])
     n = len(grid)
     acc = 0.9 - 0.3 * (grid["activation"] == "sigmoid") + rng.normal(0, 0.01, n)
-    return grid.assign(test_accuracy=acc, best_val_accuracy=acc + rng.normal(0, 0.01, n), status="converged",
+    return plant_health(grid.assign(test_accuracy=acc, best_val_accuracy=acc + rng.normal(0, 0.01, n), status="converged",
                        epochs_run=2, epochs_to_target=np.nan, steps_per_epoch=10,
                        vanishing_ratio_init=10 ** np.where(grid["activation"] == "sigmoid", -2.0, 0.1),
                        vanishing_ratio_final=10 ** np.where(grid["activation"] == "sigmoid", -1.5, 0.0),
-                       saturated_frac_epoch1=np.nan, inactive_frac_epoch1=np.nan, dead_frac_epoch1=0.0)  # fmt: skip
+                       saturated_frac_epoch1=np.nan, inactive_frac_epoch1=np.nan, dead_frac_epoch1=0.0))  # fmt: skip
 
 
 @pytest.mark.parametrize(
