@@ -175,13 +175,14 @@ def test_transfer_variants_train_through_the_engine(pretrained, mnist_split, tmp
     from gradatlas.studies import transfer
 
     path, original = pretrained
-    table = transfer.run_variants(_tiny_spec(), mnist_split, path, per_class=20, epochs=3, patience=3,
+    # 100 images in batches of 64: 2 steps per epoch, so 6 steps = 3 epochs
+    table = transfer.run_variants(_tiny_spec(), mnist_split, path, per_class=20, max_steps=6, patience_steps=6,
                                   variants=("scratch", "frozen_all", "frozen_all_but_top1", "frozen_cached"),
                                   runs_dir=tmp_path)  # fmt: skip
     acc = table.set_index("variant")["test_accuracy"]
     assert acc["frozen_cached"] == pytest.approx(acc["frozen_all"], abs=0.01)  # cached = recomputed
     assert (table["train_images"] == 100).all() and table.loc[table["variant"] == "frozen_cached", "cache_seconds"].item() > 0
-    assert (table["epochs_run"] == 3).all()
+    assert (table["epochs_run"] == 3).all() and (table["max_epochs"] == 3).all()
     source = [np.asarray(d.kernel) for d in transfer.hidden_dense(original)]
     for variant, trained_top in (("frozen_all", 0), ("frozen_cached", 0), ("frozen_all_but_top1", 1)):
         run = json.loads((tmp_path / variant / "run.json").read_text())
@@ -216,7 +217,8 @@ def test_batch_norm_tracks_accuracy_and_the_sigmoid_input(mnist_split, tmp_path)
     curves = pd.concat(curves)
     assert (curves["p15"] <= curves["p50"]).all() and (curves["p50"] <= curves["p85"]).all()
     result = batch_norm.assess(curves)
-    assert set(result["drift"]) == set(batch_norm.VARIANTS) and 0 <= result["ahead_share"] <= 1
+    assert set(result["location_drift"]) == set(result["scale_drift"]) == set(batch_norm.VARIANTS)
+    assert 0 <= result["ahead_share"] <= 1 and all(v >= 1 for v in result["scale_drift"].values())
 
 
 def test_batch_norm_curve_survives_a_killed_job(mnist_split, tmp_path):
@@ -246,6 +248,82 @@ def test_batch_norm_curve_survives_a_killed_job(mnist_split, tmp_path):
     pd.testing.assert_frame_equal(resumed, whole, rtol=1e-5)
 
 
+def _planted_curve(p50, spread, accuracy=0.9):
+    """A tracked-input curve: 20 evaluation points (steps 500-10,000) with the given median and
+    15-85 spread (symmetric percentiles), after a step-0 row with a wild spread."""
+    steps = np.arange(500, 10_001, 500)
+    p50, spread = np.broadcast_to(p50, len(steps)), np.broadcast_to(spread, len(steps))
+    curve = pd.DataFrame({"step": steps, "test_accuracy": accuracy, "p15": p50 - spread / 2, "p50": p50, "p85": p50 + spread / 2})
+    # step 0 (BN's moving averages not yet set) is never counted: a wild value there changes nothing
+    return pd.concat([pd.DataFrame([{"step": 0, "test_accuracy": 0.1, "p15": -50.0, "p50": 9.0, "p85": 50.0}]), curve])
+
+
+def test_batch_norm_drift_separates_location_and_scale_on_planted_curves():
+    from gradatlas.studies import batch_norm
+
+    # the median moves by 2 while the spread stays 2: location drift 1 spread, scale constant
+    shifted = _planted_curve(np.linspace(0, -2, 20), 2.0)
+    assert batch_norm.location_drift(shifted) == pytest.approx(1.0)
+    assert batch_norm.scale_drift(shifted) == pytest.approx(1.0)
+    # BN-like gamma growth (1 -> 2.2) around a fixed median: scale, never location
+    gamma = _planted_curve(0.3, 2.0 * np.linspace(1, 2.2, 20))
+    assert batch_norm.location_drift(gamma) == 0.0
+    assert batch_norm.scale_drift(gamma) == pytest.approx(2.2)
+    # a plain-like input whose spread grows 280x within the first 10% of the run, then stays: counted
+    # (the old measure skipped those steps); its median moves 2.5, i.e. 2.5 / 2.8 of its typical spread
+    early = _planted_curve(np.linspace(0, -2.5, 20), [0.01, 2.8] + [2.8] * 18)
+    assert batch_norm.scale_drift(early) == pytest.approx(280)
+    assert batch_norm.location_drift(early) == pytest.approx(2.5 / 2.8)
+
+    def curves(plain, bn, bn_accuracy=0.95):
+        return pd.concat([plain.assign(variant="plain", seed=s) for s in (0, 1)]
+                         + [bn.assign(variant="batch_norm", seed=s, test_accuracy=bn_accuracy) for s in (0, 1)])  # fmt: skip
+
+    res = batch_norm.assess(curves(early, gamma))
+    assert res["reproduced"] and res["location_drift"]["batch_norm"] == 0.0
+    assert res["scale_drift"] == pytest.approx({"plain": 280, "batch_norm": 2.2})
+    # BN whose median moves as far as plain's (relative to its spread): the location part fails, the scale part holds
+    res = batch_norm.assess(curves(early, early.assign(p15=early["p50"] - 1.4, p85=early["p50"] + 1.4)))
+    assert not res["reproduced"] and not res["location_ok"] and res["scale_ok"]
+    # BN behind in accuracy at one evaluation point: not reproduced however stable
+    assert not batch_norm.assess(curves(early, gamma, np.r_[0.1, 0.5, [0.95] * 19]))["ahead_ok"]
+
+
+def test_transfer_budget_is_in_steps():
+    from gradatlas.studies import transfer
+
+    assert transfer.step_budget(500, 20, 5000, 500) == (200, 20)  # Geron's: 200 epochs of 25 steps, patience 20
+    assert transfer.step_budget(500, 32, 5000, 500) == (313, 32)  # 16 steps per epoch: the same steps, rounded up
+
+
+def test_transfer_verdict_within_noise_or_ranking_on_planted_numbers():
+    from gradatlas.studies import transfer
+
+    # the issue's per-seed fine-tuned minus scratch: +0.004 +- 0.0075 SE, the interval covers 0
+    gain = transfer.compare(pd.Series([-0.009, 0.017, 0.004], index=[0, 1, 2]))
+    assert gain["outcome"] == "within noise" and gain["mean"] == pytest.approx(0.004)
+    assert gain["se"] == pytest.approx(0.0075, abs=1e-4) and gain["interval"][0] < 0 < gain["interval"][1]
+    assert transfer.compare(pd.Series([0.02, 0.03, 0.025]))["outcome"] == "reused ahead"
+    assert transfer.compare(pd.Series([-0.02, -0.03, -0.025]))["outcome"] == "scratch ahead"
+    assert transfer.compare(pd.Series([0.05]))["outcome"] == "within noise"  # one seed: no spread, no ranking
+
+    def table(fine_tuned):
+        acc = {"scratch": [0.90, 0.91, 0.905], "fine_tuned": fine_tuned, "frozen_all": [0.83, 0.84, 0.826],
+               "frozen_all_but_top1": [0.86, 0.87, 0.865], "frozen_all_but_top2": [0.88, 0.88, 0.877],
+               "frozen_cached": [0.83, 0.84, 0.826]}  # fmt: skip
+        return pd.DataFrame([{"variant": v, "seed": s, "test_accuracy": a[s], "epochs_run": 40, "best_epoch": 20,
+                              "max_epochs": 200, "train_seconds": 1.0, "trainable_params": 1,
+                              "seconds_per_epoch": 0.001 if v == "frozen_cached" else 0.01}
+                             for v, a in acc.items() for s in range(3)])  # fmt: skip
+
+    noisy = transfer.assess(table([0.891, 0.927, 0.909]))  # scratch + the issue's per-seed differences
+    assert noisy["best_reused"] == "fine_tuned" and noisy["gain_over_scratch"]["outcome"] == "within noise"
+    assert not noisy["reproduced"] and noisy["cached_ok"]
+    assert noisy["ranking"][:3] == ["fine_tuned", "scratch", "frozen_all_but_top2"]
+    clear = transfer.assess(table([0.93, 0.935, 0.932]))
+    assert clear["gain_over_scratch"]["outcome"] == "reused ahead" and clear["reproduced"]
+
+
 def test_depth_init_verdict_from_tables():
     from gradatlas.studies import depth_init
 
@@ -269,7 +347,7 @@ def test_transfer_preset_end_to_end(tmp_path, mnist_dir):
     ws = make_workspace(tmp_path / "ws")
     tiny = {"data": {"source": "idx", "path": str(mnist_dir), "train_subset": 6000, "validation_size": 1000},
             "preset": {"name": "transfer", "transfer": {"depth": 2, "width": 16, "pretrain_epochs": 1, "per_class": 10,
-                                                        "epochs": 2, "patience": 2}},
+                                                        "max_steps": 6, "patience_steps": 6}},
             "seeds": [0]}  # fmt: skip
     overlay = write_config(ws, tiny, "tiny.yaml")
     run_snakemake(ws, "--cores", "2", "--configfile", "studies/transfer.yaml", str(overlay), timeout=600)

@@ -49,7 +49,8 @@ def transfer_pretrain(config: dict, prepared, seed: int, model_out: Path, record
     s = settings(config)
     spec = transfer_spec(config, seed)
     run_dir = Path(model_out).parent / "pretrain"
-    model_path, record = study.pretrain(spec, _split(config, prepared), s["pretrain_epochs"], s["patience"], run_dir, threads)
+    model_path, record = study.pretrain(spec, _split(config, prepared), s["pretrain_epochs"], s["pretrain_patience"], run_dir,
+                                        threads)  # fmt: skip
     atomic_write(Path(model_out), lambda p: shutil.copyfile(model_path, p))
     write_json(Path(record_out), record | {"spec": spec.as_dict()})
     return record
@@ -61,8 +62,8 @@ def transfer_variants(config: dict, prepared, seed: int, pretrained: Path, out: 
     from gradatlas.studies import transfer as study
 
     s = settings(config)
-    spec = transfer_spec(config, seed)
-    table = study.run_variants(spec, _split(config, prepared), pretrained, s["per_class"], s["epochs"], s["patience"],
+    spec = transfer_spec(config, seed).replace(learning_rate=s["learning_rate"])  # task B's rate, every variant
+    table = study.run_variants(spec, _split(config, prepared), pretrained, s["per_class"], s["max_steps"], s["patience_steps"],
                                runs_dir=Path(out).parent / "variants", threads=threads)  # fmt: skip
     atomic_write(Path(out), lambda p: table.to_parquet(p, index=False))
     return table

@@ -109,23 +109,34 @@ def transfer_section(config, inputs) -> tuple[str, dict]:
         ax.plot(g["variant"], g["test_accuracy"], ".", alpha=0.4, color="gray")
     ax.set(ylabel="test accuracy (digits 5-9)", title="task B from %d images per class" % s["per_class"])
     ax.tick_params(axis="x", rotation=20)
-    ok = res["reproduced"]
-    why = (f"best reused variant {res['best_reused']} beats scratch by {res['gain_over_scratch']:+.3f} "
-           f"(SE {res['gain_se']:.3f}); caching speeds an epoch up {res['speedup_per_epoch']:.2f}x with an accuracy gap of "
-           f"{res['cached_vs_recomputed_accuracy_gap']:.4f} to recomputing")  # fmt: skip
+    ok, gain = res["reproduced"], res["gain_over_scratch"]
+    low, high = gain["interval"]
+    why = (f"{gain['outcome']}: the best reused variant, {res['best_reused']}, minus scratch is {gain['mean']:+.3f} "
+           f"(SE {gain['se']:.4f}; per seed {', '.join(f'{v:+.3f}' for v in gain['per_seed'].values())}; "
+           f"{gain['level']:.0%} t-interval [{low:+.3f}, {high:+.3f}]"
+           f"{', which covers 0' if gain['outcome'] == 'within noise' else ''}); ranking by mean test accuracy: "
+           f"{' > '.join(res['ranking'])}. Caching speeds an epoch up {res['speedup_per_epoch']:.2f}x with an accuracy "
+           f"gap of {res['cached_vs_recomputed_accuracy_gap']:.4f} to recomputing")  # fmt: skip
     body = page.render(
         """
 <p><b>What was run.</b> A {{ depth }}&times;{{ width }} MLP ({{ initializer }}, {{ activation }}, {{ optimizer }},
-batch {{ batch_size }}) trained on digits 0&ndash;4 (up to {{ pretrain_epochs }} epochs, early stopping; test accuracy on 0&ndash;4:
-{{ pretrain_accuracy }}). Then digits 5&ndash;9 from {{ per_class }} training images per class
-(and as many validation images per class for early stopping, patience {{ patience }}, up to {{ epochs }} epochs), with a
-new 5-unit output layer over the reused hidden layers (Keras layer reuse of the loaded task-A model; <code>trainable</code>
-flags): from scratch; all reused layers frozen; all but the top one / two frozen; all fine-tuned; all frozen with their outputs
+batch {{ batch_size }}) trained on digits 0&ndash;4 (up to {{ pretrain_epochs }} epochs, early stopping with patience
+{{ pretrain_patience }}; test accuracy on 0&ndash;4: {{ pretrain_accuracy }}). Then digits 5&ndash;9 from {{ per_class }}
+training images per class (and as many validation images per class for early stopping), every variant with the same
+budget: learning rate {{ learning_rate }}, patience {{ patience_steps }} steps, at most {{ max_steps }} steps (both
+rounded up to whole epochs; a variant that stopped before its max epochs, in the table below, reached its
+plateau), with a new 5-unit output layer over the reused hidden layers (Keras layer reuse of the loaded task-A model;
+<code>trainable</code> flags): from scratch; all reused layers frozen; all but the top one / two frozen; all fine-tuned; all frozen with their outputs
 cached once (<code>predict</code>) and the output layer trained on the cache. Seeds {{ seeds }}.</p>
 <p><b>Claim</b> (the course's section on reusing layers): with little data, reused pretrained layers beat training from
 scratch, and caching the frozen layers' outputs makes training faster without changing the result.
-<b>Tolerance:</b> best reused variant's mean test accuracy above scratch's by more than the standard error of the
-per-seed difference; cached vs recomputed: faster per epoch and mean accuracy gap &le; 0.01.</p>
+<b>Tolerance:</b> the best reused variant (highest mean test accuracy) minus scratch, per seed: reproduced when the
+95% Student-t interval of its mean lies above 0; an interval covering 0 is <i>within noise</i> (no ranking between
+them), one below 0 puts scratch ahead. Cached vs recomputed: faster per epoch and mean accuracy gap &le; 0.01.</p>
+<p><b>Context.</b> G&eacute;ron's own notebook for this exercise does not settle it either: his 2017 run had scratch
+(87.2%) above every reused variant, a 2018 rerun the reverse, and his 3rd edition says transfer learning "does not work
+very well with small dense networks". His solution's settings (Adam 0.01, batch 20, patience 20 epochs of 25 steps,
+at most 200 epochs) are this preset's defaults.</p>
 {{ summary }}
 {{ figure }}
 <p>Per run:</p>{{ table }}
@@ -140,8 +151,10 @@ per-seed difference; cached vs recomputed: faster per epoch and mean accuracy ga
         pretrain_epochs=s['pretrain_epochs'],
         pretrain_accuracy=', '.join(f"{p['test_accuracy_a']:.4f}" for p in pre),
         per_class=s['per_class'],
-        patience=s['patience'],
-        epochs=s['epochs'],
+        pretrain_patience=s['pretrain_patience'],
+        learning_rate=s['learning_rate'],
+        patience_steps=s['patience_steps'],
+        max_steps=s['max_steps'],
         seeds=config['seeds'],
         summary=_table(summ),
         figure=_figure(fig),
@@ -159,25 +172,31 @@ def batch_norm_section(config, inputs) -> tuple[str, dict]:
     curves = pd.concat([pd.read_parquet(p) for p in inputs["curves"]], ignore_index=True)
     res = batch_norm.assess(curves)
     mean = res["mean_accuracy"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.2))
     for v in mean.columns:
         axes[0].plot(mean.index, mean[v], label=v)
     axes[0].set(xlabel="step", ylabel="test accuracy (mean over seeds)", ylim=(max(0, mean.iloc[1:].min().min() - 0.02), 1))
     axes[0].legend()
     first_seed = curves["seed"].min()
-    for ax, v in zip(axes[1:], ["plain", "batch_norm"]):
+    for ax, v in zip(axes[1:3], ["plain", "batch_norm"]):
         c = curves[(curves["variant"] == v) & (curves["seed"] == first_seed)]
         for p in batch_norm.PERCENTILES:
             ax.plot(c["step"], c[f"p{p}"], label=f"{p}th")
         ax.set(title=f"{v}: sigmoid input (layer 3, unit {s['unit']})", xlabel="step")
         ax.legend(fontsize=7)
+    for (v, seed), c in curves[curves["step"] > 0].groupby(["variant", "seed"]):
+        axes[3].plot(c["step"], c["p85"] - c["p15"], color=f"C{list(mean.columns).index(v)}", alpha=0.7,
+                     label=v if seed == first_seed else None)  # fmt: skip
+    axes[3].set(yscale="log", title="15-85 percentile spread", xlabel="step")
+    axes[3].legend(fontsize=7)
     final = curves[curves["step"] == curves["step"].max()].groupby("variant")["test_accuracy"].agg(["mean", "std", "count"])
     checkpoints = mean.loc[[i for i in mean.index if i in {s["eval_every"], 5000, 10000, 20000, 50000} or i == mean.index.max()]]
     ok = res["reproduced"]
-    why = (f"BN ahead at {res['ahead_share']:.0%} of evaluation points (needed 100%); drift of the sigmoid input's "
-           f"percentiles: {res['drift']['batch_norm']:.3f} with BN vs {res['drift']['plain']:.3f} without (needed <= 0.5x). "
-           f"Not part of the verdict: the median's largest move from its value at step {s['eval_every']} is "
-           f"{res['median_shift']['batch_norm']:.3f} with BN vs {res['median_shift']['plain']:.3f} without")
+    loc, scale = res["location_drift"], res["scale_drift"]
+    why = (f"BN ahead at {res['ahead_share']:.0%} of evaluation points (needed 100%); over the whole run the sigmoid "
+           f"input's median moves {loc['batch_norm']:.2f} spreads with BN vs {loc['plain']:.2f} without (needed <= 0.5x), "
+           f"and its 15-85 percentile spread changes {scale['batch_norm']:.1f}x with BN vs {scale['plain']:.0f}x without "
+           f"(needed: at most the square root of the factor without)")
     body = page.render(
         """
 <p><b>What was run.</b> 784-100-100-100-10 sigmoid MLP, weights N(0, {{ init_stddev }}&sup2;), SGD learning rate
@@ -187,10 +206,16 @@ and the 15th/50th/85th percentiles of unit {{ unit }}'s sigmoid input in the las
 test images (inference mode). Seeds {{ seeds }}.</p>
 <p><b>Published</b> (Ioffe &amp; Szegedy 2015, &sect;4.1, Fig. 1): the BN network is ahead in test accuracy throughout training,
 and the distribution of a sigmoid's input is stable with BN while it drifts without.
-<b>Tolerance:</b> mean test accuracy with BN above without at every evaluation point after step 0; the largest range of the
-three percentiles after the first 10% of steps with BN at most half of that without (mean over seeds).</p>
+<b>Tolerance:</b> mean test accuracy with BN above without at every evaluation point after step 0; and, over the whole run
+(every evaluation point after step 0), the distribution's location and scale each moving at most half as much with BN
+as without. <i>Location drift</i>: the median's range (max &minus; min) divided by the unit's typical 15&ndash;85 percentile
+spread (its median over the run), mean over seeds. <i>Scale drift</i>: the largest over the smallest spread, as a factor
+(geometric mean over seeds; "half" on a log scale: at most the square root of the factor without BN). Measured this way
+a change of BN's learned scale &gamma; is scale, not location, and the early steps where the input moves most are counted.
+(Step 0 is left out: before training, BN's moving averages are still at their initial values.)</p>
 <p>Test accuracy (mean over seeds) at a few steps:</p>{{ checkpoints }}
 <p>Final test accuracy:</p>{{ final }}
+<p>Drift of the tracked sigmoid input over the whole run, per seed:</p>{{ drifts }}
 {{ figure }}
 {{ verdict }}
 """,
@@ -205,10 +230,12 @@ three percentiles after the first 10% of steps with BN at most half of that with
         seeds=config['seeds'],
         checkpoints=_table(checkpoints.reset_index()),
         final=_table(final.reset_index()),
+        drifts=_table(res["per_seed"], digits=3),
         figure=_figure(fig),
         verdict=_verdict(ok, why),
     )
-    return body, {k: v for k, v in res.items() if k != "mean_accuracy"} | {"final": final.reset_index().to_dict("records")}
+    out = {k: v for k, v in res.items() if k not in ("mean_accuracy", "per_seed")}
+    return body, out | {"final": final.reset_index().to_dict("records"), "per_seed": res["per_seed"].to_dict("records")}
 
 
 def depth_init_section(config, inputs) -> tuple[str, dict]:
