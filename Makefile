@@ -10,6 +10,12 @@ MNIST ?=
 CONFIG ?=
 comma := ,
 DATA := $(if $(MNIST),--config 'data={source: idx$(comma) path: $(abspath $(MNIST))}')
+# The jobs of `make demo` and `make study` run on this machine: without an NVIDIA GPU here, a
+# training asks for none
+LOCAL := $(if $(wildcard /dev/nvidia[0-9]*),,profiles/local/no-gpu.yaml)
+# The console: progress, failures and one line per pack epoch, without the host banner and the
+# job blocks (each lists every run file of its pack; the job logs are in <results>/logs/)
+SNAKEMAKE = $(BIN)/snakemake --cores all --quiet rules host
 # snakemake evaluates a config file marked `__use_yte__: true` as code, even in a dry run: refuse
 # such files (and anything that is not plain YAML/JSON) before snakemake reads them
 CHECK = $(BIN)/python -m gradatlas.config check-file
@@ -25,12 +31,12 @@ $(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml
 
 demo: install
 	$(CHECK) config.yaml studies/demo.yaml $(CONFIG)
-	$(BIN)/snakemake --cores all --configfile studies/demo.yaml $(CONFIG) $(DATA)
+	$(SNAKEMAKE) $(DATA) --configfile $(LOCAL) studies/demo.yaml $(CONFIG)
 	@echo "report: $(CURDIR)/results/demo/report/index.html"
 
 study: install
 	$(CHECK) config.yaml $(CONFIG)
-	$(BIN)/snakemake --cores all $(if $(CONFIG),--configfile $(CONFIG)) $(DATA)
+	$(SNAKEMAKE) $(DATA) $(if $(LOCAL)$(CONFIG),--configfile $(LOCAL) $(CONFIG))
 	@echo "report: $(CURDIR)/results/report/index.html"
 
 # the workflow's lint and format checks, then every test

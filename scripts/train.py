@@ -2,12 +2,20 @@
 
 import gc
 import logging
+import os
 from pathlib import Path
 
 from gradatlas.files import logged
 
+# the job's stderr, where snakemake shows it on the console: taken before `logged` sends it to the log
+console = logging.StreamHandler(os.fdopen(os.dup(2), "w", buffering=1))
 with logged(snakemake.log[0]):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    # GradAtlas' lines at INFO, other libraries' at WARNING only (JAX reports every accelerator it
+    # does not find, e.g. "Unable to initialize backend 'tpu'", at INFO)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("gradatlas").setLevel(logging.INFO)
+    console.setFormatter(logging.getLogger().handlers[0].formatter)
+    logging.getLogger("gradatlas.engine.progress").addHandler(console)  # and to the log, through the root
     from gradatlas import backend
 
     members = snakemake.params.members
