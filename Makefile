@@ -26,7 +26,8 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	# setuptools >= 77 reads pyproject's SPDX license; tests/test_package.py builds with this one (offline)
+	$(BIN)/pip install --quiet --upgrade pip setuptools==84.0.0
 	$(BIN)/pip install --quiet -r requirements-test.txt -e .
 	touch $@
 

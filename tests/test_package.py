@@ -41,6 +41,14 @@ def test_the_wheel_holds_every_subpackage_and_the_schema(wheel):
     assert all(f"gradatlas/{p.relative_to(REPO / 'gradatlas').as_posix()}" in names for p in (REPO / "gradatlas").rglob("*.py"))
 
 
+def test_the_wheel_states_its_license_as_a_spdx_expression(wheel):
+    """pyproject's `license = "MIT"`: the older TOML-table form makes setuptools print a deprecation
+    banner at every build step of an install."""
+    with zipfile.ZipFile(wheel) as z:
+        metadata = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: MIT" in metadata.splitlines()
+
+
 @pytest.fixture(scope="module")
 def venv(wheel, tmp_path_factory) -> Path:
     """A fresh virtual environment with the wheel installed; the libraries it depends on come from
