@@ -839,7 +839,7 @@ def leaderboard_plot(board: pd.DataFrame, outcome: str = "test_accuracy"):
     if sub.empty:
         return _empty("no cells", "Leaderboard")
     grid_axescols = [c for c in sub.columns
-                 if c not in {"outcome", "rank_group", "rank", "mean", "ci_low", "ci_high", "n_seeds", "flow"}]  # fmt: skip
+                     if c not in {"outcome", "rank_group", "rank", "mean", "ci_low", "ci_high", "n_seeds", "health"}]  # fmt: skip
     labels = [f"#{int(r['rank'])} " + " / ".join(str(r[c]) for c in grid_axescols) + f" (n={int(r['n_seeds'])})"
               for _, r in sub.iterrows()]  # fmt: skip
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN, 0.34 * len(sub) + 1.4))

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from gradatlas import config as gaconfig, diagnostics, model as gamodel, outcomes
+from gradatlas import catalog, config as gaconfig, diagnostics, model as gamodel, outcomes
 
 
 def make_spec(depth=2, width=3, **overrides):
@@ -137,7 +137,7 @@ def test_batch_norm_is_probed_on_batch_statistics_and_its_averages_stay():
         spec = make_spec(depth=5, width=64, regularizer=regularizer)
         model = gamodel.build(spec)
         before = [keras.ops.convert_to_numpy(v).copy() for v in model.non_trainable_variables]
-        ratios[regularizer] = diagnostics.vanishing_ratio(diagnostics.probe(model, spec, x, y), first=True)
+        ratios[regularizer] = diagnostics.run_measures(diagnostics.probe(model, spec, x, y), False)["vanishing_ratio_init"]
         after = [keras.ops.convert_to_numpy(v) for v in model.non_trainable_variables]
         assert all(np.array_equal(a, b) for a, b in zip(before, after))  # moving averages untouched
     assert ratios["batch_norm"] > 30 * ratios["none"], ratios
@@ -153,8 +153,12 @@ def test_a_non_finite_network_records_nan_not_dead_units():
     assert rows[diagnostics.STATS].isna().all().all()
 
 
-def test_flow_classes_follow_the_stated_thresholds():
-    assert outcomes.flow_class(0.05) == "vanishing"
-    assert outcomes.flow_class(1.0) == "healthy"
-    assert outcomes.flow_class(20.0) == "exploding"
-    assert outcomes.flow_class(float("nan")) is None
+def test_what_cannot_act_before_the_first_step_leaves_the_initial_probe_unchanged():
+    # catalog.acts_before_first_step: penalties, constraints and dropout leave the probe at step 0 as it is
+    x = np.random.default_rng(5).random((64, 784)).astype("float32")
+    y = np.arange(64, dtype="int32") % 10
+    probes = {r: diagnostics.probe(gamodel.build(make_spec(regularizer=r)), make_spec(regularizer=r), x, y)
+              for r in ("none", "l2", "l1", "dropout", "max_norm", "batch_norm")}  # fmt: skip
+    for regularizer, rows in probes.items():
+        same = rows[diagnostics.STATS].equals(probes["none"][diagnostics.STATS])
+        assert same == (not catalog.acts_before_first_step("regularizer", regularizer)), regularizer

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gradatlas.outcomes import RUN_MEASURES
 from gradatlas import config as gaconfig, packs
 
 
@@ -24,7 +25,7 @@ def finish(pack: packs.Pack) -> None:
     """What the engine leaves in each member's folder."""
     for i, run in enumerate(pack.runs):
         Path(run.run_dir).mkdir(parents=True, exist_ok=True)
-        record = {"spec": run.spec.as_dict(), "pack": {"name": pack.name, "member": i, "runs": [r.run_dir for r in pack.runs]}}
+        record = {"spec": run.spec.as_dict(), "summary": dict.fromkeys(RUN_MEASURES), "pack": {"name": pack.name, "member": i, "runs": [r.run_dir for r in pack.runs]}}
         (Path(run.run_dir) / "run.json").write_text(json.dumps(record))
 
 

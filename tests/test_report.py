@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from gradatlas import aggregate, analysis, figures, registry, report
+from gradatlas import aggregate, analysis, diagnostics, figures, registry, report
 
 from conftest import REPO, run_snakemake
 
@@ -84,7 +84,8 @@ def synthetic_tables(extra_axis: dict | None = None, rng_seed: int = 0) -> dict[
             "test_accuracy": 0.1 if diverged else final, "test_loss": 1 - final, "best_val_accuracy": np.nanmax(val),
             "best_epoch": 3, "epochs_run": len(val), "epochs_to_target": reached, "train_seconds": 2.0,
             "samples_per_second": 1000.0, "vanishing_ratio_init": ratio, "vanishing_ratio_final": np.nan if diverged else ratio,
-            "flow_init": "vanishing" if sigmoid else ("exploding" if exploding else "healthy"),
+            "health_init": "saturated" if sigmoid else ("exploding" if exploding else "healthy"),
+            "health_final": "diverged" if diverged else ("saturated" if sigmoid else ("exploding" if exploding else "healthy")),
             "saturated_frac_epoch1": 0.3 if sigmoid else np.nan, "inactive_frac_epoch1": np.nan if sigmoid else 0.5,
             "dead_frac_epoch1": 0.0 if sigmoid else 0.05, "steps_per_epoch": 10.0, "probe_seconds": 0.1,
         })  # fmt: skip
@@ -275,19 +276,16 @@ def test_a_broken_run_json_names_its_file(tmp_path):
         aggregate.read_run(run, {})
 
 
-def test_aggregation_gives_a_diverged_probe_no_unit_fractions(tables):
+def test_a_diverged_probe_gives_no_unit_fractions(tables):
     one = tables["diagnostics"].query("initializer == 'he_normal' and activation == 'relu' and optimizer == 'adam' "
                                       "and regularizer == 'none' and seed == 0")[sorted(figures.DIAGNOSTIC_COLUMNS)]
     nan_net = one.copy()
     later = nan_net["step"] >= 20
     nan_net.loc[later, ["grad_w_norm", "delta_rms", "act_std"]] = np.nan
-    nan_net.loc[later & (nan_net["layer_kind"] == "hidden"), "dead_frac"] = 1.0  # what an old engine wrote
-    cleaned = aggregate.finite_probes(nan_net)
-    assert cleaned.loc[later, "dead_frac"].isna().all()
-    assert cleaned.loc[~later, "dead_frac"].notna().sum() == (~later & (one["layer_kind"] == "hidden")).sum()
-    means = aggregate.epoch1_means(nan_net)
-    assert means["dead_frac_epoch1"] == pytest.approx(0.05) and np.isnan(means["saturated_frac_epoch1"])
-    assert means["inactive_frac_epoch1"] == pytest.approx(0.5)
+    measures = diagnostics.run_measures(nan_net, diverged=True)
+    assert np.isnan(measures["dead_frac_final"]) and measures["health_final"] == "diverged"
+    assert measures["dead_frac_epoch1"] == pytest.approx(0.05) and np.isnan(measures["saturated_frac_epoch1"])
+    assert measures["inactive_frac_epoch1"] == pytest.approx(0.5)
     assert aggregate.steps_per_epoch(one) == 10
 
 
@@ -343,7 +341,8 @@ def _check_page(page: str) -> None:
         content = re.sub(r"<h2>.*?</h2>", "", body.group(1), flags=re.S)
         assert len(re.sub(r"<[^>]+>|\s", "", content)) > 50 or "<img" in content, f"section {key} is empty"
     answer = re.search(r'<div class="answer" id="answer">(.*?)<p class="caveat">', page, flags=re.S)
-    assert answer and "Which level keeps gradients alive" in answer.group(1), "no headline answer"
+    assert answer and "At initialization" in answer.group(1) and "Best recipe" in answer.group(1), "no answer"
+    assert "Gradients at initialization (distinct networks)" in page and 'href="#fig-' in answer.group(1)
     assert page.index('id="answer"') < page.index('id="fig-'), "the answer must come before the figures"
     assert "Budget: at most" in page
     assert "nan to" not in text and "+nan" not in text
@@ -352,7 +351,8 @@ def _check_page(page: str) -> None:
     images = re.findall(r'<img[^>]+src="([^"]+)"', page)
     assert len(images) == len(registry.FIGURES)
     assert all(src.startswith("data:image/png;base64,") for src in images)
-    assert "<script" not in page.lower()
+    assert page.lower().count("<script") == 1 and "table.sortable" in page  # only the per-run table's sorting
+    assert '<table class="sortable">' in page  # every run, readable without the script
     assert "<details>" in page and "Configuration used" in page
 
 
@@ -375,10 +375,12 @@ def test_report_from_synthetic_tables(synthetic_report):
     assert "sigmoid" in page and "95% CI" in page
     answer = re.search(r'<div class="answer" id="answer">(.*?)<p class="caveat">', page, flags=re.S).group(1)
     # relu: healthy with glorot_uniform, exploding with he_normal (half and half): not "alive", and never mixed
-    assert ("Gradients at initialization, activation: no level keeps most runs healthy; the closest is relu "
-            "(8 of 16 runs healthy, 0 vanishing, 8 exploding") in html.unescape(answer)  # fmt: skip
+    said = re.search(r"Gradients at initialization, activation: no level keeps most runs healthy; the closest is relu "
+                     r"\((\d+) of (\d+) healthy, (\d+) exploding; median", html.unescape(page))  # fmt: skip
+    healthy, n, exploding = map(int, said.groups())
+    assert healthy == exploding and n == 2 * healthy  # distinct networks only: the optimizer cannot act yet
     assert "Budget: at most 3 epochs on 2500 training images, batch 128" in page
-    assert "Convergence speed, activation: relu learns fastest" in html.unescape(answer)
+    assert "Convergence speed, activation: relu learns fastest" in html.unescape(page) and "Best recipe" in answer
     assert "Most exploding cell at initialization" in page
     assert sorted(p.stem for p in (out.parent / "figures").glob("*.png")) == sorted(
         s.name for s in registry.FIGURES
