@@ -20,7 +20,7 @@ import pytest
 from conftest import SNAKEMAKE, committed_epoch, kill_when, make_workspace, run_snakemake, write_config
 
 pytestmark = pytest.mark.integration
-TIMINGS = ["seconds", "train_seconds", "samples_per_second"]
+TIMINGS = ["seconds", "train_seconds", "pack_seconds", "samples_per_second"]
 
 
 def tiny_study(mnist_dir: Path, results: str) -> dict:
