@@ -21,7 +21,7 @@ DEMO = $(DATA) --configfile $(LOCAL) studies/demo.yaml $(CONFIG)
 # such files (and anything that is not plain YAML/JSON) before snakemake reads them
 CHECK = $(BIN)/python -m gradatlas.config check-file
 
-.PHONY: install demo report study test lint
+.PHONY: install demo report study bench test lint
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml
@@ -46,6 +46,11 @@ study: install
 	$(CHECK) config.yaml $(CONFIG)
 	$(SNAKEMAKE) $(DATA) $(if $(LOCAL)$(CONFIG),--configfile $(LOCAL) $(CONFIG))
 	@echo "report: $(CURDIR)/results/report/index.html"
+
+# the demo and a full-size slice of the default grid end to end, against this machine's FLOP floor
+# (bench/study.py; about 5 min on 2 cores; figures also to bench/latest-study.txt)
+bench: install
+	$(BIN)/python bench/study.py
 
 # the workflow's lint and format checks, then every test
 test: install lint

@@ -1,0 +1,148 @@
+"""Timings a user can reproduce: the demo study and a full-size slice of the default grid, each end
+to end through `snakemake --cores all` in this checkout, against this machine's FLOP floor measured
+in the same run.
+
+    make bench                  # or: .venv/bin/python bench/study.py   (about 5 min on 2 idle cores)
+
+- matmul rate: fp32 2048 x 2048 matmuls through the project's JAX on all cores, best of 3 x 10, GFLOP/s.
+- FLOP floor of a study: the work its runs did (epochs run x training images x FLOPs per sample, 6 per
+  Dense weight: 2 forward, 4 backward; biases, activations and batch norm left out) / the matmul rate.
+- training time: the first training job's start to the last run's end (run.json `started`, `finished`);
+  its multiple of the floor is the figure that compares across machines. End to end: snakemake's wall time.
+- the slice: 24 runs of the default grid at full size (55,000 images, 10 epochs, 5x100), the workload of
+  ../shared/checks/speed; the default study is projected from its multiple of the floor.
+
+Each study trains afresh in results/bench/<name>/ (deleted first); the prepared data and the XLA
+compilation cache (~/.cache/gradatlas/xla) are reused, as in any second study on a machine. The
+machine's load average is printed with the figures: numbers taken under load are low.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from run import default_study  # bench/run.py: config.yaml's runs and training images per run
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+SLICE = {
+    "study": "bench_slice",
+    "grid": {
+        "initializer": ["random_normal", "glorot_uniform", "he_normal", "lecun_normal"],
+        "activation": ["relu", "tanh"],
+        "optimizer": ["adam"],
+        "regularizer": ["none"],
+    },
+    "seeds": [0, 1, 2],
+}
+
+
+def matmul_gflops(n: int = 2048) -> float:
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda a, b: a @ b)
+    f(a, a).block_until_ready()
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(10):
+            f(a, a).block_until_ready()
+        best = max(best, 2 * n**3 * 10 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def flops_per_sample(depth: int, width: int) -> int:
+    return 6 * (784 * width + (depth - 1) * width * width + width * 10)
+
+
+def train_images(spec: dict) -> int:
+    return (spec["train_subset"] or 60_000) - spec["validation_size"]
+
+
+def timed_study(name: str, configfiles: list[Path]) -> dict:
+    """One study afresh in results/bench/<name>/: wall time, training time and the work its runs did."""
+    results = REPO / "results" / "bench" / name
+    shutil.rmtree(results, ignore_errors=True)
+    results.mkdir(parents=True)
+    cmd = [str(SNAKEMAKE), "--cores", "all", "--quiet", "rules", "host", "--config", f"results=results/bench/{name}",
+           "--configfile", *map(str, configfiles)]  # fmt: skip
+    start = time.perf_counter()
+    with open(results.parent / f"{name}.log", "w") as log:
+        proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        sys.exit(f"{name}: snakemake failed ({proc.returncode}), see {log.name}")
+    records = [json.loads(p.read_text()) for p in (results / "runs").rglob("run.json")]
+    when = lambda r, key: dt.datetime.fromisoformat(r[key]).timestamp()  # noqa: E731
+    spec = records[0]["spec"]
+    return {
+        "name": name,
+        "runs": len(records),
+        "wall": wall,
+        "train": max(when(r, "finished") for r in records) - min(when(r, "started") for r in records),
+        "flops": sum(r["summary"]["epochs_run"] * train_images(r["spec"]) * flops_per_sample(r["spec"]["depth"], r["spec"]["width"])
+                     for r in records),  # fmt: skip
+        "shape": f"{spec['depth']}x{spec['width']}, {train_images(spec):,} images, {spec['epochs']} epochs",
+    }
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def main() -> None:
+    load_before = os.getloadavg()
+    gflops = matmul_gflops()
+    print(f"fp32 matmul: {gflops:.1f} GFLOP/s", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="gradatlas-bench-") as tmp:
+        slice_file = Path(tmp) / "slice.yaml"
+        slice_file.write_text(yaml.safe_dump(SLICE))
+        rows = []
+        for name, files in (("demo", [REPO / "studies" / "demo.yaml"]), ("slice", [slice_file])):
+            rows.append(timed_study(name, files))
+            print(f"{name}: {rows[-1]['wall']:.0f} s end to end", file=sys.stderr, flush=True)
+    load_after = os.getloadavg()
+
+    n_runs, images, _ = default_study()
+    slice_row = rows[1]
+    ratio = slice_row["train"] / (slice_row["flops"] / (gflops * 1e9))
+    default_floor = n_runs * images * flops_per_sample(5, 100) / (gflops * 1e9)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    lines = [
+        f"{dt.datetime.now():%Y-%m-%d %H:%M}, commit {commit}: {cpu_model()}, {len(os.sched_getaffinity(0))} cores, "
+        f"fp32 matmul {gflops:.1f} GFLOP/s; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after",
+        "",
+        "| study | runs | MLP, data | FLOP floor | training | × floor | end to end |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        floor = r["flops"] / (gflops * 1e9)
+        lines.append(f"| {r['name']} | {r['runs']} | {r['shape']} | {floor:.1f} s | {r['train']:.0f} s | {r['train'] / floor:.2f} "
+                     f"| {r['wall']:.0f} s |")  # fmt: skip
+    lines += [
+        "",
+        f"default study (config.yaml, {n_runs:,} runs) projected at the slice's {ratio:.2f} x its floor of "
+        f"{default_floor / 60:.0f} min: {ratio * default_floor / 60:.0f} min of training",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    (REPO / "bench" / "latest-study.txt").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
