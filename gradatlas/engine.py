@@ -353,6 +353,8 @@ class Pack:
         ops = keras.ops
         spec = self.specs[0]
         self._restore()
+        for board, p in zip(self.tensorboard, self.progress):
+            board.start(p.history, p.diagnostics, self.steps_per_epoch)
         if self.epoch == 0 and not self.progress[0].diagnostics:
             self._probe_all(0, "init")
         pending_early = sorted(spec.early_steps)

@@ -5,7 +5,8 @@ Per run: the epoch metrics (`epoch/loss`, `epoch/val_accuracy`, ...), every prob
 diagnostics (`layer_<l>/<stat>`), and at the end the run's hparams (grid axes and seed) with its
 summary metrics (`summary/<metric>`), so that the HParams dashboard can sort and filter runs:
 `tensorboard --logdir <results>/runs`. Every scalar's step is the optimizer step (an epoch's
-metrics at the step that ends it), so epoch metrics and probes share one axis.
+metrics at the step that ends it), so epoch metrics and probes share one axis. A resumed run's
+events are those of an uninterrupted run: each start rewrites them from the state it starts from.
 """
 
 from __future__ import annotations
@@ -26,12 +27,23 @@ SUMMARY_TAGS = ("test_accuracy", "test_loss", "best_val_accuracy", "epochs_run",
 
 
 class RunLog:
-    """One run's event file in `folder` (a new file per process, as TensorBoard expects)."""
+    """One run's event file in `folder`, begun by `start`."""
 
-    def __init__(self, folder: Path, probes_written: int = 0):
+    def __init__(self, folder: Path):
         self.folder = Path(folder)
         self._file = None
-        self._probes_written = probes_written  # a resumed run logged these before
+        self._probes_written = 0
+
+    def start(self, history: list[dict], probes: list[dict], steps_per_epoch: int) -> None:
+        """Begin the run's events as an uninterrupted run would have written them up to the state the
+        training starts from (nothing, or a restored backup's history and probes). An interrupted
+        attempt's event files go: they may reach beyond that state (events are written before the
+        epoch's backup), and TensorBoard would show each step of theirs again beside the new file's."""
+        for old in self.folder.glob("events.out.tfevents.*"):
+            old.unlink()
+        for row in history:
+            step = row["epoch"] * steps_per_epoch
+            self.epoch(row, [p for p in probes if p["step"] <= step], step)
 
     def _write(self, event: event_pb2.Event) -> None:
         if self._file is None:
