@@ -4,7 +4,8 @@
    the spec the config now gives it is finished and never retrained, so adding a seed or a grid
    value to a finished study trains just the new runs (a run whose spec changed trains again).
    The pack that trained finished runs is planned again as it was (its run.json files record it),
-   so its rule exists, with the same parameters, and Snakemake finds it complete.
+   so its rule exists, with the same parameters, and Snakemake finds it complete; so is a pack
+   interrupted while writing its members' outputs (its folder still holds its state: it resumes).
 2. Runs that can share one compiled graph (`graph_key`: everything but the per-member settings)
    form a group; members may differ in seed, initializer, learning rate (constant schedule),
    clipnorm / clipvalue, and the regularizer among none / l1 / l2 / l1_l2 / dropout / max_norm.
@@ -89,20 +90,28 @@ def finished_record(run: Run) -> dict | None:
         return None
 
 
-def plan(runs: list[Run], pack_size: int) -> list[Pack]:
+def plan(runs: list[Run], pack_size: int, pack_root=None) -> list[Pack]:
     """The packs of `runs`: the packs that trained finished runs, as they were (so Snakemake finds
-    their outputs complete and up to date), and new packs for every run still to train."""
+    their outputs complete and up to date), and new packs for every run still to train.
+
+    `pack_root` holds the packs' folders (`<pack_root>/<name>`, their training state): a pack whose
+    folder is still there was interrupted while it wrote its members' outputs. It too is planned as
+    it was, so it resumes from its final state and writes every member again; a new pack of its
+    members without `run.json` would train them afresh, in another composition, hence differently."""
     by_dir = {run.run_dir: run for run in runs}
     done = {run.run_dir: record for run in runs if (record := finished_record(run)) is not None}
     packs, kept = [], set()
     for record in done.values():
-        members = record.get("pack", {}).get("runs", [])
-        if members and not kept.intersection(members) and all(m in done for m in members):
+        pack = record.get("pack", {})
+        members = pack.get("runs", [])
+        if not members or kept.intersection(members) or not all(m in by_dir for m in members):
+            continue
+        if all(m in done for m in members) or (pack_root is not None and Path(pack_root, pack["name"]).is_dir()):
             packs.append(_pack(tuple(by_dir[m] for m in members)))
             kept.update(members)
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        if run.run_dir not in done:
+        if run.run_dir not in done and run.run_dir not in kept:
             groups.setdefault(graph_key(run.spec), []).append(run)
     for key in sorted(groups):
         members = sorted(groups[key], key=lambda r: r.run_dir)

@@ -21,9 +21,9 @@ def study(tmp_path: Path, **grid) -> list[packs.Run]:
     return packs.grid_runs(gaconfig.check(gaconfig.validate_schema(cfg)), tmp_path)
 
 
-def finish(pack: packs.Pack) -> None:
-    """What the engine leaves in each member's folder."""
-    for i, run in enumerate(pack.runs):
+def finish(pack: packs.Pack, written: int | None = None) -> None:
+    """What the engine leaves in each member's folder (in the first `written` only: killed then)."""
+    for i, run in enumerate(pack.runs[:written]):
         Path(run.run_dir).mkdir(parents=True, exist_ok=True)
         record = {"spec": run.spec.as_dict(), "summary": dict.fromkeys(RUN_MEASURES), "pack": {"name": pack.name, "member": i, "runs": [r.run_dir for r in pack.runs]}}
         (Path(run.run_dir) / "run.json").write_text(json.dumps(record))
@@ -82,3 +82,14 @@ def test_the_plan_survives_a_round_trip(tmp_path):
     plan = packs.plan(study(tmp_path), pack_size=5)
     packs.save(plan, tmp_path / "plan.json")
     assert packs.load(tmp_path / "plan.json") == plan
+
+
+def test_a_pack_interrupted_while_writing_outputs_is_planned_as_it_was(tmp_path):
+    first = packs.plan(study(tmp_path), pack_size=4, pack_root=tmp_path / "packs")
+    pack = max(first, key=lambda p: len(p.runs))
+    (tmp_path / "packs" / pack.name).mkdir(parents=True)  # its state: killed after training
+    finish(pack, written=1)  # ... once its first member's outputs were written
+    assert packs.plan(study(tmp_path), pack_size=4, pack_root=tmp_path / "packs") == first  # it resumes
+    (tmp_path / "packs" / pack.name).rmdir()  # complete packs have no folder: the rest train anew
+    again = packs.plan(study(tmp_path), pack_size=4, pack_root=tmp_path / "packs")
+    assert pack not in again and all(pack.runs[0] not in p.runs for p in again)

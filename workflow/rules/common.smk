@@ -87,7 +87,8 @@ def study_inputs(wildcards):
     return {name: f"{RESULTS}/tables/{name}.parquet" for name in ("runs", "curves", "diagnostics")}
 
 
-PACK_PLAN = f"{RESULTS}/packs/plan.json"
+PACKS_DIR = f"{RESULTS}/packs"  # a pack's folder (its training state) and the saved plan
+PACK_PLAN = f"{PACKS_DIR}/plan.json"
 RUN_OUTPUTS = ["run.json", "history.csv", "diagnostics.parquet", "model.keras"]
 
 
@@ -114,7 +115,7 @@ def plan_packs():
     if not workflow.is_main_process and os.path.exists(PACK_PLAN):
         return gapacks.load(PACK_PLAN)
     warn_unreadable_runs()
-    return gapacks.plan(runs, config["train"]["pack_size"])
+    return gapacks.plan(runs, config["train"]["pack_size"], PACKS_DIR)
 
 
 def final_targets():

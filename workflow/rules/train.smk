@@ -25,6 +25,6 @@ for pack in PACKS:
             **train_resources(len(pack.runs)),
         params:
             members=pack.params(),
-            pack_dir=f"{RESULTS}/packs/{pack.name}",
+            pack_dir=f"{PACKS_DIR}/{pack.name}",
         script:
             "../../scripts/train.py"
