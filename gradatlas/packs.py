@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,10 +132,23 @@ def _name(runs: tuple[Run, ...]) -> str:
     return f"{first.activation}_{first.optimizer}_{digest}"
 
 
+def stale(packs: list[Pack], pack_root) -> list[Path]:
+    """The folders in `pack_root` of packs not in `packs`: the state of a pack interrupted before
+    `train.pack_size` or the grid changed. No planned pack can resume from it; its runs are in
+    other packs now, which train them afresh."""
+    root = Path(pack_root)
+    planned = {p.name for p in packs}
+    return sorted(f for f in root.iterdir() if f.is_dir() and f.name not in planned) if root.is_dir() else []
+
+
 def save(packs: list[Pack], path: Path) -> None:
-    """The plan, for the cluster job steps, which must find the same packs (see `load`)."""
+    """The plan, for the cluster job steps, which must find the same packs (see `load`). Saved when
+    a run starts, holding the results folder's lock: the stale pack folders beside it go then (a
+    dry run only names them, and a run refused by the lock may not touch another run's packs)."""
     from gradatlas.files import write_json
 
+    for folder in stale(packs, Path(path).parent):
+        shutil.rmtree(folder)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_json(path, [{"name": p.name, "runs": p.params()} for p in packs])
 

@@ -498,3 +498,27 @@ def test_no_eval_or_exec_of_config_values():
                     if kw.arg in ("allow_pickle", "safe_mode"):
                         assert not (isinstance(kw.value, ast.Constant) and kw.value.value is True and kw.arg == "allow_pickle")
                         assert not (isinstance(kw.value, ast.Constant) and kw.value.value is False and kw.arg == "safe_mode")
+
+
+def test_a_pack_orphaned_by_a_new_pack_size_is_named_and_removed(tmp_path, mnist_dir):
+    """Killed mid-training, then `train.pack_size` changed: the old pack's state fits no planned pack.
+    It used to stay in results/packs/ for good, without a word."""
+    import subprocess
+
+    from conftest import committed_epoch, kill_when
+
+    ws = make_workspace(tmp_path)
+    overlay = study({"source": "idx", "path": str(mnist_dir)}, train={"epochs": 4}, seeds=[0, 1])
+    first = write_config(ws, overlay, "first.yaml")
+    proc = subprocess.Popen([str(SNAKEMAKE), "--cores", "1", "--configfile", str(first)], cwd=ws,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    kill_when(proc, lambda: committed_epoch(ws / "results") >= 1, "the pack's first epoch")
+    [orphan] = [p for p in (ws / "results/packs").iterdir() if p.is_dir()]
+    smaller = write_config(ws, study(overlay["data"], train={"epochs": 4, "pack_size": 1}, seeds=[0, 1]), "smaller.yaml")
+    run_snakemake(ws, "--unlock", "--configfile", str(smaller))
+    dry = run_snakemake(ws, "-n", "--configfile", str(smaller))
+    assert f"{orphan.relative_to(ws)}: the state of an interrupted pack that is no longer planned" in dry.stdout + dry.stderr
+    assert orphan.exists()  # a dry run changes nothing
+    run_snakemake(ws, "--cores", "1", "--rerun-incomplete", "--configfile", str(smaller))
+    assert not [p for p in (ws / "results/packs").iterdir() if p.is_dir()]  # no pack folder is left
+    assert len(list((ws / "results/runs").rglob("run.json"))) == 2

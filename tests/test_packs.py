@@ -93,3 +93,15 @@ def test_a_pack_interrupted_while_writing_outputs_is_planned_as_it_was(tmp_path)
     (tmp_path / "packs" / pack.name).rmdir()  # complete packs have no folder: the rest train anew
     again = packs.plan(study(tmp_path), pack_size=4, pack_root=tmp_path / "packs")
     assert pack not in again and all(pack.runs[0] not in p.runs for p in again)
+
+
+def test_stale_pack_folders_are_named_and_removed_when_the_plan_is_saved(tmp_path):
+    root = tmp_path / "packs"
+    old = packs.plan(study(tmp_path), pack_size=64, pack_root=root)
+    for pack in old:
+        (root / pack.name).mkdir(parents=True)  # killed while training
+    new = packs.plan(study(tmp_path), pack_size=3, pack_root=root)  # then pack_size changed
+    assert packs.stale(new, root) == sorted(root / p.name for p in old)
+    (root / new[0].name).mkdir()
+    packs.save(new, root / "plan.json")
+    assert sorted(p.name for p in root.iterdir()) == sorted([new[0].name, "plan.json"])

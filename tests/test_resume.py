@@ -150,7 +150,7 @@ def test_a_kill_or_ctrl_c_while_writing_outputs_resumes_the_same_pack(killed_whi
     # pack it was (a new pack of the unfinished members would have trained them from epoch 0)
     assert all(record["resumed_from_epoch"] == 6 for record in records)
     assert len({record["pack"]["name"] for record in records}) == 1
-    assert [p.name for p in (writing.parent / "packs").iterdir()] == ["plan.json"]  # no orphaned pack folder
+    assert not [p for p in (writing.parent / "packs").iterdir() if p.is_dir()]  # no orphaned pack folder
 
 
 def test_finished_run_folders_are_clean(resumed):

@@ -115,7 +115,13 @@ def plan_packs():
     if not workflow.is_main_process and os.path.exists(PACK_PLAN):
         return gapacks.load(PACK_PLAN)
     warn_unreadable_runs()
-    return gapacks.plan(runs, config["train"]["pack_size"], PACKS_DIR)
+    packs = gapacks.plan(runs, config["train"]["pack_size"], PACKS_DIR)
+    for folder in gapacks.stale(packs, PACKS_DIR):
+        logger.warning(
+            f"{folder}: the state of an interrupted pack that is no longer planned (train.pack_size or the grid "
+            "changed since); it is removed when the run starts, and its runs train afresh in their new packs"
+        )
+    return packs
 
 
 def final_targets():
