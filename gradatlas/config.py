@@ -54,6 +54,9 @@ SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.+-]+$")
 # holds a few hundred values): past them, an alias bomb would take minutes and gigabytes to validate.
 MAX_FILE_BYTES = 1 << 20
 MAX_VALUES, MAX_TEXT = 100_000, 1 << 20
+# The most runs (grid cells x seeds) one study plans: planning them takes about a minute on 2 cores
+# (bench/plan.py), Snakemake's dry run of them far longer
+MAX_RUNS = 100_000
 REPO = Path(__file__).resolve().parent.parent
 CANONICAL_TRAIN_IMAGES = 60000
 # Folders that must never be the results folder (besides /, the home, working and repository folders
@@ -330,6 +333,22 @@ def check_results_folder(results: str, cwd=None) -> None:
         raise ConfigError(f"config key results: {text!r} ({folder}) is a system folder; give the study a folder of its own")
 
 
+def check_grid_size(config: dict) -> None:
+    """Refuse a grid of more than MAX_RUNS runs before anything is planned: the plan and Snakemake's
+    DAG (files of every run) grow with the runs, to hours and tens of gigabytes at a million."""
+    sizes = {axis: len(values) for axis, values in config["grid"].items()} | {"seeds": len(config["seeds"])}
+    runs = math.prod(sizes.values())
+    if runs > MAX_RUNS:
+        cells = runs // sizes["seeds"]
+        raise ConfigError(
+            f"config key grid: the grid has {runs:,} runs ({' x '.join(f'{n} {axis}' for axis, n in sizes.items())}); "
+            f"one study plans at most {MAX_RUNS:,}. Split it into at least {math.ceil(runs / MAX_RUNS)} studies, "
+            "each with its own results folder: "
+            + (f"at most {MAX_RUNS // cells:,} seeds each, or " if cells <= MAX_RUNS else "")
+            + "some of the values of a grid axis each"
+        )
+
+
 def check(config: dict) -> dict:
     """Catalog and consistency checks of a schema-validated config; turns whole floats into ints where
     the schema wants integers, fills in `data.path` for a download (its cache folder) or the shipped
@@ -378,6 +397,7 @@ def check(config: dict) -> dict:
                 raise ConfigError(f"config key grid.{axis}: value {value!r} cannot be used in a path")
         if len(set(tokens)) != len(tokens):
             raise ConfigError(f"config key grid.{axis}: duplicate values {values}")
+    check_grid_size(config)
 
     data = config["data"]
     if data["source"] in ("idx", "npz") and "path" not in data:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,7 @@ def grid_runs(config: dict, root) -> list[Run]:
 
 
 def graph_key(spec: RunSpec) -> str:
-    values = spec.as_dict()
+    values = dict(vars(spec))  # a shallow copy serializes alike, without as_dict's deep copy per run
     for name in PER_MEMBER:
         values.pop(name)
     if spec.regularizer not in SCALAR_REGULARIZERS:
@@ -78,6 +79,19 @@ def graph_key(spec: RunSpec) -> str:
     if spec.lr_schedule == "constant":  # the learning rate is a per-member variable only then
         values.pop("learning_rate")
     return json.dumps(values, sort_keys=True, default=str)
+
+
+def recorded(runs: list[Run]) -> list[Run]:
+    """The runs whose folder holds a `run.json`, found in one walk of the folder the run folders
+    share: planning a large grid, mostly untrained, reads no file for each run."""
+    if not runs:
+        return []
+    found = {
+        os.path.normpath(folder)
+        for folder, _, files in os.walk(os.path.commonpath([run.run_dir for run in runs]))
+        if "run.json" in files
+    }
+    return [run for run in runs if os.path.normpath(run.run_dir) in found]
 
 
 def finished_record(run: Run) -> dict | None:
@@ -100,7 +114,7 @@ def plan(runs: list[Run], pack_size: int, pack_root=None) -> list[Pack]:
     it was, so it resumes from its final state and writes every member again; a new pack of its
     members without `run.json` would train them afresh, in another composition, hence differently."""
     by_dir = {run.run_dir: run for run in runs}
-    done = {run.run_dir: record for run in runs if (record := finished_record(run)) is not None}
+    done = {run.run_dir: record for run in recorded(runs) if (record := finished_record(run)) is not None}
     packs, kept = [], set()
     for record in done.values():
         pack = record.get("pack", {})

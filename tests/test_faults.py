@@ -522,3 +522,24 @@ def test_a_pack_orphaned_by_a_new_pack_size_is_named_and_removed(tmp_path, mnist
     run_snakemake(ws, "--cores", "1", "--rerun-incomplete", "--configfile", str(smaller))
     assert not [p for p in (ws / "results/packs").iterdir() if p.is_dir()]  # no pack folder is left
     assert len(list((ws / "results/runs").rglob("run.json"))) == 2
+
+
+def test_a_grid_beyond_the_planning_limit_is_refused_before_planning(ws, mnist_dir):
+    """A million runs used to be planned for hours (tens of GB); the refusal comes from the config
+    check, before the grid is expanded. Not timed: bench/plan.py measures planning."""
+    from gradatlas.config import MAX_RUNS
+
+    seeds = list(range(2605))  # x 384 cells of the default grid: 1,000,320 runs
+    grid = {"initializer": ["random_normal", "glorot_uniform", "he_normal", "lecun_normal"],
+            "activation": ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu"],
+            "optimizer": ["sgd", "momentum", "rmsprop", "adam"], "regularizer": ["none", "l2", "dropout", "batch_norm"]}  # fmt: skip
+    config = write_config(ws, study({"source": "idx", "path": str(mnist_dir)}, grid=grid, seeds=seeds), "million.yaml")
+    proc = run_snakemake(ws, "-n", "--configfile", str(config), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-2000:]
+    assert (
+        "config key grid: the grid has 1,000,320 runs (4 initializer x 6 activation x 4 optimizer x 4 regularizer x 2605 seeds); "
+        f"one study plans at most {MAX_RUNS:,}. Split it into at least 11 studies, each with its own results folder: "
+        "at most 260 seeds each, or some of the values of a grid axis each"
+    ) in out, out[-3000:]
+    assert "rule train" not in out

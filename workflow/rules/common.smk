@@ -92,29 +92,28 @@ PACK_PLAN = f"{PACKS_DIR}/plan.json"
 RUN_OUTPUTS = ["run.json", "history.csv", "diagnostics.parquet", "model.keras"]
 
 
-def warn_unreadable_runs():
+def warn_unreadable_runs(runs):
     """A run.json that cannot be read counts as unfinished (gradatlas.packs.finished_record), so its
     run trains again: name the file and the reason instead of retraining silently."""
-    for path in RUNS:
+    for run in gapacks.recorded(runs):
+        path = f"{run.run_dir}/run.json"
         try:
             record = json.loads(Path(path).read_text())
             record["spec"], record["summary"]
-        except FileNotFoundError:
-            continue
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning(f"{path}: unreadable ({type(exc).__name__}: {exc}); this run is trained again")
 
 
 def plan_packs():
+    if not workflow.is_main_process and os.path.exists(PACK_PLAN):
+        return gapacks.load(PACK_PLAN)
     runs = [
         gapacks.Run(cell, gaconfig.run_spec(config, cell), run_dir)
         for run_dir, cell in zip(
             RUN_DIRS, (gaconfig.typed_cell(config, row) for row in paramspace.dataframe.to_dict("records"))
         )
     ]
-    if not workflow.is_main_process and os.path.exists(PACK_PLAN):
-        return gapacks.load(PACK_PLAN)
-    warn_unreadable_runs()
+    warn_unreadable_runs(runs)
     packs = gapacks.plan(runs, config["train"]["pack_size"], PACKS_DIR)
     for folder in gapacks.stale(packs, PACKS_DIR):
         logger.warning(
