@@ -858,12 +858,13 @@ def _cell_name(values: dict) -> str:
 
 
 def _some(items: list[str], k: int = 4) -> str:
-    return "; ".join(items[:k]) + (f"; and {len(items) - k} more" if len(items) > k else "")
+    return ", ".join(items[:k]) + (f" and {len(items) - k} more" if len(items) > k else "")
 
 
 def _gradient_answer(data: pd.DataFrame, factors: list[str]) -> list[str]:
     """What keeps gradients alive and what kills them: the distinct networks' verdicts at
-    initialization grouped by cell (the factors that can act then), and the runs' after training."""
+    initialization, the cells (combinations of the factors that can act then) named per class, and
+    the runs' verdicts after training."""
     out = []
     if "health_init" in data.columns:
         init = distinct_at_init(data, factors)
@@ -875,15 +876,16 @@ def _gradient_answer(data: pd.DataFrame, factors: list[str]) -> list[str]:
             if n:
                 top = max(HEALTH_CLASSES, key=lambda c: counts[c])  # ties: the earlier class (healthy first)
                 cell = cell if isinstance(cell, tuple) else (cell,)
-                by_class[top].append(f"{_cell_name(dict(zip(acting, cell)))} ({counts[top]} of {n})")
+                share = "" if counts[top] == n else f" ({counts[top]} of {n})"
+                by_class[top].append(_cell_name(dict(zip(acting, cell))) + share)
         total = health_counts(init["health_init"])
         n = sum(total.values())
         if n:
-            parts = [f"{c}: {_some(cells)}" for c, cells in by_class.items() if cells and c != "healthy"]
-            alive = _some(by_class["healthy"]) or "none"
-            out.append(f"At initialization {describe_health(total)} distinct networks (cells by "
-                       f"{' × '.join(acting) or 'one cell'}, seeds counted). Alive: {alive}."
-                       + (f" Killed — {'. '.join(parts)}." if parts else ""))  # fmt: skip
+            killed = [f"{c} — {_some(cells, 6)}" for c, cells in by_class.items() if cells and c != "healthy"]
+            cells = sum(len(v) for v in by_class.values())
+            out.append(f"At initialization {describe_health(total)} distinct networks; healthy in "
+                       f"{len(by_class['healthy'])} of {cells} cells ({' × '.join(acting) or 'one cell'}). "
+                       + (f"Killed: {'; '.join(killed)}." if killed else "None is killed."))  # fmt: skip
     if "health_final" in data.columns:
         total = health_counts(data["health_final"])
         if sum(total.values()):
@@ -902,8 +904,9 @@ def _recipe_finding(data: pd.DataFrame, factors: list[str]) -> list[str]:
     cell = {f: top[f] for f in varying}
     match = np.logical_and.reduce([data[f].map(level_label) == v for f, v in cell.items()]) if cell else np.ones(len(data), bool)
     epochs = pd.to_numeric(data.loc[match, "epochs_to_relative_target"], errors="coerce") if "epochs_to_relative_target" in data else pd.Series(dtype=float)
-    speed = (f"; it reaches the relative target ({data['relative_target'].iloc[0]:.3f}) in a median {epochs.median():g} "
-             "epochs" if epochs.notna().any() else "")  # fmt: skip
+    median = epochs.median()
+    speed = (f"; it reaches the relative target ({data['relative_target'].iloc[0]:.3f}) in a median {median:g} "
+             f"epoch{'' if median == 1 else 's'}" if epochs.notna().any() else "")  # fmt: skip
     within = board.iloc[1:][board["mean"].iloc[1:] >= (top["ci_low"] if np.isfinite(top["ci_low"]) else top["mean"])]
     others = (f" Within its interval: {len(within)} more cell(s), e.g. "
               + "; ".join(f"{_cell_name({f: r[f] for f in varying})} {r['mean']:.3f}" for _, r in within.head(3).iterrows())

@@ -27,7 +27,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from gradatlas import analysis, catalog, diagnostics  # noqa: E402
+from gradatlas import analysis, catalog, diagnostics, outcomes  # noqa: E402
 from gradatlas.config import FACTORS, NAMED_AXES  # noqa: E402
 from gradatlas.outcomes import FLOW_EXPLODING_ABOVE, FLOW_VANISHING_BELOW, HEALTH_CLASSES, STATUSES  # noqa: E402
 
@@ -272,6 +272,11 @@ def flow_classes(flow: pd.DataFrame):
         for j, when in enumerate(whens):
             ax = axes[i, j]
             sub = flow[(flow["factor"] == factor) & (flow["when"] == when)].set_index("level")
+            if sub.empty:  # at init: no level of this factor can act before the first update
+                ax.text(0.5, 0.5, f"{factor}: no effect possible at initialization\n(its levels start from the same networks)",
+                        ha="center", va="center", transform=ax.transAxes, fontsize=9)
+                ax.set_axis_off()
+                continue
             sub = sub.loc[levels_of(factor, sub.index)[::-1]]
             left = np.zeros(len(sub))
             for cls in classes:
@@ -283,7 +288,7 @@ def flow_classes(flow: pd.DataFrame):
                 ax.text(1.01, y, f"n={int(r['n'])}", va="center", fontsize=9)
             ax.set_xlim(0, 1)
             ax.set_title(f"{factor}, {'at init' if when == 'init' else 'after training'}")
-            ax.set_xlabel("share of runs (0-1)")
+            ax.set_xlabel("share of distinct networks (0-1)" if when == "init" else "share of runs (0-1)")
             ax.set_ylabel("level" if j == 0 else "")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     _suptitle(fig, "Gradient-health class of the runs, per level")
@@ -700,35 +705,45 @@ def activation_percentiles(diagnostics: pd.DataFrame):
                                        "runs by medians")  # fmt: skip
 
 
+def unit_shares(hidden: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per run and probe, the mean of `metric` over the hidden layers (what the verdict reads), then
+    its median and 25-75% band over runs per initializer, BN group and step (`pooled`)."""
+    keys = [*_run_keys(hidden), "step"]
+    per_run = hidden.groupby(keys, dropna=False)[metric].mean().reset_index()
+    by = ["initializer"] if "initializer" in per_run.columns else []
+    return pooled(per_run, metric, by)
+
+
 def saturation_dead(diagnostics: pd.DataFrame):
     """Per activation: its family's measure (saturated_frac or inactive_frac, never both on one panel)
-    and dead_frac, per hidden layer over optimizer steps (log): median over runs with a 25-75% band,
-    batch-normalized runs in panels of their own; diverged probes add nothing."""
+    and dead_frac, as the verdicts read them (mean over hidden layers per run), over optimizer steps
+    (log): median over runs with a 25-75% band, one line per initializer (the factor that sets
+    saturation at init), batch-normalized runs in panels of their own; diverged probes add nothing."""
     hidden = diagnostics[diagnostics["layer_kind"] == "hidden"] if len(diagnostics) else diagnostics
     if hidden.empty:
         return _empty("no hidden-layer diagnostics", "Saturation and dead units")
     acts = levels_of("activation", hidden["activation"])[:MAX_ROWS]
-    layers = sorted(hidden["layer"].unique())
-    colors = dict(zip(layers, sns.color_palette("viridis", len(layers))))
+    inits = levels_of("initializer", hidden["initializer"]) if "initializer" in hidden.columns else [None]
     groups = [g for g in (NO_BN, BN) if g in set(bn_groups(hidden))]
     panels = [(kind, g) for kind in ("measure", "dead_frac") for g in groups]
     fig, axes = plt.subplots(len(acts), len(panels), figsize=(PAGE_WIDTH_IN, 2.2 * len(acts) + 0.9), squeeze=False,
                              sharex=True)  # fmt: skip
     for i, act in enumerate(acts):
         sub = hidden[hidden["activation"] == act]
-        family = analysis.activation_family(act)
-        measure = "inactive_frac" if family == "relu" else "saturated_frac"
-        if measure not in sub.columns and family == "relu" and "saturated_frac" in sub.columns:
-            measure = "saturated_frac"  # an older engine recorded the ReLU family's inactive share here
+        measure = "inactive_frac" if analysis.activation_family(act) == "relu" else "saturated_frac"
         for j, (kind, group) in enumerate(panels):
             ax = axes[i, j]
             metric = measure if kind == "measure" else kind
-            if metric in sub.columns:
-                m = pooled(sub, metric, ["layer"])
-                for layer, line in m[m["bn"] == group].groupby("layer"):
-                    x = line["step"].to_numpy(dtype=float) + 1
-                    ax.fill_between(x, line["q25"], line["q75"], color=colors[layer], alpha=0.15, lw=0)
-                    ax.plot(x, line["median"], marker=".", color=colors[layer])
+            m = unit_shares(sub, metric)
+            m = m[m["bn"] == group]
+            for init, line in m.groupby("initializer") if "initializer" in m.columns else [(None, m)]:
+                x = line["step"].to_numpy(dtype=float) + 1
+                color = level_color("initializer", init) if init is not None else NEUTRAL[0]
+                ax.fill_between(x, line["q25"], line["q75"], color=color, alpha=0.15, lw=0)
+                ax.plot(x, line["median"], marker=".", color=color)
+            if metric in ("saturated_frac", "dead_frac"):  # the verdict's threshold for this measure
+                limit = outcomes.SATURATED_AT_LEAST if metric == "saturated_frac" else outcomes.DEAD_AT_LEAST
+                ax.axhline(limit, color=NEUTRAL[1], lw=1, ls="--")
             _steps_axis(ax)
             ax.set_ylim(-0.02, 1.02)
             name = {"inactive_frac": "inactive (u < 0)", "saturated_frac": "saturated (f' < 5% max)",
@@ -737,10 +752,12 @@ def saturation_dead(diagnostics: pd.DataFrame):
             ax.set_ylabel(f"{metric} (0-1)" if j == 0 or kind != panels[j - 1][0] else "")
             if i < len(acts) - 1:
                 ax.set_xlabel("")
-    handles = [plt.Line2D([], [], color=colors[layer], marker=".") for layer in layers]
-    _suptitle(fig, "Saturated or inactive, and dead units per hidden layer: median over runs, band 25-75%")
+    handles = [plt.Line2D([], [], color=level_color("initializer", init), marker=".") for init in inits if init is not None]
+    handles.append(plt.Line2D([], [], color=NEUTRAL[1], ls="--"))
+    labels = [str(init) for init in inits if init is not None] + ["verdict threshold (saturated / dead)"]
+    _suptitle(fig, "Saturated or inactive, and dead units (mean over hidden layers per run): median over runs, band 25-75%")
     fig.tight_layout()
-    _legend_below(fig, handles, [f"layer {layer}" for layer in layers], "hidden layer", ncol=6)
+    _legend_below(fig, handles, labels, "initializer", ncol=5)
     return fig
 
 

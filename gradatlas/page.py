@@ -23,9 +23,9 @@ h1{margin-bottom:.2em}h2{border-bottom:2px solid #0173b2;padding-bottom:.15em;ma
 figure{margin:1em 0 2em 0}figure img{max-width:100%;height:auto;border:1px solid #ddd}
 figcaption{color:#333;font-size:.95em;background:#f6f8fa;padding:.5em .8em;border-left:3px solid #0173b2}
 table{border-collapse:collapse;font-size:.88em;margin:.5em 0 1em 0}
-th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right;overflow-wrap:anywhere}th{background:#eef2f6}
+th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right;overflow-wrap:break-word}th{background:#eef2f6}
 table{max-width:100%}table.sortable th{cursor:pointer}
-.scroll{overflow-x:auto;max-width:100%}.answer td{white-space:normal;text-align:left}
+.scroll{overflow-x:auto;max-width:100%}.answer td,.answer th{white-space:normal;text-align:left}
 td:first-child,th:first-child{text-align:left}
 .facts td{text-align:left}.note{color:#555;font-size:.92em}
 nav ol{columns:2;list-style:none;padding-left:1em}details{margin:.5em 0}details pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}

@@ -154,13 +154,15 @@ FIGURES: tuple[FigureSpec, ...] = (
                "(grey). A panel whose values pass 100 uses a symlog axis (linear within ±1, log beyond). Lines "
                "collapsing onto the activation's flat region show saturation."),
     FigureSpec("saturation", "activations", "Saturated, inactive and dead units",
-               "Top row: for saturating activations (sigmoid, tanh, elu, selu, gelu) the share of (sample, unit) "
-               "pairs whose derivative is below 5% of its maximum (saturated_frac); for ReLU and leaky ReLU the "
-               "share with negative input (inactive_frac). These are different measures and are never drawn on "
-               "the same panel. Bottom row: share of units whose derivative is ~0 for every probe sample "
-               "(dead_frac). Per hidden layer (colour) against optimizer steps (log scale): median over runs (line) "
-               "and 25th-75th percentile over runs (band), runs with batch_norm in panels of their own (BN changes "
-               "saturation: pooled, it hides the saturated cells); probes of diverged networks add no value."),
+               "One row per activation. Left panels: for saturating activations (sigmoid, tanh, elu, selu, gelu) the "
+               "share of (sample, unit) pairs whose derivative is below 5% of its maximum (saturated_frac); for ReLU "
+               "and leaky ReLU the share with negative input (inactive_frac): different measures, never on one "
+               "panel. Right panels: share of units whose derivative is ~0 for every probe sample (dead_frac). Each "
+               "run's share is its mean over the hidden layers, as the gradient-health verdict reads it; lines are "
+               "the median over runs per initializer (colour), bands the 25th-75th percentile, against optimizer "
+               "steps (log scale). Dashed: the verdict's threshold (saturated at 20%, dead at 50%). Runs with "
+               "batch_norm have panels of their own (pooled, BN hides the saturated cells); probes of diverged "
+               "networks add no value."),
     FigureSpec("update_ratio", "activations", "Relative weight updates per layer",
                "Update ratio per step: ‖W(t) − W(previous probe)‖ / ‖W(previous probe)‖ divided by the optimizer "
                "steps between the two probes (1 to a few hundred), per Dense layer (colour) against optimizer steps "
