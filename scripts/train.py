@@ -5,16 +5,21 @@ import logging
 import os
 from pathlib import Path
 
+from gradatlas import lock
 from gradatlas.files import logged
 
 # the job's stderr, where snakemake shows it on the console: taken before `logged` sends it to the log
 console = logging.StreamHandler(os.fdopen(os.dup(2), "w", buffering=1))
-with logged(snakemake.log[0]):
+console.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+logging.getLogger("gradatlas.lock").addHandler(console)  # waiting for the pack's lease, or losing it
+logging.getLogger("gradatlas.lock").setLevel(logging.INFO)
+# one process trains a pack at a time, its log included: a lost main snakemake's jobs go on while
+# its rerun submits the same packs again (gradatlas/lock.py, docs/cluster.md)
+with lock.Lease(snakemake.params.pack_dir), logged(snakemake.log[0]):
     # GradAtlas' lines at INFO, other libraries' at WARNING only (JAX reports every accelerator it
     # does not find, e.g. "Unable to initialize backend 'tpu'", at INFO)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("gradatlas").setLevel(logging.INFO)
-    console.setFormatter(logging.getLogger().handlers[0].formatter)
     logging.getLogger("gradatlas.engine.progress").addHandler(console)  # and to the log, through the root
     from gradatlas import backend
 

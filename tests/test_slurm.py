@@ -5,7 +5,8 @@ apt, two fake GPUs) and stops it afterwards, if it started it. Where that cannot
 skipped, unless GRADATLAS_REQUIRE_SLURM=1 (set by .ci/run): then they fail.
 
 The study (4 trainings, 1 epoch: sigmoid and relu, two initializers each) trains as two packs of 2,
-two sbatch jobs. The cancel/retry/resume test (GRADATLAS_SLURM_RESUME_TEST=1) submits a single
+two sbatch jobs. A lost main snakemake's rerun leaves the pack to the job it had submitted (the
+pack's lease, gradatlas/lock.py). The cancel/retry/resume test (GRADATLAS_SLURM_RESUME_TEST=1) submits a single
 training, scancels it once its pack has committed an epoch and checks that the retry resumes there. Snakemake's --verbose output has every `sbatch call:`; the
 resource flags of the train jobs are printed (run with `pytest -s` to see them, and the wall time).
 """
@@ -213,3 +214,50 @@ def test_cancelled_job_is_retried_and_resumes_from_its_last_epoch(study, local_s
     assert len(calls) == 2 and all(flag(c, "--gpus") == ["1"] and flag(c, "-t") == ["60"] for c in calls), calls
     assert run["provenance"]["environment"]["SLURM_JOB_ID"] != jobs[0]
     assert not list((ws / "results-resume" / "packs").glob("*/state.npz"))
+
+
+def test_a_lost_main_snakemake_leaves_one_job_per_pack(local_slurm, mnist_dir, tmp_path):
+    """#18 item 8: SIGKILL only the main snakemake once its pack has committed an epoch (its login
+    node is lost): its job trains on. `--unlock` and the rerun submit the pack again; the new job
+    finds the pack's lease held, waits (GRADATLAS_LEASE_WAIT_S, 5 s here) and fails naming the
+    orphan's job id; the orphan's training is undisturbed."""
+    ws = make_workspace(tmp_path / "lease")
+    config = write_config(ws, slurm_study(mnist_dir, results="results-lease", train_subset=20000, epochs=1000,
+                                          patience=1000), "lease.yaml")  # fmt: skip
+    cell = "initializer~he_normal/activation~relu/optimizer~adam/regularizer~none/seed~0"
+    target = f"results-lease/runs/{cell}/run.json"
+    env = run_env(local_slurm, GRADATLAS_LEASE_WAIT_S="5")
+    main = subprocess.Popen([str(SNAKEMAKE), *PROFILES, target, "--configfile", str(config)], cwd=ws, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    orphan = None
+    try:
+        t0 = time.monotonic()
+        while committed_epoch(ws / "results-lease") < 1:
+            assert main.poll() is None, "snakemake ended before the first epoch"
+            assert time.monotonic() - t0 < 180, "no epoch finished within 180 s"
+            time.sleep(0.2)
+        main.kill()  # the main snakemake only, as when its host is lost
+        main.wait()
+        (orphan,) = squeue_jobs_in(ws, env)
+        subprocess.run(snakemake_cmd("--unlock", "--configfile", str(config)), cwd=ws, env=env, check=True,
+                       capture_output=True, timeout=120)  # fmt: skip
+        rerun = subprocess.run(snakemake_cmd(target, "--configfile", str(config), "--retries", "0"), cwd=ws, env=env,
+                               capture_output=True, text=True, timeout=STUDY_TIMEOUT + 30)  # fmt: skip
+        output = rerun.stdout + rerun.stderr
+        assert rerun.returncode != 0, output[-5000:]
+        (new,) = [c for c in re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", output) if c != orphan]
+        logs = "".join(p.read_text() for p in (ws / ".snakemake" / "slurm_logs").rglob(f"{new}.log"))
+        assert f"is being trained by SLURM job {orphan}, pid" in logs, logs[-5000:]
+        # the orphan trains on alone: still running, still holding the lease, its backup ahead
+        epoch = committed_epoch(ws / "results-lease")
+        assert squeue_jobs_in(ws, env) == [orphan]
+        (lease,) = (ws / "results-lease" / "packs").glob("*.lease")
+        assert json.loads(lease.read_text())["slurm_job_id"] == orphan
+        while committed_epoch(ws / "results-lease") <= epoch:
+            assert time.monotonic() - t0 < STUDY_TIMEOUT, "the orphan stopped training"
+            time.sleep(0.2)
+    finally:
+        if main.poll() is None:
+            main.kill()
+        if orphan:
+            subprocess.run(["scancel", orphan], env=env, timeout=30)
