@@ -104,6 +104,16 @@ class ConfigError(ValueError):
     """A config problem; the message names the key and what is allowed."""
 
 
+# Keys GradAtlas no longer reads, with what to do instead. Refused, not ignored, so a config never
+# looks as if it still decided something; the schema admits them so that this note is what one sees.
+REMOVED_KEYS = {
+    ("train", "deterministic"): (
+        "removed: nothing read it. A run is determined by its seed without it (seeded initializers, "
+        "batch orders and dropout masks; a resumed run ends bit-identical on the same CPU). Delete the line"
+    ),
+}
+
+
 def validate_schema(config: dict) -> dict:
     """Schema validation with defaults, for use outside a Snakefile (tests, scripts)."""
     from snakemake.utils import validate
@@ -356,6 +366,9 @@ def check(config: dict) -> dict:
     from gradatlas import catalog
     from gradatlas import data as gadata
 
+    for (section, key), note in REMOVED_KEYS.items():
+        if key in config.get(section, {}):
+            raise ConfigError(f"config key {section}.{key}: {note}")
     schema = _load_schema()
     _integers(config, schema, schema, "")
     _finite(config)
@@ -549,7 +562,6 @@ def run_spec(config: dict, cell: dict) -> "RunSpec":
         "patience": train["patience"],
         "target_accuracy": train["target_accuracy"],
         "stall_accuracy": train["stall_accuracy"],
-        "deterministic": train["deterministic"],
         "backend": train["backend"],
         "data": _cached_data_key(config["data"]),
         "validation_size": config["data"]["validation_size"],

@@ -30,7 +30,6 @@ class RunSpec:
     patience: int
     target_accuracy: float
     stall_accuracy: float
-    deterministic: bool
     backend: str
     data: str  # the prepared data's content key (config.data_key): other data, another training
     validation_size: int

@@ -280,13 +280,14 @@ def test_config_arguments_become_the_types_the_schema_wants():
     from snakemake.cli import parse_config
     from snakemake.utils import update_config
 
-    given = parse_config(["train={pack_size: 256, clipnorm: null, deterministic: false}", "seeds=[0, 1]",
-                          "data={source: idx, path: '007'}", "techniques={dropout: {rate: 0.3}}"])  # fmt: skip
+    given = parse_config(["train={pack_size: 256, clipnorm: null}", "seeds=[0, 1]",
+                          "data={source: idx, path: '007', allow_unusual_split: false}",
+                          "techniques={dropout: {rate: 0.3}}"])  # fmt: skip
     cfg = copy.deepcopy(BASE)
     update_config(cfg, given)
     gaconfig.typed_overrides(cfg, given)
-    assert cfg["train"] == {"pack_size": 256, "clipnorm": None, "deterministic": False} and cfg["seeds"] == [0, 1]
-    assert cfg["data"]["path"] == "007"  # text where the schema wants text
+    assert cfg["train"] == {"pack_size": 256, "clipnorm": None} and cfg["seeds"] == [0, 1]
+    assert cfg["data"]["path"] == "007" and cfg["data"]["allow_unusual_split"] is False  # text stays text
     assert cfg["techniques"]["dropout"]["rate"] == 0.3
     gaconfig.check(gaconfig.validate_schema(cfg))
     with pytest.raises(WorkflowError, match="0 is less than the minimum of 1"):
@@ -311,3 +312,12 @@ def test_check_size_refuses_alias_bombs_endless_and_oversized_documents(tmp_path
     big.write_text("# padding\n" * 200_000 + "seeds: [0]\n")
     with pytest.raises(gaconfig.ConfigError, match="bytes, more than the 1048576 a config may have"):
         gaconfig.check_file(big)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_removed_train_deterministic_is_refused_with_what_to_do(value):
+    """It was read by nothing: accepting it would pretend it decides something."""
+    with pytest.raises(gaconfig.ConfigError, match=r"train\.deterministic: removed.*Delete the line"):
+        load(train__deterministic=value)
+    assert "deterministic" not in gaconfig.run_spec(load(), {"initializer": "he_normal", "activation": "relu",
+                                                             "optimizer": "sgd", "regularizer": "none", "seed": 0}).as_dict()
