@@ -2,7 +2,10 @@
 
 Adding a technique is one entry here plus a test. Every builder takes the technique's parameters
 (from the config's `techniques:` section, merged over the defaults declared here) and returns a
-Keras object; nothing is re-implemented that Keras already has.
+Keras object; nothing is re-implemented that Keras already has. The entry also holds what others
+read about it: each parameter's range (gradatlas.config checks the config against it) and, for a
+regularizer, the per-member scalars it sets when members of one pack may differ in it
+(gradatlas.packs, gradatlas.engine).
 """
 
 from __future__ import annotations
@@ -30,12 +33,42 @@ ops = _Deferred("keras.ops")
 
 
 @dataclass(frozen=True)
+class Range:
+    """The values a numeric parameter may take; a bound of None is no bound."""
+
+    low: float | None = None
+    low_open: bool = False
+    high: float | None = None
+    high_open: bool = False
+
+    def __contains__(self, value) -> bool:
+        above = self.low is None or value > self.low or (value == self.low and not self.low_open)
+        below = self.high is None or value < self.high or (value == self.high and not self.high_open)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        return f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+
+
+POSITIVE, NON_NEGATIVE, FRACTION = Range(0, True), Range(0), Range(0, False, 1, True)  # (0, inf), [0, inf), [0, 1)
+
+
+@dataclass(frozen=True)
 class Entry:
-    """One catalog name: what it builds, its default parameters, and a one-line description."""
+    """One catalog name: what it builds, its default parameters, a one-line description, and the
+    range of each parameter.
+
+    `member_scalars` (regularizers only): the per-member scalars it sets (`MEMBER_SCALARS_OFF` names
+    them), from its parameters. None: the regularizer changes the network, so every member of a pack
+    must have it alike."""
 
     build: Callable[..., Any]
     defaults: dict = field(default_factory=dict)
     doc: str = ""
+    ranges: dict[str, Range] = field(default_factory=dict)
+    member_scalars: Callable[[dict], dict] | None = None
 
 
 # --- initializers: build(params, seed) -> keras.initializers.Initializer -------------------------
@@ -44,6 +77,7 @@ INITIALIZERS: dict[str, Entry] = {
         lambda p, seed: keras.initializers.RandomNormal(stddev=p["stddev"], seed=seed),
         {"stddev": 1.0},
         "N(0, stddev^2) regardless of fan-in: the naive init that shows the problem",
+        ranges={"stddev": POSITIVE},
     ),
     "glorot_uniform": Entry(
         lambda p, seed: keras.initializers.GlorotUniform(seed=seed), {}, "Glorot/Xavier, U, var 2/(fan_in+fan_out)"
@@ -62,7 +96,10 @@ INITIALIZERS: dict[str, Entry] = {
         "N(0, 1/fan_in), untruncated (Nielsen's init; lecun_normal is the truncated variant)",
     ),
     "orthogonal": Entry(
-        lambda p, seed: keras.initializers.Orthogonal(gain=p["gain"], seed=seed), {"gain": 1.0}, "orthogonal matrix"
+        lambda p, seed: keras.initializers.Orthogonal(gain=p["gain"], seed=seed),
+        {"gain": 1.0},
+        "orthogonal matrix",
+        ranges={"gain": POSITIVE},
     ),
 }
 
@@ -83,6 +120,7 @@ class Activation:
     inactive_is_saturated: bool = False
     defaults: dict = field(default_factory=dict)
     doc: str = ""
+    ranges: dict[str, Range] = field(default_factory=dict)
 
 
 _SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805
@@ -125,6 +163,7 @@ ACTIVATIONS: dict[str, Activation] = {
         inactive_is_saturated=True,
         defaults={"negative_slope": 0.2},
         doc="ReLU with a small slope for u < 0: cannot die",
+        ranges={"negative_slope": NON_NEGATIVE},
     ),
     "elu": Activation(
         lambda p, name: keras.layers.ELU(alpha=p["alpha"], name=name),
@@ -132,6 +171,7 @@ ACTIVATIONS: dict[str, Activation] = {
         lambda p: max(1.0, p["alpha"]),
         defaults={"alpha": 1.0},
         doc="smooth, negative outputs push the mean toward 0",
+        ranges={"alpha": NON_NEGATIVE},
     ),
     "selu": Activation(
         lambda p, name: keras.layers.Activation("selu", name=name),
@@ -156,15 +196,20 @@ def _opt(cls_name: str, **fixed):
     return build
 
 
+_BETAS = {"beta_1": FRACTION, "beta_2": FRACTION}
 OPTIMIZERS: dict[str, Entry] = {
     "sgd": Entry(_opt("SGD"), {}, "plain mini-batch gradient descent"),
-    "momentum": Entry(_opt("SGD"), {"momentum": 0.9}, "SGD with momentum"),
-    "nesterov": Entry(_opt("SGD", nesterov=True), {"momentum": 0.9}, "Nesterov accelerated gradient"),
+    "momentum": Entry(_opt("SGD"), {"momentum": 0.9}, "SGD with momentum", {"momentum": FRACTION}),
+    "nesterov": Entry(
+        _opt("SGD", nesterov=True), {"momentum": 0.9}, "Nesterov accelerated gradient", {"momentum": FRACTION}
+    ),
     "adagrad": Entry(_opt("Adagrad"), {}, "AdaGrad"),
-    "rmsprop": Entry(_opt("RMSprop"), {"rho": 0.9}, "RMSProp"),
-    "adam": Entry(_opt("Adam"), {"beta_1": 0.9, "beta_2": 0.999}, "Adam"),
-    "nadam": Entry(_opt("Nadam"), {"beta_1": 0.9, "beta_2": 0.999}, "Adam with Nesterov momentum"),
-    "adamw": Entry(_opt("AdamW"), {"weight_decay": 0.004}, "Adam with decoupled weight decay"),
+    "rmsprop": Entry(_opt("RMSprop"), {"rho": 0.9}, "RMSProp", {"rho": FRACTION}),
+    "adam": Entry(_opt("Adam"), {"beta_1": 0.9, "beta_2": 0.999}, "Adam", _BETAS),
+    "nadam": Entry(_opt("Nadam"), {"beta_1": 0.9, "beta_2": 0.999}, "Adam with Nesterov momentum", _BETAS),
+    "adamw": Entry(
+        _opt("AdamW"), {"weight_decay": 0.004}, "Adam with decoupled weight decay", {"weight_decay": NON_NEGATIVE}
+    ),
 }
 
 
@@ -179,23 +224,48 @@ class Regularization:
     batch_norm_momentum: float | None = None  # None: no batch normalization
 
 
+# The per-member scalars of a pack (gradatlas.engine) and the value that turns each off exactly (+ 0,
+# where(inf)), which a member gets for every scalar its regularizer does not set.
+MEMBER_SCALARS_OFF = {"l1": 0.0, "l2": 0.0, "max_norm": math.inf}
+
 REGULARIZERS: dict[str, Entry] = {
-    "none": Entry(lambda p: Regularization(), {}, "no regularization"),
-    "l1": Entry(lambda p: Regularization(kernel_regularizer=keras.regularizers.L1(p["factor"])), {"factor": 1e-5}),
-    "l2": Entry(lambda p: Regularization(kernel_regularizer=keras.regularizers.L2(p["factor"])), {"factor": 1e-4}),
+    "none": Entry(lambda p: Regularization(), {}, "no regularization", member_scalars=lambda p: {}),
+    "l1": Entry(
+        lambda p: Regularization(kernel_regularizer=keras.regularizers.L1(p["factor"])),
+        {"factor": 1e-5},
+        ranges={"factor": NON_NEGATIVE},
+        member_scalars=lambda p: {"l1": p["factor"]},
+    ),
+    "l2": Entry(
+        lambda p: Regularization(kernel_regularizer=keras.regularizers.L2(p["factor"])),
+        {"factor": 1e-4},
+        ranges={"factor": NON_NEGATIVE},
+        member_scalars=lambda p: {"l2": p["factor"]},
+    ),
     "l1_l2": Entry(
         lambda p: Regularization(kernel_regularizer=keras.regularizers.L1L2(l1=p["l1"], l2=p["l2"])),
         {"l1": 1e-5, "l2": 1e-4},
+        ranges={"l1": NON_NEGATIVE, "l2": NON_NEGATIVE},
+        member_scalars=lambda p: {"l1": p["l1"], "l2": p["l2"]},
     ),
-    "dropout": Entry(lambda p: Regularization(dropout_rate=p["rate"]), {"rate": 0.2}),
+    # its rate is per member too, held by the packed network's own layers (model.MemberDropout)
+    "dropout": Entry(
+        lambda p: Regularization(dropout_rate=p["rate"]),
+        {"rate": 0.2},
+        ranges={"rate": FRACTION},
+        member_scalars=lambda p: {},
+    ),
     "max_norm": Entry(
         lambda p: Regularization(kernel_constraint=keras.constraints.MaxNorm(max_value=p["max_value"])),
         {"max_value": 3.0},
+        ranges={"max_value": POSITIVE},
+        member_scalars=lambda p: {"max_norm": p["max_value"]},
     ),
     "batch_norm": Entry(
         lambda p: Regularization(batch_norm_momentum=p["momentum"]),
         {"momentum": 0.99},
         "batch normalization before each activation; moving averages at evaluation",
+        {"momentum": FRACTION},
     ),
 }
 
@@ -208,16 +278,19 @@ LR_SCHEDULES: dict[str, Entry] = {
         lambda p, lr, spe, epochs: keras.optimizers.schedules.InverseTimeDecay(lr, spe, p["k"]),
         {"k": 0.5},
         "alpha0 / (1 + k * epoch)",
+        {"k": NON_NEGATIVE},
     ),
     "exponential": Entry(
         lambda p, lr, spe, epochs: keras.optimizers.schedules.ExponentialDecay(lr, spe, p["rate"]),
         {"rate": 0.8},
         "alpha0 * rate ** epoch",
+        {"rate": POSITIVE},
     ),
     "cosine": Entry(
         lambda p, lr, spe, epochs: keras.optimizers.schedules.CosineDecay(lr, spe * epochs, alpha=p["alpha"]),
         {"alpha": 0.0},
         "cosine decay to alpha * alpha0 over the training",
+        {"alpha": Range(0, False, 1, False)},
     ),
 }
 
@@ -271,6 +344,12 @@ def optimizer(name: str, p: dict, learning_rate, clipnorm=None, clipvalue=None):
 
 def regularization(name: str, p: dict) -> Regularization:
     return REGULARIZERS[name].build(p)
+
+
+def member_scalars(name: str, p: dict) -> dict:
+    """The per-member scalars of regularizer `name` with parameters `p`, every one it does not set off."""
+    scalars = REGULARIZERS[name].member_scalars
+    return MEMBER_SCALARS_OFF | ({k: float(v) for k, v in scalars(p).items()} if scalars else {})
 
 
 def lr_schedule(name: str, p: dict, learning_rate: float, steps_per_epoch: int, epochs: int):

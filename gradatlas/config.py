@@ -66,40 +66,6 @@ SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "
 SYSTEM_TREES = ("/boot", "/dev", "/etc", "/proc", "/sys")
 
 
-def _interval(low=None, low_open=False, high=None, high_open=False):
-    return (low, low_open, high, high_open)
-
-
-# Ranges of technique parameters (catalog name, parameter) -> (low, low exclusive, high, high exclusive).
-# A parameter not listed here is only type-checked against its catalog default.
-PARAM_RANGES = {
-    ("random_normal", "stddev"): _interval(0, True),
-    ("orthogonal", "gain"): _interval(0, True),
-    ("leaky_relu", "negative_slope"): _interval(0),
-    ("elu", "alpha"): _interval(0),
-    ("momentum", "momentum"): _interval(0, False, 1, True),
-    ("nesterov", "momentum"): _interval(0, False, 1, True),
-    ("rmsprop", "rho"): _interval(0, False, 1, True),
-    ("adam", "beta_1"): _interval(0, False, 1, True),
-    ("adam", "beta_2"): _interval(0, False, 1, True),
-    ("nadam", "beta_1"): _interval(0, False, 1, True),
-    ("nadam", "beta_2"): _interval(0, False, 1, True),
-    ("adamw", "weight_decay"): _interval(0),
-    ("adamw", "beta_1"): _interval(0, False, 1, True),
-    ("adamw", "beta_2"): _interval(0, False, 1, True),
-    ("l1", "factor"): _interval(0),
-    ("l2", "factor"): _interval(0),
-    ("l1_l2", "l1"): _interval(0),
-    ("l1_l2", "l2"): _interval(0),
-    ("dropout", "rate"): _interval(0, False, 1, True),
-    ("max_norm", "max_value"): _interval(0, True),
-    ("batch_norm", "momentum"): _interval(0, False, 1, True),
-    ("inverse_time", "k"): _interval(0),
-    ("exponential", "rate"): _interval(0, True),
-    ("cosine", "alpha"): _interval(0, False, 1, False),
-}
-
-
 class ConfigError(ValueError):
     """A config problem; the message names the key and what is allowed."""
 
@@ -281,16 +247,10 @@ def _finite(node, key: str = "") -> None:
             _finite(value, f"{key}[{i}]")
 
 
-def _describe(interval) -> str:
-    low, low_open, high, high_open = interval
-    if high is None:
-        return f"{'>' if low_open else '>='} {low}"
-    return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-
-
-def _check_parameter(name: str, param: str, value, default):
-    """Type (that of the catalog default) and range of one technique parameter; returns the value,
-    a whole number as a float where the default is a float (Keras refuses an int momentum)."""
+def _check_parameter(name: str, param: str, value, default, allowed):
+    """Type (that of the catalog default) and range (`allowed`, from the catalog entry) of one technique
+    parameter; returns the value, a whole number as a float where the default is a float (Keras
+    refuses an int momentum)."""
     key = f"techniques.{name}.{param}"
     if isinstance(default, bool) or not isinstance(default, (int, float)):
         if type(value) is not type(default):
@@ -300,14 +260,8 @@ def _check_parameter(name: str, param: str, value, default):
         raise ConfigError(f"config key {key}: {value!r} is not a number")
     if isinstance(default, float):
         value = float(value)
-    interval = PARAM_RANGES.get((name, param))
-    if interval is not None:
-        low, low_open, high, high_open = interval
-        if (
-            (low is not None and (value < low or (low_open and value == low)))
-            or (high is not None and (value > high or (high_open and value == high)))
-        ):
-            raise ConfigError(f"config key {key}: {value} is out of range; it must be {_describe(interval)}")
+    if value not in allowed:
+        raise ConfigError(f"config key {key}: {value} is out of range; it must be {allowed}")
     return value
 
 
@@ -385,12 +339,13 @@ def check(config: dict) -> dict:
     for name, overrides in config["techniques"].items():
         if name not in every_name:
             raise _unknown_name(f"techniques.{name}", name, every_name)
-        defaults = catalog.CATALOG[every_name[name]][name].defaults
+        entry = catalog.CATALOG[every_name[name]][name]
         for param in overrides:
-            if param not in defaults:
-                allowed = ", ".join(defaults) or "(none: this technique has no parameters)"
+            if param not in entry.defaults:
+                allowed = ", ".join(entry.defaults) or "(none: this technique has no parameters)"
                 raise ConfigError(f"config key techniques.{name}.{param}: unknown parameter. Allowed: {allowed}")
-            overrides[param] = _check_parameter(name, param, overrides[param], defaults[param])
+            value, default, allowed = overrides[param], entry.defaults[param], entry.ranges[param]
+            overrides[param] = _check_parameter(name, param, value, default, allowed)
 
     for name in config["train"]["learning_rate"]:
         if name not in catalog.OPTIMIZERS:

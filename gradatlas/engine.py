@@ -100,14 +100,9 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def member_scalars(spec: RunSpec) -> dict:
-    """The per-member technique scalars, read from the catalog's Keras objects (0 or inf: off)."""
-    reg = catalog.regularization(spec.regularizer, spec.regularizer_params)
-    penalty = reg.kernel_regularizer
-    constraint = reg.kernel_constraint
-    return {
-        "l1": float(getattr(penalty, "l1", 0.0) or 0.0),
-        "l2": float(getattr(penalty, "l2", 0.0) or 0.0),
-        "max_norm": float(constraint.max_value) if constraint is not None else math.inf,
+    """The per-member technique scalars (0 or inf: off): the regularizer's, as its catalog entry
+    gives them, and gradient clipping."""
+    return catalog.member_scalars(spec.regularizer, spec.regularizer_params) | {
         "clipnorm": math.inf if spec.clipnorm is None else float(spec.clipnorm),
         "clipvalue": math.inf if spec.clipvalue is None else float(spec.clipvalue),
     }

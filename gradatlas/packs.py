@@ -27,7 +27,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from gradatlas import backend
+from gradatlas import backend, catalog
 from gradatlas.outcomes import RUN_MEASURES
 from gradatlas.spec import RunSpec
 
@@ -37,8 +37,8 @@ PER_MEMBER = (
     "seed", "initializer", "initializer_params", "clipnorm", "clipvalue", "regularizer", "regularizer_params",
     "patience", "target_accuracy", "stall_accuracy",
 )  # fmt: skip
-# regularizers that are per-member scalars (0 or inf: off); any other one is part of the graph
-SCALAR_REGULARIZERS = ("none", "l1", "l2", "l1_l2", "dropout", "max_norm")
+# regularizers whose catalog entry makes them per-member scalars; any other one is part of the graph
+SCALAR_REGULARIZERS = tuple(name for name, entry in catalog.REGULARIZERS.items() if entry.member_scalars is not None)
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,50 @@ def test_issue_seed_techniques_are_all_in_the_catalog():
     }
     for kind, names in wanted.items():
         assert set(names.split()) <= set(catalog.CATALOG[kind]), kind
+
+
+ENTRIES = [(kind, name, entry) for kind, section in catalog.CATALOG.items() for name, entry in section.items()]
+
+
+@pytest.mark.parametrize("kind, name, entry", ENTRIES, ids=[f"{k}.{n}" for k, n, _ in ENTRIES])
+def test_every_parameter_has_a_range_that_holds_its_default(kind, name, entry):
+    """The entry is the one place a parameter is declared: gradatlas.config checks against these ranges."""
+    assert set(entry.ranges) == set(entry.defaults), f"{kind} {name}: ranges for {sorted(entry.ranges)}"
+    for param, allowed in entry.ranges.items():
+        assert isinstance(allowed, catalog.Range) and entry.defaults[param] in allowed, (param, str(allowed))
+
+
+def test_ranges_include_and_exclude_their_bounds_as_declared():
+    assert 0 in catalog.FRACTION and 1 not in catalog.FRACTION and 0 not in catalog.POSITIVE and 1e9 in catalog.POSITIVE
+    assert -1e-9 not in catalog.NON_NEGATIVE and 1 in catalog.Range(0, False, 1, False)
+    assert [str(r) for r in (catalog.POSITIVE, catalog.FRACTION)] == ["> 0", "in [0, 1)"]
+
+
+@pytest.mark.parametrize("name", sorted(catalog.REGULARIZERS))
+def test_member_scalars_are_what_the_regularizer_builds(name):
+    """What a packed member gets per member (gradatlas.engine) equals what Keras applies in a lone run."""
+    p = {k: v * 3 for k, v in catalog.params("regularizer", name).items()}  # not the defaults
+    reg = catalog.regularization(name, p)
+    scalars = catalog.member_scalars(name, p)
+    assert set(scalars) == set(catalog.MEMBER_SCALARS_OFF)
+    penalty, constraint = reg.kernel_regularizer, reg.kernel_constraint
+    assert scalars["l1"] == pytest.approx(float(getattr(penalty, "l1", 0.0) or 0.0))
+    assert scalars["l2"] == pytest.approx(float(getattr(penalty, "l2", 0.0) or 0.0))
+    assert scalars["max_norm"] == (constraint.max_value if constraint is not None else math.inf)
+    # a regularizer that is no per-member scalar must change the network (graph), else packs split for nothing
+    per_member = catalog.REGULARIZERS[name].member_scalars is not None
+    assert per_member == (reg.batch_norm_momentum is None)
+
+
+def test_packs_and_the_engine_read_per_member_regularizers_from_the_catalog():
+    from gradatlas import config as gaconfig, engine, packs
+
+    assert packs.SCALAR_REGULARIZERS == tuple(n for n, e in catalog.REGULARIZERS.items() if e.member_scalars is not None)
+    assert "batch_norm" not in packs.SCALAR_REGULARIZERS and "l1_l2" in packs.SCALAR_REGULARIZERS
+    config = gaconfig.check(gaconfig.validate_schema({
+        "data": {"source": "bundled"}, "seeds": [0], "techniques": {"l1_l2": {"l1": 0.25, "l2": 0.5}},
+        "grid": {"initializer": ["he_normal"], "activation": ["relu"], "optimizer": ["sgd"], "regularizer": ["l1_l2"]},
+    }))  # fmt: skip
+    cell = {"initializer": "he_normal", "activation": "relu", "optimizer": "sgd", "regularizer": "l1_l2", "seed": 0}
+    scalars = engine.member_scalars(gaconfig.run_spec(config, cell))
+    assert scalars == {"l1": 0.25, "l2": 0.5, "max_norm": math.inf, "clipnorm": math.inf, "clipvalue": math.inf}

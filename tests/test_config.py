@@ -1,10 +1,13 @@
 """Config: the schema, the catalog checks, the grid and one run's spec."""
 
 import copy
+import dataclasses
+import re
 
 import pytest
 from snakemake.exceptions import WorkflowError
 
+from gradatlas import catalog
 from gradatlas import config as gaconfig
 
 BASE = {
@@ -208,6 +211,34 @@ def test_technique_parameters_are_range_checked(techniques, key):
     with pytest.raises(gaconfig.ConfigError) as error:
         load(techniques=techniques)
     assert key in str(error.value)
+
+
+def _outside(allowed):
+    """Values just outside a catalog range."""
+    out = [allowed.low if allowed.low_open else allowed.low - 0.5]
+    if allowed.high is not None:
+        out.append(allowed.high if allowed.high_open else allowed.high + 0.5)
+    return out
+
+
+PARAMETERS = [(name, param, allowed) for section in catalog.CATALOG.values() for name, entry in section.items()
+              for param, allowed in entry.ranges.items()]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, param, allowed", PARAMETERS, ids=[f"{n}.{p}" for n, p, _ in PARAMETERS])
+def test_the_check_refuses_values_outside_the_catalog_range(name, param, allowed):
+    for value in _outside(allowed):
+        with pytest.raises(gaconfig.ConfigError, match=rf"techniques\.{name}\.{param}: .* must be {re.escape(str(allowed))}"):
+            load(techniques={name: {param: value}})
+
+
+def test_the_check_reads_its_ranges_from_the_catalog(monkeypatch):
+    """One place: narrowing a catalog entry's range changes what the config check accepts."""
+    narrower = dataclasses.replace(catalog.REGULARIZERS["dropout"], ranges={"rate": catalog.Range(0, False, 0.1, True)})
+    load(techniques={"dropout": {"rate": 0.2}})
+    monkeypatch.setitem(catalog.REGULARIZERS, "dropout", narrower)
+    with pytest.raises(gaconfig.ConfigError, match=r"techniques\.dropout\.rate: 0\.2 is out of range; it must be in \[0, 0\.1\)"):
+        load(techniques={"dropout": {"rate": 0.2}})
 
 
 def test_technique_parameters_in_range_pass_as_floats():
