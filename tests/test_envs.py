@@ -1,14 +1,19 @@
-"""The conda environments in envs/ agree with requirements.txt and cover what the rules run.
+"""The conda environments in envs/ agree with requirements.txt, install the gradatlas package of
+this checkout, and cover what the rules run.
 
 Static and fast: it reads the YAML files, the rule files and the scripts' import statements, and the
-installed packages' metadata in this environment (no conda, no network).
+installed packages' metadata in this environment; pip resolves the package line offline (no conda,
+no network).
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.metadata as md
+import json
+import os
 import re
+import subprocess
 import sys
 from functools import cache
 from pathlib import Path
@@ -49,12 +54,13 @@ def env_file(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def pip_lines(env: dict) -> list[str]:
+    return [line for dep in env.get("dependencies", []) if isinstance(dep, dict) for line in dep.get("pip", [])]
+
+
 def pip_requirements(env: dict) -> list[Requirement]:
-    reqs = []
-    for dep in env.get("dependencies", []):
-        if isinstance(dep, dict):
-            reqs += [Requirement(r) for r in dep.get("pip", [])]
-    return reqs
+    """The pinned libraries (the lines that are not pip options, such as the package's `-e`)."""
+    return [Requirement(line) for line in pip_lines(env) if not line.startswith("-")]
 
 
 def test_there_are_cpu_cuda_and_analysis_envs():
@@ -262,3 +268,60 @@ def test_env_provides_what_its_rules_scripts_import(env_name):
         if canonicalize_name(name) not in provided:
             missing.setdefault("(runtime)", []).append(name)
     assert not missing, f"{env_name} lacks: {missing}"
+
+
+# --- the gradatlas package itself ----------------------------------------------------------------------
+# Snakemake copies an env file into its env folder (.snakemake/conda/<hash>.yaml) and conda runs pip
+# from there, so a relative path would name a folder under .snakemake, not the checkout: the line
+# names the checkout through a variable that pip expands and the workflow sets.
+PACKAGE_LINE = "-e ${GRADATLAS_REPO}"
+
+
+@pytest.mark.parametrize("path", ENVS, ids=lambda p: p.name)
+def test_env_installs_the_package_from_the_checkout(path):
+    options = [line for line in pip_lines(env_file(path)) if line.startswith("-")]
+    assert options == [PACKAGE_LINE], f"{path.name}: pip options {options}"
+
+
+def test_the_workflow_sets_gradatlas_repo_to_the_repository_root():
+    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    assert re.search(r'^os\.environ\["GRADATLAS_REPO"\] = os\.path\.abspath\(workflow\.basedir\)$', common, re.M)
+    assert (REPO / "Snakefile").is_file()  # workflow.basedir: the main Snakefile's folder, the repository root
+
+
+@cache
+def package_install() -> dict:
+    """What pip makes of the package line where conda runs it (a folder that is not the checkout),
+    with GRADATLAS_REPO as the workflow sets it: pip's install report, resolved offline."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as env_folder:
+        Path(env_folder, "requirements.txt").write_text(PACKAGE_LINE + "\n")
+        out = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index", "--no-build-isolation",
+             "--quiet", "--report", "-", "-r", "requirements.txt"],
+            cwd=env_folder, env=os.environ | {"GRADATLAS_REPO": str(REPO)}, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    (install,) = json.loads(out.stdout)["install"]
+    return install
+
+
+def test_the_package_line_installs_this_checkout_editable():
+    install = package_install()
+    assert install["metadata"]["name"] == "gradatlas"
+    assert install["download_info"] == {"url": REPO.as_uri(), "dir_info": {"editable": True}}
+
+
+@pytest.mark.parametrize("path", ENVS, ids=lambda p: p.name)
+def test_env_pins_every_requirement_of_the_package(path):
+    """pip installs what the package requires: each is pinned in the env (at requirements.txt's version,
+    test_env_pins_match_requirements), none left to pip's latest."""
+    pinned = {canonicalize_name(r.name): r for r in pip_requirements(env_file(path))}
+    for line in package_install()["metadata"]["requires_dist"]:
+        req = Requirement(line)
+        if req.marker and not req.marker.evaluate({"extra": ""}):
+            continue  # an extra ([cuda], [tensorflow], [slurm])
+        name = canonicalize_name(req.name)
+        assert name in pinned, f"{path.name}: the package requires {req}, which it does not pin"
+        (spec,) = pinned[name].specifier
+        assert req.specifier.contains(spec.version), f"{path.name}: {name}=={spec.version} does not satisfy {req}"

@@ -10,6 +10,10 @@ from snakemake.utils import Paramspace, validate
 from gradatlas import config as gaconfig
 from gradatlas import packs as gapacks
 
+# The conda envs (envs/*.yaml) install this checkout's gradatlas, editable, from ${GRADATLAS_REPO}:
+# set here for the conda and pip processes Snakemake starts to create them
+os.environ["GRADATLAS_REPO"] = os.path.abspath(workflow.basedir)
+
 # an alias bomb must stop before the schema walks it (or prints it in its error)
 gaconfig.check_size(config)
 # a nested `--config` value arrives with every scalar a string (YAML's BaseLoader): typed first
