@@ -33,7 +33,7 @@ def tiny_study(mnist_dir: Path, results: str) -> dict:
         "results": results,
         "data": {"source": "idx", "path": str(mnist_dir), "validation_size": 500, "train_subset": 4000},
         "model": {"depth": 3, "width": 32},
-        "train": {"epochs": 6, "patience": 10, "deterministic": True, "threads": 1},
+        "train": {"epochs": 6, "patience": 10, "threads": 1},
         "diagnostics": {"probe_size": 200, "early_steps": [1, 10]},
         "grid": {"initializer": ["he_normal", "glorot_uniform"], "activation": ["relu"], "optimizer": ["adam"],
                  "regularizer": ["dropout", "none"]},  # fmt: skip
