@@ -9,22 +9,210 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from gradatlas import catalog
+from gradatlas.outcomes import HEALTH_CLASSES, HEALTH_RULES
 
-# Tables `rule analyze` writes to results/tables/ (parquet + csv); `nuisance_choices` only with
-# report.nuisance axes. Their columns are documented in gradatlas.analysis.TABLE_COLUMNS.
-ANALYSIS_TABLES = (
-    "headline",
-    "gradient_flow",
-    "convergence",
-    "main_effects",
-    "paired_deltas",
-    "interactions",
-    "variance_decomposition",
-    "status_counts",
-    "leaderboard",
-    "findings",
-)
+# The tables `rule analyze` writes to results/tables/ (parquet + csv), in this order, each with what a
+# row is and what every column means (docs/report.md says the same; a test checks it names every
+# column). `nuisance_choices` only with report.nuisance axes.
+class Table(NamedTuple):
+    row: str  # one row per ...
+    columns: dict[str, str]  # column -> meaning; '<...>' names a family of columns
+
+
 NUISANCE_TABLE = "nuisance_choices"
+_LEVEL = "level of the factor, as a string (a missing value, e.g. clipnorm null, reads 'none')"
+_CI = "lower end of the 95% t-interval (NaN, printed n/a, with fewer than 2 values)"
+TABLES: dict[str, Table] = {
+    "chosen_runs": Table(
+        "run the other tables describe (after report.nuisance selection: one per cell × seed)",
+        {
+            "<runs columns>": "every column of the runs table (README, Tables), grid axes as level labels",
+            "chosen_<nuisance axis>": "in place of a nuisance axis: the value kept for this cell and seed",
+            "log10_vanishing_ratio_init": "log10 of vanishing_ratio_init (NaN where missing or not positive)",
+            "flow_distance_init": "its absolute value: distance from healthy gradient flow at init (0 = ideal)",
+            "log10_vanishing_ratio_final": "log10 of vanishing_ratio_final",
+            "flow_distance_final": "its absolute value, after training",
+            "relative_target": "95% of the study's best validation accuracy (with curves)",
+            "val_auc": "area under the completed validation curve: its mean over the epoch budget (with curves)",
+            "epochs_to_relative_target": "first epoch at or above relative_target (NaN: never; with curves)",
+            "steps_to_target": "epochs_to_target x steps_per_epoch",
+            "steps_to_relative_target": "epochs_to_relative_target x steps_per_epoch (with curves)",
+        },
+    ),
+    "completed_curves": Table(
+        "chosen run × epoch of the epoch budget (no run drops out)",
+        {
+            "<axes>": "one column per studied grid axis: the run's cell",
+            "seed": "the seed",
+            "epoch": "1 to train.epochs",
+            "val_accuracy": "validation accuracy; after an early stop the run's best so far (its restored "
+            "weights), at and after a divergence chance (0.1)",
+            "filled": "observed, early_stop or diverged: where val_accuracy comes from",
+        },
+    ),
+    "headline": Table(
+        "question × factor (factors with two or more levels)",
+        {
+            "question": "'gradient health init', 'gradient health final' or 'convergence speed' (analysis.QUESTIONS)",
+            "factor": "grid axis",
+            "best": "the level that answers the question best (see gradient_flow.rank / convergence.mean_val_auc); "
+            "empty where the factor cannot act at initialization",
+            "runner_up": "the second level",
+            "tied": "True when best and runner-up are equal on the ranking (a tie, not a win)",
+            "measure": "outcome behind the comparison (flow_distance_<when> lower is better; val_auc higher)",
+            "best_value": "the best level's mean of the measure",
+            "runner_up_value": "the runner-up's mean",
+            "keeps_alive": "gradient health: True when the best level is untied and more than half its runs are healthy",
+            "effect": "best minus runner-up on the measure, paired on every other axis and the seed when possible",
+            "ci_low": _CI,
+            "ci_high": "upper end of that interval",
+            "n": "matched pairs (paired) or runs (unpaired) behind the interval; at init, pairs of distinct networks",
+            "paired": "True when the effect is paired, False for a Welch comparison of unpaired runs",
+            "best_summary": "the best level in numbers (runs per verdict and median delta ratio as 10^x; or area and speed)",
+            "runner_up_summary": "the same for the runner-up",
+            "sentence": "the row in words, as the report shows it",
+        },
+    ),
+    "gradient_flow": Table(
+        "init/final × factor with two or more levels × level",
+        {
+            "when": "init (first probe, before any update) or final (last probe)",
+            "factor": "grid axis with two or more levels (at init: levels that can act before the first update)",
+            "level": _LEVEL + "; at init, levels that cannot act yet are joined ('none = l2 = dropout')",
+            "n": "runs with a verdict (at init: distinct networks, each counted once)",
+            "n_missing": "runs without one",
+            **{f"share_{c}": f"share of those runs whose verdict is {c} ({HEALTH_RULES[c]})" for c in HEALTH_CLASSES},
+            "median_log10_ratio": "median log10 delta ratio (layer-1 delta_rms / output-layer delta_rms)",
+            "mean_distance": "mean |log10 ratio|: distance from healthy flow, vanishing and exploding alike (0 = ideal)",
+            "ci_low": _CI,
+            "ci_high": "upper end of that interval",
+            "rank": "1 = keeps gradients alive best: most healthy runs first, then smallest mean distance (ties share a rank)",
+            "tied": "True when another level of the factor has the same rank",
+            "keeps_alive": "True for an untied rank-1 level with more than half its runs healthy",
+        },
+    ),
+    "convergence": Table(
+        "factor × level",
+        {
+            "factor": "grid axis",
+            "level": _LEVEL,
+            "n": "runs at this level",
+            "target": "train.target_accuracy (validation)",
+            "n_reached": "runs that reached it",
+            "km_median_epochs": "Kaplan-Meier median epochs to it, misses censored (NaN: fewer than half reach it)",
+            "median_steps": "median optimizer steps to it among the runs that reached it",
+            "relative_target": "95% of the study's best validation accuracy",
+            "n_reached_relative": "runs that reached the relative target",
+            "km_median_epochs_relative": "Kaplan-Meier median epochs to the relative target",
+            "median_steps_relative": "median optimizer steps to the relative target among runs that reached it",
+            "mean_rank": "mean rank of epochs to the relative target over the study (1 = fastest, misses last)",
+            "mean_val_auc": "mean area under the validation-accuracy curve (mean accuracy over the epoch budget; "
+            "early-stopped runs keep their best, diverged runs count 0.1 after divergence)",
+            "ci_low": "lower end of the 95% t-interval of mean_val_auc",
+            "ci_high": "upper end of that interval",
+            "n_auc": "runs behind mean_val_auc",
+        },
+    ),
+    "main_effects": Table(
+        "outcome × factor × level",
+        {
+            "factor": "grid axis (initializer, activation, optimizer, regularizer, or an optional axis)",
+            "level": _LEVEL,
+            "outcome": "outcome name (see analysis.OUTCOMES)",
+            "mean": "mean of the outcome over every run at this level (other factors and seeds pooled)",
+            "ci_low": _CI,
+            "ci_high": "upper end of that interval",
+            "n": "runs at this level with a value of the outcome",
+            "share_nonmissing": "n / runs at this level (below 1 where e.g. diverged runs lack the outcome)",
+        },
+    ),
+    "paired_deltas": Table(
+        "outcome × factor × non-baseline level",
+        {
+            "factor": "grid axis",
+            "level": "the level compared with the baseline",
+            "baseline": "the factor's baseline level (config report.baselines)",
+            "outcome": "outcome name",
+            "mean_delta": "mean of (level - baseline) over runs paired on every other axis and the seed",
+            "ci_low": "lower end of the 95% t-interval over pairs (a clear effect when it excludes 0)",
+            "ci_high": "upper end of that interval",
+            "n_pairs": "pairs where both runs have the outcome",
+            "n_missing": "matched pairs where either run lacks it",
+        },
+    ),
+    "interactions": Table(
+        "outcome × factor pair × level pair (every pair of varying factors)",
+        {
+            "factor_a": "first grid axis of the pair",
+            "level_a": "its level",
+            "factor_b": "second grid axis of the pair",
+            "level_b": "its level",
+            "outcome": "outcome name",
+            "mean": "mean of the outcome over the runs of this (level_a, level_b) cell",
+            "n": "runs of the cell with a value",
+        },
+    ),
+    "variance_decomposition": Table(
+        "outcome × ANOVA term",
+        {
+            "outcome": "outcome name",
+            "term": "C(f) for a main effect, C(f):C(g) for a two-way interaction, Residual",
+            "sum_sq": "type-II sum of squares of the term",
+            "df": "degrees of freedom",
+            "eta_sq": "share of the total variance the term explains (sum_sq / total sum of squares)",
+            "partial_eta_sq": "sum_sq / (sum_sq + residual sum_sq); NaN for Residual",
+            "F": "F statistic",
+            "p": "p-value of the F test",
+        },
+    ),
+    "status_counts": Table(
+        "factor × level",
+        {
+            "factor": "grid axis",
+            "level": _LEVEL,
+            "n": "runs at this level",
+            "converged": "runs that trained normally",
+            "stalled": "runs whose best validation accuracy stayed below train.stall_accuracy",
+            "diverged": "runs stopped by a non-finite loss",
+        },
+    ),
+    "leaderboard": Table(
+        "outcome × ranked cell",
+        {
+            "outcome": "outcome the cells are ranked by (test_accuracy, val_auc, flow_distance_init)",
+            "rank_group": "best | worst (for flow_distance outcomes only cells with most seeds healthy can be best; at "
+            "init each distinct network once)",
+            "rank": "rank among all cells (1 = best)",
+            "<axes>": "one column per grid axis: the cell",
+            "mean": "mean of the outcome over the cell's seeds",
+            "ci_low": "lower end of the 95% t-interval over seeds (NaN with one seed)",
+            "ci_high": "upper end of that interval",
+            "n_seeds": "seeds with a value",
+            "health": "flow_distance outcomes: the verdicts of the cell's seeds ('2 of 2 healthy'); empty otherwise",
+        },
+    ),
+    "findings": Table(
+        "sentence",
+        {
+            "kind": "budget, gradients, recipe, interaction, caveat, headline, variance, paired_effect, best_level, "
+            "extremes, divergence or speed (analysis.FINDING_FIGURES)",
+            "sentence": "the finding in words, computed from the numbers",
+            "figure": "the report figure that shows it (registry.FIGURES name), or empty",
+        },
+    ),
+    NUISANCE_TABLE: Table(
+        "cell × seed (only with `report.nuisance`)",
+        {
+            "<axes>": "one column per studied (non-nuisance) grid axis",
+            "seed": "the seed",
+            "chosen_<nuisance axis>": "the nuisance value kept for this cell and seed (best validation accuracy)",
+            "best_val_accuracy": "the validation accuracy that chose it",
+            "test_accuracy": "the test accuracy of the chosen run (never used for the choice)",
+        },
+    ),
+}
+ANALYSIS_TABLES = tuple(name for name in TABLES if name != NUISANCE_TABLE)
+
 
 # Tables registered in Snakemake's own report (`snakemake --report`), with their section key.
 REPORT_TABLES = {

@@ -4,8 +4,8 @@ question (`analysis.headline`) with the budget it holds for.
 
 `build` writes every figure of `registry.FIGURES` as a PNG (the files Snakemake's own report picks
 up), the findings as an HTML fragment for Snakemake's report, and the page that embeds them. Inputs:
-the tables in `results/tables/` (the aggregate tables and, when present, those of `rule analyze`,
-otherwise computed here) and the config values the report shows (`registry.study_settings`), which
+the tables in `results/tables/` (the aggregate tables and those of `rule analyze`: the report derives
+no outcome itself) and the config values the report shows (`registry.study_settings`), which
 the report rule tracks as `params:`. Provenance comes from the runs' `run.json`.
 """
 
@@ -27,7 +27,7 @@ from gradatlas.files import atomic_write
 from gradatlas.outcomes import HEALTH_CLASSES, HEALTH_RULES
 from gradatlas.provenance import git_commit
 from gradatlas.registry import (
-    ANALYSIS_TABLES, FIGURES, REPORT_TABLES, SECTIONS, caption_rst, rst_text, study_settings,
+    ANALYSIS_TABLES, FIGURES, REPORT_TABLES, SECTIONS, TABLES, caption_rst, rst_text, study_settings,
 )  # fmt: skip
 
 DPI = 120  # with figures at most figures.PAGE_WIDTH_IN wide, text stays >= 9 pt at page width
@@ -106,25 +106,25 @@ def _version(package: str) -> str:
 
 
 class Study:
-    """The frames the report draws from, nuisance axes optimized away and levels labelled."""
+    """The frames the report draws from, as rule analyze wrote them: the chosen runs with every derived
+    outcome (`chosen_runs`) and their completed validation curves; the curves and diagnostics tables
+    narrowed to those runs (levels labelled as in `chosen_runs`)."""
 
     def __init__(self, tables: dict[str, pd.DataFrame], config: dict):
         self.config = config
         self.settings = study_settings(config)
-        raw = tables["runs"]
-        self.studied, self.nuisance = study_factors(config, raw)
+        self.studied, self.nuisance = study_factors(config, tables["runs"])
         axes = self.studied + self.nuisance
-        self.runs, _, _, self.curves = analysis.prepare(
-            raw, tables.get("curves"), axes, self.nuisance, self.settings.get("epochs")
-        )
-        chosen = analysis.select_nuisance(analysis.label_levels(raw, axes), self.nuisance, self.studied)
-        diagnostics = tables.get("diagnostics", pd.DataFrame())
-        self.diagnostics = analysis.chosen_rows(analysis.label_levels(diagnostics, axes), chosen, self.studied,
-                                                self.nuisance)  # fmt: skip
-        keys = analysis.run_keys(self.runs, self.studied)
-        self.full_curves = analysis.complete_curves(self.curves, self.runs, keys, self.settings.get("epochs")) \
-            if self.curves is not None else pd.DataFrame()  # fmt: skip
-        self.order = level_order(config, axes, raw)
+        self.runs = tables["chosen_runs"]
+        self.full_curves = tables["completed_curves"]
+
+        def chosen(name):
+            return analysis.chosen_rows(analysis.label_levels(tables[name], axes), self.runs, self.studied,
+                                        self.nuisance)  # fmt: skip
+
+        self.curves = chosen("curves") if "curves" in tables else None
+        self.diagnostics = chosen("diagnostics") if "diagnostics" in tables else pd.DataFrame()
+        self.order = level_order(config, axes, tables["runs"])
         self.tables = tables
 
 
@@ -313,10 +313,9 @@ def runs_view(runs: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
     return runs[cols].reset_index(drop=True)
 
 
-def render_html(tables: dict[str, pd.DataFrame], config: dict, figure_paths: dict[str, Path],
-                run_jsons: list[Path] = ()) -> str:  # fmt: skip
+def render_html(study: Study, figure_paths: dict[str, Path], run_jsons: list[Path] = ()) -> str:
     """The report page, with the PNGs in `figure_paths` embedded."""
-    study = Study(tables, config)
+    tables, config = study.tables, study.config
     settings, runs, nuisance = study.settings, study.runs, study.nuisance
     found = tables["findings"]
     blocks: dict[str, list] = {s.key: [] for s in SECTIONS}
@@ -447,7 +446,7 @@ def build(tables_dir: Path, config: dict, out: Path, fig_dir: Path | None = None
     tables = require_analysis(load_tables(tables_dir), tables_dir)
     study = Study(tables, config)
     paths = write_figures(study, Path(fig_dir) if fig_dir else out.parent / "figures", workers)
-    html = render_html(tables, config, paths, run_jsons)
+    html = render_html(study, paths, run_jsons)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda p: p.write_text(html, encoding="utf-8"))
     if findings_out:
@@ -457,7 +456,7 @@ def build(tables_dir: Path, config: dict, out: Path, fig_dir: Path | None = None
 
 def table_caption_rst(name: str) -> str:
     """The RST caption of an analysis table in Snakemake's report: what a row is and every column."""
-    columns = "\n".join(f"- ``{c}``: {rst_text(text)}" for c, text in analysis.TABLE_COLUMNS[name].items())
+    columns = "\n".join(f"- ``{c}``: {rst_text(text)}" for c, text in TABLES[name].columns.items())
     return f"**Table {name}** (results/tables/{name}.csv). Columns:\n\n{columns}\n"
 
 

@@ -1,4 +1,5 @@
-"""Snakemake script: the study's analysis tables (headline, gradient flow, convergence, effects, ...)."""
+"""Snakemake script: the study's analysis tables (chosen runs with every derived outcome, completed curves,
+headline, gradient flow, convergence, effects, ...)."""
 from pathlib import Path
 
 import pandas as pd

@@ -309,7 +309,8 @@ def test_figure_registry_matches_rules_and_captions():
 
 
 def test_table_columns_are_documented(tables):
-    for name, documented in analysis.TABLE_COLUMNS.items():
+    for name, table in registry.TABLES.items():
+        documented = table.columns
         if name not in tables:
             continue
         generic = {c for c in documented if c.startswith("<") or "<" in c}
@@ -504,7 +505,7 @@ def test_small_study_report_and_snakemake_report(small_study):
     for name in registry.ANALYSIS_TABLES:
         frame = pd.read_parquet(ws / f"results/tables/{name}.parquet")
         assert (ws / f"results/tables/{name}.csv").exists()
-        plain = [c for c in analysis.TABLE_COLUMNS[name] if "<" not in c]
+        plain = [c for c in registry.TABLES[name].columns if "<" not in c]
         assert set(plain) <= set(frame.columns), f"{name}: missing documented columns"
         assert len(frame), f"{name} is empty"
     for spec in registry.FIGURES:
@@ -549,9 +550,9 @@ def test_study_preset_page_uses_the_shared_autoescaped_layer(tmp_path, monkeypat
 def test_docs_name_every_analysis_column_and_section():
     doc = (REPO / "docs/report.md").read_text()
     readme = (REPO / "README.md").read_text()
-    for name, columns in analysis.TABLE_COLUMNS.items():
+    for name, table in registry.TABLES.items():
         assert f"`{name}`" in doc and f"`{name}`" in readme, name
-        for column in columns:
+        for column in table.columns:
             assert f"`{column}`" in doc, f"docs/report.md does not describe {name}.{column}"
     for section in registry.SECTIONS:
         assert section.title.split(". ", 1)[1].split(":")[0].lower() in doc.lower(), section.title

@@ -1,6 +1,7 @@
-# Statistics over the runs and curves tables: the headline answer, gradient flow, convergence speed,
+# Statistics over the runs and curves tables: the chosen runs with every derived outcome and their
+# completed curves (what the report reads), the headline answer, gradient flow, convergence speed,
 # effects with t-intervals, interactions, variance decomposition, status counts, leaderboard, findings
-# (gradatlas/analysis.py; table names in gradatlas.registry, columns in analysis.TABLE_COLUMNS).
+# (gradatlas/analysis.py; table names, rows and columns in gradatlas.registry.TABLES).
 from gradatlas import registry
 
 NUISANCE = config["report"]["nuisance"]  # validated: axes of the grid
