@@ -1,4 +1,5 @@
-"""The report's lists, defined once: analysis table names, report sections, figures and their captions.
+"""The report's lists, defined once: the analysis tables (with their rows and columns), the report's
+sections, figures and their captions.
 
 Light on purpose (no pandas, no matplotlib): the Snakefile's rules (analysis.smk, report.smk) import
 it at parse time, and gradatlas.analysis, gradatlas.figures and gradatlas.report read the same lists.
