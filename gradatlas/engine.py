@@ -36,11 +36,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from gradatlas import backend, catalog, data, diagnostics, provenance
-from gradatlas.files import atomic_write, jsonable, write_json
-from gradatlas.outcomes import STATUSES, bn_moving_average_left, bn_steps_needed
+from gradatlas import backend, catalog, data, diagnostics, provenance, rundir
+from gradatlas.files import jsonable
+from gradatlas.outcomes import bn_moving_average_left, bn_steps_needed
+from gradatlas.rundir import HISTORY_COLUMNS, RUN_FILES, summarize  # noqa: F401 (their old home)
 from gradatlas.spec import RunSpec
 from gradatlas.tensorboard import RunLog
 
@@ -48,11 +48,9 @@ log = logging.getLogger("gradatlas.engine")
 # one line per pack epoch, short enough for the console (scripts/train.py shows it on the job's stderr)
 progress_log = logging.getLogger("gradatlas.engine.progress")
 
-HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 EXPLODED_LOSS = 1e6  # a loss above this counts as diverged, like NaN (ln 10 = 2.3 is a uniform guess)
 EVAL_CHUNK = 1000  # samples per evaluation batch
 BACKUP, PREVIOUS_BACKUP = "state.npz", "state.prev.npz"
-RUN_FILES = ("run.json", "history.csv", "diagnostics.parquet", "model.keras", "tensorboard")
 
 
 @dataclass(frozen=True)
@@ -554,27 +552,12 @@ class Pack:
         return records
 
     def _write(self, k: int, member: Member, test: dict, values) -> dict:
-        p, spec, run_dir = self.progress[k], member.spec, Path(member.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        history = pd.DataFrame(p.history).reindex(columns=HISTORY_COLUMNS)
-        diag = diagnostics.frame(p.diagnostics)
-        summary = summarize(history, diag, spec, p.diverged, test, self.n_train, len(self.members))
-        atomic_write(run_dir / "history.csv", lambda path: history.to_csv(path, index=False))
-        atomic_write(run_dir / "diagnostics.parquet", lambda path: diag.to_parquet(path, index=False))
-        self._hook("on_output", k, "history")
-        model = self.build(spec)  # the run's own model (its regularizer and constraint attached)
-        _assign(model, self.model, values)
-        atomic_write(run_dir / "model.keras", model.save)
-        self._hook("on_output", k, "model")
-        board = self.tensorboard[k]
-        board.finish(member.cell, summary)
-        # copied, not moved: a kill before the pack is complete must find every member's events here
-        shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
-        shutil.copytree(board.folder, run_dir / "tensorboard")
+        p, spec = self.progress[k], member.spec
+        history, diag = rundir.history_frame(p.history), diagnostics.frame(p.diagnostics)
         record = {
             "cell": member.cell,
             "spec": spec.as_dict(),
-            "summary": summary,
+            "summary": summarize(history, diag, spec, p.diverged, test, self.n_train, len(self.members)),
             "probe_seconds": p.probe_seconds,
             "resumed_from_epoch": self.resumed_from,
             # the pack, as gradatlas.packs plans it again once its runs are finished
@@ -583,8 +566,14 @@ class Pack:
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "provenance": provenance.of_training(self.threads),
         }
-        write_json(run_dir / "run.json", record)
-        self._hook("on_output", k, "run.json")
+
+        def save_model(path):
+            model = self.build(spec)  # the run's own model (its regularizer and constraint attached)
+            _assign(model, self.model, values)
+            model.save(path)
+
+        rundir.write(member.run_dir, history, diag, save_model, self.tensorboard[k], record,
+                     lambda stage: self._hook("on_output", k, stage))  # fmt: skip
         return record
 
 
@@ -601,43 +590,6 @@ def _assign(model, template, values) -> None:
 
 def _label(member: Member) -> str:
     return "/".join(f"{k}~{v}" for k, v in member.cell.items())
-
-
-def summarize(history: pd.DataFrame, diag: pd.DataFrame, spec: RunSpec, diverged: bool, test: dict, n_train: int,
-              pack_size: int = 1) -> dict:  # fmt: skip
-    """The run's summary metrics (the columns of `runs.parquet`, README "Tables").
-
-    A pack trains its members together: `pack_seconds` is the pack's wall-clock time, and each
-    member's `train_seconds` its share (pack_seconds / pack_size), so that a study's runs add up to
-    its wall-clock training time; `samples_per_second` is the run's throughput at that share."""
-    val = history["val_accuracy"]
-    finite = val[np.isfinite(val)]
-    best_index = finite.idxmax() if len(finite) else None
-    reached = history.loc[val >= spec.target_accuracy, "epoch"]
-    best_val = float(finite.max()) if len(finite) else math.nan
-    converged, stalled, diverged_ = STATUSES
-    if diverged:
-        status = diverged_
-    elif not best_val >= spec.stall_accuracy:
-        status = stalled
-    else:
-        status = converged
-    pack_seconds = float(history["seconds"].sum())
-    seconds = pack_seconds / max(int(pack_size), 1)
-    return {
-        "status": status,
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "best_val_accuracy": best_val,
-        "best_epoch": int(history.loc[best_index, "epoch"]) if best_index is not None else None,
-        "epochs_run": int(len(history)),
-        "epochs_to_target": int(reached.iloc[0]) if len(reached) else None,
-        "train_seconds": seconds,
-        "pack_seconds": pack_seconds,
-        "pack_size": int(pack_size),
-        "samples_per_second": n_train * len(history) / seconds if seconds > 0 else math.nan,
-        **diagnostics.run_measures(diag, diverged),
-    }
 
 
 def warn_unsettled_batch_norm(specs: list[RunSpec], steps_per_epoch: int) -> None:
@@ -659,13 +611,7 @@ def warn_unsettled_batch_norm(specs: list[RunSpec], steps_per_epoch: int) -> Non
 
 def clean_run_dirs(members: list[Member]) -> None:
     """Remove what a previous, interrupted attempt left of the members' outputs."""
-    for member in members:
-        for name in RUN_FILES:
-            target = Path(member.run_dir) / name
-            if target.is_dir():
-                shutil.rmtree(target, ignore_errors=True)
-        for partial in Path(member.run_dir).glob(".*.partial*"):
-            partial.unlink(missing_ok=True)
+    rundir.clean(m.run_dir for m in members)
 
 
 def train_pack(members: list[Member], source, pack_dir: Path, threads: int = 1, hooks=(), build=None) -> list[dict]:

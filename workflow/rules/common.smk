@@ -9,6 +9,7 @@ from snakemake.utils import Paramspace, validate
 # gradatlas is the installed package (make install: pip install -e .), for this file and every script
 from gradatlas import config as gaconfig
 from gradatlas import packs as gapacks
+from gradatlas import rundir as garundir
 
 # The conda envs (envs/*.yaml) install this checkout's gradatlas, editable, from ${GRADATLAS_REPO}:
 # set here for the conda and pip processes Snakemake starts to create them
@@ -93,7 +94,8 @@ def study_inputs(wildcards):
 
 PACKS_DIR = f"{RESULTS}/packs"  # a pack's folder (its training state) and the saved plan
 PACK_PLAN = f"{PACKS_DIR}/plan.json"
-RUN_OUTPUTS = ["run.json", "history.csv", "diagnostics.parquet", "model.keras"]
+# a run folder's files and folders (gradatlas/rundir.py, which writes them)
+RUN_OUTPUTS, RUN_FOLDERS = list(garundir.RUN_OUTPUTS), list(garundir.RUN_FOLDERS)
 
 
 def warn_unreadable_runs(runs):

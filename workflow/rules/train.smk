@@ -13,7 +13,7 @@ for pack in PACKS:
             prepared=PREPARED,
         output:
             [f"{run.run_dir}/{name}" for run in pack.runs for name in RUN_OUTPUTS],
-            [directory(f"{run.run_dir}/tensorboard") for run in pack.runs],
+            [directory(f"{run.run_dir}/{name}") for run in pack.runs for name in RUN_FOLDERS],
         log:
             f"{RESULTS}/logs/train/{pack.name}.log",
         benchmark:
