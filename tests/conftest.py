@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -22,16 +24,30 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
-MNIST = Path(os.environ.get("GRADATLAS_MNIST") or (SHARED_MNIST if SHARED_MNIST.is_dir() else REPO / "resources" / "mnist"))
+MNIST = Path(
+    os.environ.get("GRADATLAS_MNIST") or (SHARED_MNIST if SHARED_MNIST.is_dir() else REPO / "resources" / "mnist")
+)
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 # what a workspace needs of the repository (never results/, resources/ or .snakemake/)
-WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "scripts", "envs", "studies", "profiles"]  # gradatlas: installed
+WORKER = Path(__file__).resolve().parent / "worker.py"
+WORKFLOW_FILES = [
+    "Snakefile",
+    "config.yaml",
+    "workflow",
+    "scripts",
+    "envs",
+    "studies",
+    "profiles",
+]  # gradatlas: installed
 
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     if not (MNIST / "train-images-idx3-ubyte.gz").exists():
-        pytest.fail(f"real MNIST not found at {MNIST}: restore the shipped copy (git checkout -- resources/mnist) or set GRADATLAS_MNIST")
+        pytest.fail(
+            f"real MNIST not found at {MNIST}: restore the shipped copy (git checkout -- resources/mnist)"
+            " or set GRADATLAS_MNIST"
+        )
     return MNIST
 
 
@@ -85,24 +101,53 @@ def write_config(ws: Path, overlay: dict, name: str = "test.yaml") -> Path:
 def run_snakemake(ws: Path, *args: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
     """The real snakemake CLI in workspace `ws`; output captured, failure shown in the assertion."""
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run(
-        [str(SNAKEMAKE), *args], cwd=ws, capture_output=True, text=True, timeout=timeout, env=env
-    )
+    proc = subprocess.run([str(SNAKEMAKE), *args], cwd=ws, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 
-def planned_runs(dry_run_output: str) -> list[str]:
-    """The run folders a `snakemake -n` plans to train (the run.json outputs of its train_* jobs)."""
-    import re
+def pending(ws: Path, *args: str) -> dict[str, str]:
+    """{output file: rule} of what snakemake would make in workspace `ws` with `args` (config files,
+    targets): the rows of `snakemake --summary` (tab-separated) whose plan is "update pending"."""
+    summary = run_snakemake(ws, "--summary", *args).stdout
+    header, *rows = [line.split("\t") for line in summary.splitlines() if line.count("\t") >= 5]
+    assert header[:3] == ["output_file", "date", "rule"] and header[-1] == "plan", summary[:2000]
+    return {row[0]: row[2] for row in rows if row[-1] == "update pending"}
 
-    runs = []
-    for block in re.split(r"\n(?=(?:local)?rule )", dry_run_output):
-        if re.match(r"(?:local)?rule train_", block):
-            output = re.search(r"^\s+output: (.*)$", block, flags=re.M).group(1)
-            runs += [f[: -len("/run.json")] for f in output.split(", ") if f.endswith("/run.json")]
-    return runs
+
+def train_runs(plan: dict[str, str]) -> list[str]:
+    """The run folders a `pending` plan trains: the run.json outputs of its train_* rules."""
+    return [
+        out.removesuffix("/run.json")
+        for out, rule in plan.items()
+        if rule.startswith("train_") and out.endswith("/run.json")
+    ]
+
+
+def planned_runs(ws: Path, *args: str) -> list[str]:
+    """The run folders snakemake would train in `ws` with `args`."""
+    return train_runs(pending(ws, *args))
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The IDX encoding of a uint8 array: magic (0, 0, 0x08, ndim), big-endian sizes, the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def worker(command: str, *args) -> list[str]:
+    """The command line of one of tests/worker.py's programs, for subprocess."""
+    return [sys.executable, str(WORKER), command, *map(str, args)]
+
+
+def worker_env(**extra: str) -> dict:
+    """The environment for a worker: this checkout's gradatlas, the backend left to the worker."""
+    env = os.environ | {"PYTHONPATH": str(REPO), **extra}
+    env.pop("KERAS_BACKEND", None)
+    return env
 
 
 def kill_when(proc, reached, what: str, timeout: float = 300) -> None:

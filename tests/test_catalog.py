@@ -38,7 +38,9 @@ def test_initializer_variance_matches_its_formula(name, expected_variance):
 
 
 def test_random_normal_stddev_is_configurable():
-    w = catalog.initializer("random_normal", catalog.params("initializer", "random_normal", {"stddev": 0.1}), 0)((500, 500))
+    w = catalog.initializer("random_normal", catalog.params("initializer", "random_normal", {"stddev": 0.1}), 0)(
+        (500, 500)
+    )
     assert keras.ops.convert_to_numpy(w).std() == pytest.approx(0.1, rel=0.02)
 
 
@@ -49,7 +51,10 @@ def test_activation_derivative_matches_finite_differences(name):
     layer = catalog.activation_layer(name, p, f"act_{name}")
     u = np.linspace(-6, 6, 241).astype("float64")
     h = 1e-4
-    f = lambda v: keras.ops.convert_to_numpy(layer(keras.ops.convert_to_tensor(v.astype("float32")))).astype("float64")
+
+    def f(v):
+        return keras.ops.convert_to_numpy(layer(keras.ops.convert_to_tensor(v.astype("float32")))).astype("float64")
+
     numeric = (f(u + h) - f(u - h)) / (2 * h)
     analytic = keras.ops.convert_to_numpy(act.derivative(keras.ops.convert_to_tensor(u.astype("float32")), p))
     keep = np.abs(u) > 1e-2  # the ReLU family's kink
@@ -148,12 +153,25 @@ def test_member_scalars_are_what_the_regularizer_builds(name):
 def test_packs_and_the_engine_read_per_member_regularizers_from_the_catalog():
     from gradatlas import config as gaconfig, engine, packs
 
-    assert packs.SCALAR_REGULARIZERS == tuple(n for n, e in catalog.REGULARIZERS.items() if e.member_scalars is not None)
+    assert packs.SCALAR_REGULARIZERS == tuple(
+        n for n, e in catalog.REGULARIZERS.items() if e.member_scalars is not None
+    )
     assert "batch_norm" not in packs.SCALAR_REGULARIZERS and "l1_l2" in packs.SCALAR_REGULARIZERS
-    config = gaconfig.check(gaconfig.validate_schema({
-        "data": {"source": "bundled"}, "seeds": [0], "techniques": {"l1_l2": {"l1": 0.25, "l2": 0.5}},
-        "grid": {"initializer": ["he_normal"], "activation": ["relu"], "optimizer": ["sgd"], "regularizer": ["l1_l2"]},
-    }))  # fmt: skip
+    config = gaconfig.check(
+        gaconfig.validate_schema(
+            {
+                "data": {"source": "bundled"},
+                "seeds": [0],
+                "techniques": {"l1_l2": {"l1": 0.25, "l2": 0.5}},
+                "grid": {
+                    "initializer": ["he_normal"],
+                    "activation": ["relu"],
+                    "optimizer": ["sgd"],
+                    "regularizer": ["l1_l2"],
+                },
+            }
+        )
+    )
     cell = {"initializer": "he_normal", "activation": "relu", "optimizer": "sgd", "regularizer": "l1_l2", "seed": 0}
     scalars = engine.member_scalars(gaconfig.run_spec(config, cell))
     assert scalars == {"l1": 0.25, "l2": 0.5, "max_norm": math.inf, "clipnorm": math.inf, "clipvalue": math.inf}

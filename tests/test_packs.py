@@ -7,17 +7,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gradatlas.outcomes import RUN_MEASURES
 from gradatlas import config as gaconfig, packs
+from gradatlas.outcomes import RUN_MEASURES
 
 
 def study(tmp_path: Path, **grid) -> list[packs.Run]:
     cfg = {
         "data": {"source": "idx", "path": "unused"},
-        "grid": {"initializer": ["glorot_uniform", "he_normal"], "activation": ["relu", "tanh"], "optimizer": ["adam"],
-                 "regularizer": ["none", "l2", "batch_norm"]} | grid,
+        "grid": {
+            "initializer": ["glorot_uniform", "he_normal"],
+            "activation": ["relu", "tanh"],
+            "optimizer": ["adam"],
+            "regularizer": ["none", "l2", "batch_norm"],
+        }
+        | grid,
         "seeds": [0, 1],
-    }  # fmt: skip
+    }
     return packs.grid_runs(gaconfig.check(gaconfig.validate_schema(cfg)), tmp_path)
 
 
@@ -25,7 +30,11 @@ def finish(pack: packs.Pack, written: int | None = None) -> None:
     """What the engine leaves in each member's folder (in the first `written` only: killed then)."""
     for i, run in enumerate(pack.runs[:written]):
         Path(run.run_dir).mkdir(parents=True, exist_ok=True)
-        record = {"spec": run.spec.as_dict(), "summary": dict.fromkeys(RUN_MEASURES), "pack": {"name": pack.name, "member": i, "runs": [r.run_dir for r in pack.runs]}}
+        record = {
+            "spec": run.spec.as_dict(),
+            "summary": dict.fromkeys(RUN_MEASURES),
+            "pack": {"name": pack.name, "member": i, "runs": [r.run_dir for r in pack.runs]},
+        }
         (Path(run.run_dir) / "run.json").write_text(json.dumps(record))
 
 
@@ -55,8 +64,11 @@ def test_a_new_seed_trains_only_new_runs(tmp_path):
     for pack in packs.plan(study(tmp_path), pack_size=64):
         finish(pack)
     grown = study(tmp_path)
-    cfg_seed2 = [packs.Run(r.cell | {"seed": 2}, r.spec.replace(seed=2), r.run_dir.replace("seed~0", "seed~2"))
-                 for r in grown if r.cell["seed"] == 0]  # fmt: skip
+    cfg_seed2 = [
+        packs.Run(r.cell | {"seed": 2}, r.spec.replace(seed=2), r.run_dir.replace("seed~0", "seed~2"))
+        for r in grown
+        if r.cell["seed"] == 0
+    ]
     plan = packs.plan(grown + cfg_seed2, pack_size=64)
     new = [p for p in plan if any(r.cell["seed"] == 2 for r in p.runs)]
     assert all(r.cell["seed"] == 2 for p in new for r in p.runs)

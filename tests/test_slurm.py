@@ -6,9 +6,10 @@ skipped, unless GRADATLAS_REQUIRE_SLURM=1 (set by .ci/run): then they fail.
 
 The study (4 trainings, 1 epoch: sigmoid and relu, two initializers each) trains as two packs of 2,
 two sbatch jobs. A lost main snakemake's rerun leaves the pack to the job it had submitted (the
-pack's lease, gradatlas/lock.py). The cancel/retry/resume test (GRADATLAS_SLURM_RESUME_TEST=1) submits a single
-training, scancels it once its pack has committed an epoch and checks that the retry resumes there. Snakemake's --verbose output has every `sbatch call:`; the
-resource flags of the train jobs are printed (run with `pytest -s` to see them, and the wall time).
+pack's lease, gradatlas/lock.py). The cancel/retry/resume test (GRADATLAS_SLURM_RESUME_TEST=1) submits a
+single training, scancels it once its pack has committed an epoch and checks that the retry resumes there.
+Snakemake's --verbose output has every `sbatch call:`; the resource flags of the train jobs are printed (run
+with `pytest -s` to see them, and the wall time).
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ def local_slurm(mnist_dir) -> dict:
     except subprocess.TimeoutExpired:
         unavailable("start-local-slurm.sh did not finish in 300 s")
     if proc.returncode != 0:
-        unavailable(f"start-local-slurm.sh failed (rc {proc.returncode}):\n{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}")
+        unavailable(
+            f"start-local-slurm.sh failed (rc {proc.returncode}):\n{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}"
+        )
     print(f"\n[slurm] {proc.stdout.strip()}")
     started_here = "already running" not in proc.stdout
     yield {"SLURM_CONF": str(RUN_DIR / "slurm.conf")}
@@ -112,7 +115,11 @@ def study(local_slurm, mnist_dir, tmp_path_factory) -> dict:
     t0 = time.monotonic()
     proc = subprocess.run(
         snakemake_cmd("--configfile", str(config)),
-        cwd=ws, capture_output=True, text=True, env=run_env(local_slurm), timeout=STUDY_TIMEOUT + 30,
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        env=run_env(local_slurm),
+        timeout=STUDY_TIMEOUT + 30,
     )
     wall = time.monotonic() - t0
     output = proc.stdout + proc.stderr
@@ -180,17 +187,29 @@ def test_cancelled_job_is_retried_and_resumes_from_its_last_epoch(study, local_s
     it, and it resumes from the pack's backup instead of starting over."""
     ws = study["ws"]
     epochs = 8
-    config = write_config(ws, slurm_study(mnist_dir, results="results-resume", train_subset=20000, epochs=epochs,
-                                          patience=10), "resume.yaml")  # fmt: skip
+    config = write_config(
+        ws,
+        slurm_study(mnist_dir, results="results-resume", train_subset=20000, epochs=epochs, patience=10),
+        "resume.yaml",
+    )
     cell = "initializer~he_normal/activation~relu/optimizer~adam/regularizer~none/seed~0"
     target = f"results-resume/runs/{cell}/run.json"
     env = run_env(local_slurm)
     log = (ws / "resume.log").open("w")
     t0 = time.monotonic()
-    proc = subprocess.Popen(snakemake_cmd(target, "--configfile", str(config)), cwd=ws, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        snakemake_cmd(target, "--configfile", str(config)),
+        cwd=ws,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
         while committed_epoch(ws / "results-resume") < 1:
-            assert proc.poll() is None, f"snakemake ended before the first epoch:\n{(ws / 'resume.log').read_text()[-5000:]}"
+            assert proc.poll() is None, (
+                f"snakemake ended before the first epoch:\n{(ws / 'resume.log').read_text()[-5000:]}"
+            )
             assert time.monotonic() - t0 < 180, "no epoch finished within 180 s"
             time.sleep(0.2)
         jobs = squeue_jobs_in(ws, env)
@@ -202,7 +221,9 @@ def test_cancelled_job_is_retried_and_resumes_from_its_last_epoch(study, local_s
             proc.kill()
         log.close()
     output = (ws / "resume.log").read_text()
-    print(f"\n[slurm] cancel + retry + resume: wall {time.monotonic() - t0:.1f} s, cancelled job {jobs[0]}; sbatch calls:")
+    print(
+        f"\n[slurm] cancel + retry + resume: wall {time.monotonic() - t0:.1f} s, cancelled job {jobs[0]}; sbatch calls:"
+    )
     for call in sbatch_calls(output):
         print(f"[slurm]   {call}")
     assert rc == 0, f"snakemake did not recover from the cancelled job ({rc}):\n{output[-8000:]}"
@@ -222,13 +243,21 @@ def test_a_lost_main_snakemake_leaves_one_job_per_pack(local_slurm, mnist_dir, t
     finds the pack's lease held, waits (GRADATLAS_LEASE_WAIT_S, 5 s here) and fails naming the
     orphan's job id; the orphan's training is undisturbed."""
     ws = make_workspace(tmp_path / "lease")
-    config = write_config(ws, slurm_study(mnist_dir, results="results-lease", train_subset=20000, epochs=1000,
-                                          patience=1000), "lease.yaml")  # fmt: skip
+    config = write_config(
+        ws,
+        slurm_study(mnist_dir, results="results-lease", train_subset=20000, epochs=1000, patience=1000),
+        "lease.yaml",
+    )
     cell = "initializer~he_normal/activation~relu/optimizer~adam/regularizer~none/seed~0"
     target = f"results-lease/runs/{cell}/run.json"
     env = run_env(local_slurm, GRADATLAS_LEASE_WAIT_S="5")
-    main = subprocess.Popen([str(SNAKEMAKE), *PROFILES, target, "--configfile", str(config)], cwd=ws, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    main = subprocess.Popen(
+        [str(SNAKEMAKE), *PROFILES, target, "--configfile", str(config)],
+        cwd=ws,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     orphan = None
     try:
         t0 = time.monotonic()
@@ -239,10 +268,22 @@ def test_a_lost_main_snakemake_leaves_one_job_per_pack(local_slurm, mnist_dir, t
         main.kill()  # the main snakemake only, as when its host is lost
         main.wait()
         (orphan,) = squeue_jobs_in(ws, env)
-        subprocess.run(snakemake_cmd("--unlock", "--configfile", str(config)), cwd=ws, env=env, check=True,
-                       capture_output=True, timeout=120)  # fmt: skip
-        rerun = subprocess.run(snakemake_cmd(target, "--configfile", str(config), "--retries", "0"), cwd=ws, env=env,
-                               capture_output=True, text=True, timeout=STUDY_TIMEOUT + 30)  # fmt: skip
+        subprocess.run(
+            snakemake_cmd("--unlock", "--configfile", str(config)),
+            cwd=ws,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        rerun = subprocess.run(
+            snakemake_cmd(target, "--configfile", str(config), "--retries", "0"),
+            cwd=ws,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=STUDY_TIMEOUT + 30,
+        )
         output = rerun.stdout + rerun.stderr
         assert rerun.returncode != 0, output[-5000:]
         (new,) = [c for c in re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", output) if c != orphan]

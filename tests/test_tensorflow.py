@@ -10,15 +10,13 @@ reason (its masks come from the backend's RNG). TensorFlow runs in its own proce
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, make_workspace, run_snakemake, write_config
+from conftest import make_workspace, run_snakemake, worker, worker_env, write_config
 from gradatlas import config as gaconfig, engine, packs
 
 # (activation, optimizer, regularizer, lr_schedule, spec changes): every kind of optimizer step and
@@ -37,49 +35,16 @@ RUNS = [
     ("relu", "adagrad", "none", "constant", {"clipvalue": 0.01}),
 ]
 MEMBERS = list(range(len(RUNS)))
-TRAIN = """
-import json, sys
-from pathlib import Path
-from gradatlas import backend
-backend.select(sys.argv[1])
-import numpy as np
-from gradatlas import config as C, data, engine, model
-
-def build(spec, **kw):
-    net = model.build(spec, **kw)
-    rng = np.random.default_rng(spec.seed)
-    net.set_weights([rng.normal(0, (2 / w.shape[0]) ** 0.5, w.shape).astype("float32") if w.ndim == 2 else w
-                     for w in net.get_weights()])
-    return net
-
-root = Path(sys.argv[2])
-split = data.split(data.read_idx_folder(Path(sys.argv[3])), 500, 2500)
-records = {{}}
-for i, (activation, optimizer, regularizer, schedule, changes) in enumerate({runs!r}):
-    cell = {{"initializer": "he_normal", "activation": activation, "optimizer": optimizer, "regularizer": regularizer, "seed": 0}}
-    cfg = C.check(C.validate_schema({{
-        "data": {{"source": "idx", "path": "unused", "validation_size": 500, "train_subset": 2500}},
-        "model": {{"depth": 3, "width": 32}}, "train": {{"epochs": 3, "patience": 3, "lr_schedule": schedule}},
-        "diagnostics": {{"probe_size": 200, "early_steps": [1, 10]}}, "seeds": [0],
-        "grid": {{k: [v] for k, v in cell.items() if k != "seed"}},
-    }}))
-    spec = C.run_spec(cfg, cell).replace(backend=sys.argv[1], **changes)
-    [r] = engine.train_pack([engine.Member(spec, cell, root / "runs" / f"member-{{i}}")], split, root / f"state-{{i}}", build=build)
-    records[i] = {{"summary": r["summary"], "backend": r["provenance"]["backend"]}}
-print(json.dumps(records))
-"""
 
 
 @pytest.fixture(scope="module")
 def both(mnist_dir, tmp_path_factory) -> dict:
     """{backend: (records by member, root)} for the same members trained on JAX and on TensorFlow."""
-    script = TRAIN.format(runs=RUNS)
-    env = os.environ | {"PYTHONPATH": str(REPO), "GRADATLAS_XLA_CACHE": "off"}
-    env.pop("KERAS_BACKEND", None)
+    env = worker_env(GRADATLAS_XLA_CACHE="off")
     procs = {}
     for name in ("jax", "tensorflow"):
         root = tmp_path_factory.mktemp(name)
-        cmd = [sys.executable, "-c", script, name, str(root), str(mnist_dir)]
+        cmd = worker("train-same-weights", name, root, mnist_dir, json.dumps(RUNS))
         procs[name] = (subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), root)
     out = {}
     for name, (proc, root) in procs.items():
@@ -89,6 +54,7 @@ def both(mnist_dir, tmp_path_factory) -> dict:
     return out
 
 
+@pytest.mark.integration
 def test_the_runs_trained_on_tensorflow(both):
     records, root = both["tensorflow"]
     assert {r["backend"] for r in records.values()} == {"tensorflow"}
@@ -96,14 +62,21 @@ def test_the_runs_trained_on_tensorflow(both):
         assert sorted(p.name for p in (root / "runs" / f"member-{i}").iterdir()) == sorted(engine.RUN_FILES)
 
 
+@pytest.mark.integration
 def test_step0_diagnostics_equal_across_backends(both):
     stats = ["grad_w_norm", "delta_norm", "delta_rms", "weight_norm", "act_mean", "act_std", "saturated_frac"]
     for i in MEMBERS:
-        jax_, tf = (pd.read_parquet(both[b][1] / "runs" / f"member-{i}" / "diagnostics.parquet").query("step == 0") for b in both)
+        jax_, tf = (
+            pd.read_parquet(both[b][1] / "runs" / f"member-{i}" / "diagnostics.parquet").query("step == 0")
+            for b in both
+        )
         # atol: under batch normalization the batch-mean gradient (delta_norm) is 0 up to rounding (~1e-8)
-        np.testing.assert_allclose(tf[stats].to_numpy(), jax_[stats].to_numpy(), rtol=1e-5, atol=1e-6, err_msg=f"member {i}")
+        np.testing.assert_allclose(
+            tf[stats].to_numpy(), jax_[stats].to_numpy(), rtol=1e-5, atol=1e-6, err_msg=f"member {i}"
+        )
 
 
+@pytest.mark.integration
 def test_results_equal_across_backends(both):
     for i in MEMBERS:
         jax_, tf = (both[b][0][i]["summary"] for b in ("jax", "tensorflow"))
@@ -118,19 +91,30 @@ def test_tensorflow_refuses_a_pack_of_several(tmp_path):
     """In this (JAX) process the engine checks the spec's backend before it builds anything."""
     from test_engine import make_members
 
-    members = [engine.Member(m.spec.replace(backend="tensorflow"), m.cell, m.run_dir) for m in make_members(tmp_path, [0, 1])]
+    members = [
+        engine.Member(m.spec.replace(backend="tensorflow"), m.cell, m.run_dir) for m in make_members(tmp_path, [0, 1])
+    ]
     assert not any(p.exists() for p in tmp_path.iterdir())
     with pytest.raises((ValueError, RuntimeError), match="tensorflow"):
         engine.Pack(members, tmp_path / "nowhere", tmp_path / "pack")
 
 
 def test_tensorflow_plans_one_run_per_pack(tmp_path):
-    cfg = gaconfig.check(gaconfig.validate_schema({
-        "data": {"source": "idx", "path": "unused"}, "train": {"backend": "tensorflow"},
-        "grid": {"initializer": ["glorot_uniform", "he_normal"], "activation": ["relu"], "optimizer": ["adam"],
-                 "regularizer": ["none", "l2"]},
-        "seeds": [0, 1],
-    }))  # fmt: skip
+    cfg = gaconfig.check(
+        gaconfig.validate_schema(
+            {
+                "data": {"source": "idx", "path": "unused"},
+                "train": {"backend": "tensorflow"},
+                "grid": {
+                    "initializer": ["glorot_uniform", "he_normal"],
+                    "activation": ["relu"],
+                    "optimizer": ["adam"],
+                    "regularizer": ["none", "l2"],
+                },
+                "seeds": [0, 1],
+            }
+        )
+    )
     plan = packs.plan(packs.grid_runs(cfg, tmp_path), pack_size=64)
     assert [len(p.runs) for p in plan] == [1] * 8
 
@@ -149,6 +133,7 @@ def resumed(mnist_dir, tmp_path_factory):
     return base, killed
 
 
+@pytest.mark.integration
 def test_a_killed_tensorflow_run_resumes_bit_identical(resumed):
     """Member 3 uses dropout: its RNG state is part of what a backup must restore."""
     from test_engine import assert_same_run
@@ -161,16 +146,25 @@ def test_a_killed_tensorflow_run_resumes_bit_identical(resumed):
 
 
 # --- the real CLI ----------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_a_study_runs_on_tensorflow_one_job_per_run(mnist_dir, tmp_path):
     ws = make_workspace(tmp_path / "ws")
-    config = write_config(ws, {
-        "data": {"source": "idx", "path": str(mnist_dir), "validation_size": 500, "train_subset": 2000},
-        "model": {"depth": 3, "width": 32},
-        "train": {"epochs": 2, "threads": 1, "backend": "tensorflow"},
-        "diagnostics": {"probe_size": 200, "early_steps": [1]},
-        "grid": {"initializer": ["he_normal"], "activation": ["relu"], "optimizer": ["adam"], "regularizer": ["none", "l2"]},
-        "seeds": [0],
-    })  # fmt: skip
+    config = write_config(
+        ws,
+        {
+            "data": {"source": "idx", "path": str(mnist_dir), "validation_size": 500, "train_subset": 2000},
+            "model": {"depth": 3, "width": 32},
+            "train": {"epochs": 2, "threads": 1, "backend": "tensorflow"},
+            "diagnostics": {"probe_size": 200, "early_steps": [1]},
+            "grid": {
+                "initializer": ["he_normal"],
+                "activation": ["relu"],
+                "optimizer": ["adam"],
+                "regularizer": ["none", "l2"],
+            },
+            "seeds": [0],
+        },
+    )
     proc = run_snakemake(ws, "--cores", "2", "--configfile", str(config))
     assert len(set(__import__("re").findall(r"rule (train_\w+):", proc.stdout + proc.stderr))) == 2  # one job per run
     runs = pd.read_csv(ws / "results" / "tables" / "runs.csv")
@@ -180,33 +174,11 @@ def test_a_study_runs_on_tensorflow_one_job_per_run(mnist_dir, tmp_path):
     assert (ws / "results" / "report" / "index.html").exists()
 
 
-PRESET_PROBE = """
-import sys
-from gradatlas import backend
-backend.select(sys.argv[1])
-import numpy as np
-from gradatlas import data
-from gradatlas.studies import nielsen
-mnist = data.read_idx_folder(__import__("pathlib").Path(sys.argv[2]))
-x, y = mnist.x_train[:200].reshape(200, -1).astype("float32") / 255, mnist.y_train[:200].astype("int32")
-models = [nielsen.build(2, 16, seed) for seed in (0, 1, 2)]
-together = nielsen.probe_norms(models, x, y)
-alone = np.concatenate([nielsen.probe_norms([m], x, y) for m in models])
-assert together.shape == (3, 3) and len({tuple(r) for r in together}) == 3, together
-np.testing.assert_allclose(together, alone, rtol=1e-5)
-try:
-    backend.vmap(lambda t: t * 2)(np.ones((2, 3), "float32"))
-except ValueError as e:
-    print("refused:", e)
-"""
-
-
 def test_presets_probe_every_network_on_tensorflow(mnist_dir):
     """The Nielsen preset stacks its seeds' networks; TensorFlow probes them one by one, and a stacked
     pack it cannot vectorize is refused, never silently cut to its first member."""
-    env = os.environ | {"PYTHONPATH": str(REPO)}
-    env.pop("KERAS_BACKEND", None)
-    proc = subprocess.run([sys.executable, "-c", PRESET_PROBE, "tensorflow", str(mnist_dir)], env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        worker("probe-presets", "tensorflow", mnist_dir), env=worker_env(), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "refused: the tensorflow backend trains packs of one member, not 2" in proc.stdout
