@@ -52,10 +52,11 @@ study: install
 bench: install
 	$(BIN)/python bench/study.py
 
-# the workflow's lint and format checks, then every test
+# the lint and format checks (the workflow's, then ruff on the Python), then every test
 test: install lint
 	$(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile workflow
+	$(BIN)/ruff check .
