@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from gradatlas import aggregate, analysis, diagnostics, figures, registry, report
+from gradatlas import aggregate, analysis, diagnostics, figures, outcomes, registry, report
 
 from conftest import REPO, run_snakemake
 
@@ -422,6 +422,7 @@ def test_report_size_stays_small_for_the_default_grid(tmp_path):
         samples_per_second=3000.0, vanishing_ratio_init=10 ** rng.normal(-1, 1, n),
         vanishing_ratio_final=10 ** rng.normal(-1, 1, n), saturated_frac_epoch1=rng.random(n),
         inactive_frac_epoch1=rng.random(n), dead_frac_epoch1=rng.random(n) / 5, probe_seconds=1.0, steps_per_epoch=430,
+        health_init=rng.choice(outcomes.HEALTH_CLASSES, n), health_final=rng.choice(outcomes.HEALTH_CLASSES, n),
     )  # fmt: skip
     epochs = np.arange(1, 11)
     curves = keys.loc[keys.index.repeat(10)].assign(epoch=np.tile(epochs, n), val_accuracy=rng.random(n * 10),
