@@ -16,7 +16,6 @@ the evaluation points up to `steps`; the engine's early stopping is off (patienc
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from gradatlas import catalog, data
 
 VARIANTS = {"plain": "none", "batch_norm": "batch_norm"}
 PERCENTILES = (15, 50, 85)
-ROWS_FILE = "curve-rows.json"  # the hook's rows, journalled beside the engine's backups (resume)
+ROWS_FILE = "state.npz"  # the hook's rows live in the engine's checkpoint (gradatlas.state, its hooks slot)
 
 
 def activation_input(model, x, layer: int):
@@ -66,25 +65,32 @@ def track_class():
     from gradatlas import engine
 
     class Track(engine.Hooks):
-        """At step 0 (`record(pack, 0)` before training) and at every evaluation step: each member's
-        test accuracy and the percentiles of the tracked sigmoid input, from the pack's current
-        variables (one compiled, vectorized program over the members)."""
+        """At step 0 (the training's start) and at every evaluation step: each member's test
+        accuracy and the percentiles of the tracked sigmoid input, from the pack's current
+        variables (one compiled, vectorized program over the members). Its rows are its state in
+        the engine's checkpoint: a resumed pack goes on with the rows recorded up to its epoch."""
+
+        key = "batch_norm.track"
 
         def __init__(self, x_test, y_test, x_fixed, layer: int, unit: int, targets):
             self.x_test, self.y_test, self.x_fixed = x_test, y_test, x_fixed
             self.layer, self.unit, self.targets = layer, unit, set(targets)
             self.rows: list[list[dict]] = []
-            self.done: set[int] = set()
             self._program = None
-            self._synced = False
 
-        def _compiled(self, pack):
+        def state(self):
+            return self.rows
+
+        def restore(self, rows) -> None:
+            self.rows = rows
+
+        def _compiled(self, model):
             if self._program is None:
                 import keras
 
                 from gradatlas import backend
 
-                ops, model, layer = keras.ops, pack.model, self.layer
+                ops, layer = keras.ops, self.layer
 
                 def member(tv, ntv, x_test, y_test, x_fixed):
                     logits, _ = model.stateless_call(tv, ntv, x_test, training=False)
@@ -99,48 +105,34 @@ def track_class():
                 self._program = lambda tv, ntv: program(tv, ntv, *data_in)
             return self._program
 
-        def record(self, pack, step: int) -> None:
+        def record(self, view, step: int) -> None:
             import keras
 
-            self.sync(pack)
-            if step in self.done:
+            if self.rows and any(r["step"] == step for r in self.rows[0]):
                 return
-            accuracy, u = self._compiled(pack)(pack.state["tv"], pack.state["ntv"])
+            train = view.state.train
+            accuracy, u = self._compiled(view.model)(train.trainable, train.non_trainable)
             accuracy, u = keras.ops.convert_to_numpy(accuracy), keras.ops.convert_to_numpy(u)
             if not self.rows:
-                self.rows = [[] for _ in pack.members]
-            for k in range(len(pack.members)):
+                self.rows = [[] for _ in range(len(accuracy))]
+            for k in range(len(accuracy)):
                 row = {"step": int(step), "test_accuracy": float(accuracy[k])}
                 for p in PERCENTILES:
                     row[f"p{p}"] = float(np.percentile(u[k][:, self.unit], p))
                     row[f"p{p}_all_units"] = float(np.mean(np.percentile(u[k], p, axis=0)))
                 self.rows[k].append(row)
-            self.done.add(int(step))
 
-        def sync(self, pack) -> None:
-            """After the engine resumed a killed pack: the rows recorded up to the restored epoch."""
-            if self._synced or not pack.resumed_from:
-                return
-            self._synced = True
-            saved = json.loads((pack.pack_dir / ROWS_FILE).read_text()) if (pack.pack_dir / ROWS_FILE).exists() else []
-            last = pack.resumed_from * pack.steps_per_epoch
-            self.rows = [[r for r in rows if r["step"] <= last] for rows in saved] or self.rows
-            self.done = {r["step"] for r in (self.rows[0] if self.rows else [])}
+        def on_start(self, view) -> None:
+            if view.epoch == 0:
+                self.record(view, 0)
 
-        def on_segment_end(self, pack, epoch: int, step: int) -> None:
+        def on_segment_end(self, view, epoch: int, step: int) -> None:
             if step in self.targets:
-                self.record(pack, step)
+                self.record(view, step)
 
-        def on_epoch_end(self, pack, epoch: int) -> None:
-            step = epoch * pack.steps_per_epoch
-            if step in self.targets:
-                self.record(pack, step)
-
-        def on_backup(self, pack, epoch: int, stage: str) -> None:
-            if stage == "written":  # with the backup it belongs to (rows past a restored epoch are dropped)
-                from gradatlas.files import write_json
-
-                write_json(pack.pack_dir / ROWS_FILE, self.rows)
+        def on_epoch_end(self, view, epoch: int) -> None:
+            if view.step in self.targets:
+                self.record(view, view.step)
 
     return Track
 
@@ -183,12 +175,8 @@ def run(specs: list, split: data.Split, steps: int, eval_every: int, unit: int, 
 
     members = [engine.Member(s, {"variant": s.regularizer, "seed": s.seed}, Path(d)) for s, d in zip(specs, run_dirs)]
     track = track_class()(split.x_test, split.y_test, split.x_test[:fixed_images], specs[0].depth, unit, targets)
-    engine.clean_run_dirs(members)
     start = time.perf_counter()
-    pack = engine.Pack(members, split, Path(pack_dir), threads, hooks=[track, *hooks])
-    track.record(pack, 0)
-    records = pack.run()
-    track.sync(pack)
+    records = engine.train_pack(members, split, Path(pack_dir), threads, hooks=[track, *hooks])
     seconds = time.perf_counter() - start
     curves, summaries = [], []
     for k, record in enumerate(records):
