@@ -285,7 +285,7 @@ def test_env_installs_the_package_from_the_checkout(path):
 
 def test_the_workflow_sets_gradatlas_repo_to_the_repository_root():
     common = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    assert re.search(r'^os\.environ\["GRADATLAS_REPO"\] = os\.path\.abspath\(workflow\.basedir\)$', common, re.M)
+    assert re.search(r"^os\.environ\.update\(GRADATLAS_REPO=os\.path\.abspath\(workflow\.basedir\)\)$", common, re.M)
     assert (REPO / "Snakefile").is_file()  # workflow.basedir: the main Snakefile's folder, the repository root
 
 

@@ -12,8 +12,9 @@ from gradatlas import packs as gapacks
 from gradatlas import rundir as garundir
 
 # The conda envs (envs/*.yaml) install this checkout's gradatlas, editable, from ${GRADATLAS_REPO}:
-# set here for the conda and pip processes Snakemake starts to create them
-os.environ["GRADATLAS_REPO"] = os.path.abspath(workflow.basedir)
+# set here for the conda and pip processes Snakemake starts to create them (a value this workflow
+# provides, not one it asks the user for: no `envvars:` directive)
+os.environ.update(GRADATLAS_REPO=os.path.abspath(workflow.basedir))
 
 # an alias bomb must stop before the schema walks it (or prints it in its error)
 gaconfig.check_size(config)
