@@ -196,16 +196,18 @@ def findings(runs: pd.DataFrame, factors: list[str], baselines: dict, settings: 
     if settings:
         rows.append(("budget", budget_sentence(settings)))
     rows += [("gradients", s) for s in _gradient_answer(data, factors)]
-    if "test_accuracy" in data.columns:
+    if "test_accuracy" in data.columns:  # the ANOVA and the paired deltas, once for every finding that reads them
+        anova = variance_decomposition(data, factors, "test_accuracy")
+        deltas = paired_deltas(data, factors, "test_accuracy", baselines).dropna(subset=["mean_delta"])
         rows += [("recipe", s) for s in _recipe_finding(data, factors)]
-        rows += [("interaction", s) for s in _interaction_finding(data, factors, baselines)]
+        rows += [("interaction", s) for s in _interaction_finding(data, anova, baselines)]
     rows += [("caveat", s) for s in _bn_caveat(data, settings)]
     head = headline(data, factors, target)
     rows += [("headline", s) for s in head["sentence"]]
     if "test_accuracy" in data.columns:
-        rows += [("variance", s) for s in _variance_finding(data, factors)]
-        rows += [("paired_effect", s) for s in _delta_finding(data, factors, baselines)]
-        rows += [("best_level", s) for s in _best_level_findings(data, factors, baselines)]
+        rows += [("variance", s) for s in _variance_finding(anova)]
+        rows += [("paired_effect", s) for s in _delta_finding(deltas)]
+        rows += [("best_level", s) for s in _best_level_findings(deltas)]
     for when in FLOW_WHEN:
         if f"health_{when}" in data.columns:
             rows += [("extremes", s) for s in _flow_extremes(data, factors, when)]
@@ -290,10 +292,9 @@ def _recipe_finding(data: pd.DataFrame, factors: list[str]) -> list[str]:
             + others]  # fmt: skip
 
 
-def _interaction_finding(data: pd.DataFrame, factors: list[str], baselines: dict) -> list[str]:
-    """The two-way interaction with the largest share of test-accuracy variance, in words: how the
-    effect of one factor's level changes across the other factor's levels."""
-    anova = variance_decomposition(data, factors, "test_accuracy")
+def _interaction_finding(data: pd.DataFrame, anova: pd.DataFrame, baselines: dict) -> list[str]:
+    """The two-way interaction with the largest share of test-accuracy variance (`anova`), in words:
+    how the effect of one factor's level changes across the other factor's levels."""
     terms = anova[anova["term"].str.contains(":") & anova["eta_sq"].notna()]
     if terms.empty:
         return []
@@ -339,8 +340,7 @@ def _bn_caveat(data: pd.DataFrame, settings: dict) -> list[str]:
             f"(e.g. 0.9 settles in {bn_steps_needed(0.9)} steps) or train more steps."]  # fmt: skip
 
 
-def _variance_finding(data: pd.DataFrame, factors: list[str]) -> list[str]:
-    anova = variance_decomposition(data, factors, "test_accuracy")
+def _variance_finding(anova: pd.DataFrame) -> list[str]:
     effects = anova[anova["term"] != "Residual"].dropna(subset=["eta_sq"])
     if effects.empty:
         return []
@@ -353,8 +353,7 @@ def _variance_finding(data: pd.DataFrame, factors: list[str]) -> list[str]:
     return [sentence + f"; n={int(anova['df'].sum()) + 1} runs, a share of this grid's variance, not a general truth."]
 
 
-def _delta_finding(data: pd.DataFrame, factors: list[str], baselines: dict) -> list[str]:
-    deltas = paired_deltas(data, factors, "test_accuracy", baselines).dropna(subset=["mean_delta"])
+def _delta_finding(deltas: pd.DataFrame) -> list[str]:
     if deltas.empty:
         return []
     top = deltas.loc[deltas["mean_delta"].abs().idxmax()]
@@ -367,8 +366,7 @@ def _delta_finding(data: pd.DataFrame, factors: list[str], baselines: dict) -> l
     ]
 
 
-def _best_level_findings(data: pd.DataFrame, factors: list[str], baselines: dict) -> list[str]:
-    deltas = paired_deltas(data, factors, "test_accuracy", baselines).dropna(subset=["mean_delta"])
+def _best_level_findings(deltas: pd.DataFrame) -> list[str]:
     sentences = []
     for factor, group in deltas.groupby("factor", sort=False):
         top = group.loc[group["mean_delta"].idxmax()]
