@@ -69,9 +69,11 @@ def prepare(args, where: Path) -> Path:
     if args.synthetic:
         rng = np.random.default_rng(0)
         mnist = data.MNIST(
-            rng.integers(0, 256, (60_000, 28, 28), dtype=np.uint8), rng.integers(0, 10, 60_000, dtype=np.uint8),
-            rng.integers(0, 256, (10_000, 28, 28), dtype=np.uint8), rng.integers(0, 10, 10_000, dtype=np.uint8),
-        )  # fmt: skip
+            rng.integers(0, 256, (60_000, 28, 28), dtype=np.uint8),
+            rng.integers(0, 10, 60_000, dtype=np.uint8),
+            rng.integers(0, 256, (10_000, 28, 28), dtype=np.uint8),
+            rng.integers(0, 10, 10_000, dtype=np.uint8),
+        )
         provenance = {"source": "synthetic"}
     else:
         mnist = data.load("idx", args.mnist)
@@ -97,9 +99,11 @@ def train_engine(cfg, prepared: Path, root: Path, fraction: float, log) -> dict:
     for pack in plan:
         by_size.setdefault(len(pack.runs), []).append(pack)
     chosen = [pack for size in sorted(by_size) for pack in by_size[size][::every]]
-    log(f"grid: {len(runs)} runs in {len(plan)} packs (pack_size {cfg['train']['pack_size']}; "
+    log(
+        f"grid: {len(runs)} runs in {len(plan)} packs (pack_size {cfg['train']['pack_size']}; "
         f"{', '.join(f'{len(v)} of {k} runs' for k, v in sorted(by_size.items()))}); "
-        f"training {len(chosen)} packs ({sum(len(p.runs) for p in chosen)} runs): every {every}. pack of each size")  # fmt: skip
+        f"training {len(chosen)} packs ({sum(len(p.runs) for p in chosen)} runs): every {every}. pack of each size"
+    )
     per_pack = []
     start = time.perf_counter()
     for i, pack in enumerate(chosen):
@@ -108,22 +112,37 @@ def train_engine(cfg, prepared: Path, root: Path, fraction: float, log) -> dict:
         records = engine.train_pack(members, prepared, root / "packs" / pack.name, threads=1)
         seconds = time.perf_counter() - t
         epochs = sum(r["summary"]["epochs_run"] for r in records)
-        per_pack.append({"pack": pack.name, "members": len(members), "seconds": seconds, "member_epochs": epochs,
-                         "converged": sum(r["summary"]["status"] == "converged" for r in records)})  # fmt: skip
+        per_pack.append(
+            {
+                "pack": pack.name,
+                "members": len(members),
+                "seconds": seconds,
+                "member_epochs": epochs,
+                "converged": sum(r["summary"]["status"] == "converged" for r in records),
+            }
+        )
         log(f"pack {i + 1}/{len(chosen)} {pack.name}: {len(members)} runs, {epochs} member-epochs, {seconds:.1f} s")
     wall = time.perf_counter() - start
     trained = sum(p["members"] for p in per_pack)
     # the whole grid: per pack size, the mean seconds of its trained packs x its number of packs
     grid_seconds = sum(
-        len(packs) * sum(p["seconds"] for p in per_pack if p["members"] == size) / sum(p["members"] == size for p in per_pack)
+        len(packs)
+        * sum(p["seconds"] for p in per_pack if p["members"] == size)
+        / sum(p["members"] == size for p in per_pack)
         for size, packs in by_size.items()
-    )  # fmt: skip
+    )
     return {
-        "runs_in_grid": len(runs), "packs_in_grid": len(plan), "packs_trained": len(chosen), "runs_trained": trained,
-        "wall_seconds": wall, "trainings_per_hour": trained / wall * 3600, "grid_seconds": grid_seconds,
+        "runs_in_grid": len(runs),
+        "packs_in_grid": len(plan),
+        "packs_trained": len(chosen),
+        "runs_trained": trained,
+        "wall_seconds": wall,
+        "trainings_per_hour": trained / wall * 3600,
+        "grid_seconds": grid_seconds,
         "grid_trainings_per_hour": len(runs) / grid_seconds * 3600,
-        "member_epochs": sum(p["member_epochs"] for p in per_pack), "per_pack": per_pack,
-    }  # fmt: skip
+        "member_epochs": sum(p["member_epochs"] for p in per_pack),
+        "per_pack": per_pack,
+    }
 
 
 def train_keras(cfg, prepared: Path, cell_tokens: dict, log) -> dict:
@@ -131,8 +150,7 @@ def train_keras(cfg, prepared: Path, cell_tokens: dict, log) -> dict:
     learning rate), validation every epoch, timed per epoch."""
     import keras
 
-    from gradatlas import backend, catalog, data
-    from gradatlas import config as C
+    from gradatlas import backend, catalog, config as C, data
     from gradatlas.model import build
 
     cell = C.typed_cell(cfg, cell_tokens | {"seed": "0"})
@@ -141,7 +159,9 @@ def train_keras(cfg, prepared: Path, cell_tokens: dict, log) -> dict:
     split = data.split(data.open_prepared(prepared), spec.validation_size, spec.train_subset)
     model = build(spec)
     optimizer = catalog.optimizer(spec.optimizer, spec.optimizer_params, spec.learning_rate)
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     seconds = []
 
     class Clock(keras.callbacks.Callback):
@@ -152,18 +172,36 @@ def train_keras(cfg, prepared: Path, cell_tokens: dict, log) -> dict:
             seconds.append(time.perf_counter() - self.t)
 
     start = time.perf_counter()
-    hist = model.fit(split.x_train, split.y_train, batch_size=spec.batch_size, epochs=spec.epochs, shuffle=True,
-                     validation_data=(split.x_val, split.y_val), callbacks=[Clock()], verbose=0)  # fmt: skip
+    hist = model.fit(
+        split.x_train,
+        split.y_train,
+        batch_size=spec.batch_size,
+        epochs=spec.epochs,
+        shuffle=True,
+        validation_data=(split.x_val, split.y_val),
+        callbacks=[Clock()],
+        verbose=0,
+    )
     wall = time.perf_counter() - start
     steady = seconds[1:] or seconds
-    log(f"keras fit {cell_tokens}: {len(seconds)} epochs, {wall:.1f} s, val_accuracy {hist.history['val_accuracy'][-1]:.4f}")
-    return {"cell": cell_tokens, "epochs": len(seconds), "wall_seconds": wall, "trainings_per_hour": 3600 / wall,
-            "samples_per_second": len(split.x_train) * len(steady) / sum(steady), "epoch_seconds": seconds}  # fmt: skip
+    log(
+        f"keras fit {cell_tokens}: {len(seconds)} epochs, {wall:.1f} s, val_accuracy {hist.history['val_accuracy'][-1]:.4f}"
+    )
+    return {
+        "cell": cell_tokens,
+        "epochs": len(seconds),
+        "wall_seconds": wall,
+        "trainings_per_hour": 3600 / wall,
+        "samples_per_second": len(split.x_train) * len(steady) / sum(steady),
+        "epoch_seconds": seconds,
+    }
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--mnist", type=Path, default=os.environ.get("GRADATLAS_MNIST"), help="folder of the MNIST IDX files")
+    p.add_argument(
+        "--mnist", type=Path, default=os.environ.get("GRADATLAS_MNIST"), help="folder of the MNIST IDX files"
+    )
     p.add_argument("--synthetic", action="store_true", help="random images of MNIST's shape (timing only)")
     p.add_argument("--fraction", type=float, default=1.0, help="share of the grid's packs to train (extrapolated)")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs (default: config.yaml's)")
@@ -231,7 +269,7 @@ def main(argv=None) -> None:
         ]
     out += ["", "per pack: " + json.dumps(eng["per_pack"])]
     text = "\n".join(out)
-    print("\n".join(out[len(lines):]))
+    print("\n".join(out[len(lines) :]))
     args.out.write_text(text + "\n")
     if tf:
         sys.exit("TensorFlow was imported: the measurement is not TensorFlow-free")

@@ -43,8 +43,12 @@ def plan_once(runs_wanted: int) -> dict:
         plan = packs.plan(runs, checked["train"]["pack_size"], Path(results, "packs"))
         params = [p.params() for p in plan]  # what each train rule is given
         seconds = time.perf_counter() - start
-    return {"runs": len(runs), "packs": len(params), "seconds": seconds,
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+    return {
+        "runs": len(runs),
+        "packs": len(params),
+        "seconds": seconds,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def cpu_model() -> str:

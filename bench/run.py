@@ -49,10 +49,12 @@ GOALS = {"ratio": 0.8, "fixed": 3.0}
 
 
 # --- workers (one process each) ------------------------------------------------------------------
-def bench_config(train_subset: int, validation: int, epochs: int, diagnostics: dict | None = None, backend: str = "jax") -> dict:
-    from gradatlas import config as C
-
+def bench_config(
+    train_subset: int, validation: int, epochs: int, diagnostics: dict | None = None, backend: str = "jax"
+) -> dict:
     import yaml
+
+    from gradatlas import config as C
 
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["data"].update(source="idx", path=str(MNIST), validation_size=validation, train_subset=train_subset)
@@ -71,8 +73,14 @@ def engine_job(base: dict, k: int, backend: str, where: Path) -> dict:
 
     cfg = bench_config(base["train_subset"], base["validation"], base["epochs"], base["diagnostics"], backend)
     cell = {"initializer": "he_normal", "activation": "elu", "optimizer": "adam", "regularizer": "none"}
-    members = [{"spec": C.run_spec(cfg, cell | {"seed": s}).as_dict(), "cell": cell | {"seed": s}, "run_dir": str(where / f"run-{s}")}
-               for s in range(k)]  # fmt: skip
+    members = [
+        {
+            "spec": C.run_spec(cfg, cell | {"seed": s}).as_dict(),
+            "cell": cell | {"seed": s},
+            "run_dir": str(where / f"run-{s}"),
+        }
+        for s in range(k)
+    ]
     return base | {"kind": "engine", "k": k, "backend": backend, "dir": str(where), "members": members}
 
 
@@ -105,12 +113,15 @@ def engine_worker(job: dict) -> dict:
     history = pd.read_csv(root / "run-0" / "history.csv")
     n_train = (job["train_subset"] or 60_000) - job["validation"]
     return {
-        "n_train": n_train, "stamps": [s - start for s in clock.stamps], "total": total,
-        "epoch_seconds": history["seconds"].tolist(), "probe_seconds": records[0]["probe_seconds"],
+        "n_train": n_train,
+        "stamps": [s - start for s in clock.stamps],
+        "total": total,
+        "epoch_seconds": history["seconds"].tolist(),
+        "probe_seconds": records[0]["probe_seconds"],
         "test_accuracy": [r["summary"]["test_accuracy"] for r in records],
         "tensorflow_imported": "tensorflow" in sys.modules and sys.modules["tensorflow"] is not None,
         "device": backend.device(),
-    }  # fmt: skip
+    }
 
 
 def bare_worker(job: dict) -> dict:
@@ -177,7 +188,12 @@ def bare_worker(job: dict) -> dict:
         params, m, v, t = epoch(params, m, v, t, order)
         jax.block_until_ready(params)
         seconds.append(time.perf_counter() - start)
-    return {"n_train": steps * BATCH, "epoch_seconds": seconds, "tensorflow_imported": False, "device": str(jax.devices()[0])}
+    return {
+        "n_train": steps * BATCH,
+        "epoch_seconds": seconds,
+        "tensorflow_imported": False,
+        "device": str(jax.devices()[0]),
+    }
 
 
 # --- the driver ----------------------------------------------------------------------------------
@@ -220,7 +236,11 @@ def steady_bare(r: dict, k: int) -> float:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="5,000 training images x 2 epochs, lighter probe (about 2 minutes on 2 idle cores)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="5,000 training images x 2 epochs, lighter probe (about 2 minutes on 2 idle cores)",
+    )
     p.add_argument("--threads", type=int, default=2, help="threads of each worker (default 2)")
     p.add_argument("--packs", default=",".join(map(str, PACK_SIZES)), help="pack sizes K (default 1,4,16,64)")
     p.add_argument("--out", default=str(REPO / "bench" / "latest.txt"), help="where the output is also written")
@@ -250,26 +270,41 @@ def main(argv=None) -> None:
         tmp = Path(tmp)
         prepared = tmp / "prepared"
         data.prepare(data.load("idx", MNIST), prepared, {"source": "idx", "path": str(MNIST)})
-        base = {"prepared": str(prepared), "train_subset": subset, "validation": validation, "epochs": epochs,
-                "diagnostics": diagnostics}
+        base = {
+            "prepared": str(prepared),
+            "train_subset": subset,
+            "validation": validation,
+            "epochs": epochs,
+            "diagnostics": diagnostics,
+        }
         rows = {}
         for k in packs:
             e = run_worker(engine_job(base, k, "jax", tmp / f"engine-{k}"), args.threads)
             b = run_worker(base | {"kind": "bare", "k": k}, args.threads)
             rows[k] = (e, b)
-            log(f"K={k}: engine {steady_engine(e, k):,.0f}, bare {steady_bare(b, k):,.0f} model-samples/s, "
+            log(
+                f"K={k}: engine {steady_engine(e, k):,.0f}, bare {steady_bare(b, k):,.0f} model-samples/s, "
                 f"ratio {steady_engine(e, k) / steady_bare(b, k):.2f}; engine RSS {e['peak_rss_gb']:.2f} GB, "
-                f"tensorflow imported: {e['tensorflow_imported']}")  # fmt: skip
+                f"tensorflow imported: {e['tensorflow_imported']}"
+            )
         # per-job fixed cost: a pack of one, tiny training, as a pipeline job with the default
         # train.threads (1) runs it; best of two: the first fills the XLA compilation cache
-        small = {"prepared": str(prepared), "train_subset": 3_000, "validation": 1_000, "epochs": 1, "diagnostics": diagnostics}
+        small = {
+            "prepared": str(prepared),
+            "train_subset": 3_000,
+            "validation": 1_000,
+            "epochs": 1,
+            "diagnostics": diagnostics,
+        }
         fixed = {}
         for name in ("jax", "tensorflow"):
             tries = [run_worker(engine_job(small, 1, name, tmp / f"fixed-{name}-{i}"), 1) for i in range(2)]
             fixed[name] = min(tries, key=lambda r: r["wall"] - sum(r["epoch_seconds"]))
-            log(f"fixed cost ({name}): {fixed_cost(fixed[name]):.2f} s (wall {fixed[name]['wall']:.2f} s, "
+            log(
+                f"fixed cost ({name}): {fixed_cost(fixed[name]):.2f} s (wall {fixed[name]['wall']:.2f} s, "
                 f"epoch {sum(fixed[name]['epoch_seconds']):.2f} s), tensorflow imported: {fixed[name]['tensorflow_imported']}, "
-                f"RSS {fixed[name]['peak_rss_gb']:.2f} GB")  # fmt: skip
+                f"RSS {fixed[name]['peak_rss_gb']:.2f} GB"
+            )
         # the TensorFlow backend trains one run per job: K=1 only
         tf = run_worker(engine_job(base, 1, "tensorflow", tmp / "engine-tf"), args.threads)
         log(f"TensorFlow K=1: engine {steady_engine(tf, 1):,.0f} model-samples/s; RSS {tf['peak_rss_gb']:.2f} GB")
@@ -287,8 +322,7 @@ def default_study() -> tuple[int, int, list[int]]:
     """config.yaml's study: its runs, training images per run (all epochs), and its packs' sizes."""
     import yaml
 
-    from gradatlas import config as C
-    from gradatlas import packs
+    from gradatlas import config as C, packs
 
     cfg = C.check(C.validate_schema(yaml.safe_load((REPO / "config.yaml").read_text())))
     runs = packs.grid_runs(cfg, "runs")
@@ -328,8 +362,11 @@ def table(rows, fixed, tf, args, subset, validation, epochs, seconds, diagnostic
         f"GradAtlas benchmark{' (--quick)' if args.quick else ''}: 784-100x5-10 ELU, He normal, Adam, batch {BATCH}, "
         f"{n:,} training images x {epochs} epochs per K (steady state: epochs 2-{epochs}), JAX on {any_engine['device']}, "
         f"{args.threads} threads per worker; diagnostics "
-        + (f"lighter for --quick: probe_size {diagnostics['probe_size']}, no early probes (a sanity run, not the measurement)"
-           if diagnostics else "as config.yaml: probe_size 1000, early probes at steps 1/10/100, a probe every epoch end"),
+        + (
+            f"lighter for --quick: probe_size {diagnostics['probe_size']}, no early probes (a sanity run, not the measurement)"
+            if diagnostics
+            else "as config.yaml: probe_size 1000, early probes at steps 1/10/100, a probe every epoch end"
+        ),
         f"machine: {platform.node()}, {os.cpu_count()} CPUs visible, load average at the end "
         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; Python {platform.python_version()}; wall time {seconds:.0f} s",
         "",
@@ -340,15 +377,21 @@ def table(rows, fixed, tf, args, subset, validation, epochs, seconds, diagnostic
     for k, (e, b) in rows.items():
         se, sb = steady_engine(e, k), steady_bare(b, k)
         rss = lambda r: f"{r['peak_rss_gb']:.2f}"  # noqa: E731
-        out.append(f"| {k} | {se:,.0f} | {sb:,.0f} | {se / sb:.2f} | {'yes' if se / sb >= GOALS['ratio'] else '**no**'} "
-                   f"| {steady_steps(e, k) / sb:.2f} | {rss(e)} | {rss(b)} | {e['tensorflow_imported']} |")  # fmt: skip
+        out.append(
+            f"| {k} | {se:,.0f} | {sb:,.0f} | {se / sb:.2f} | {'yes' if se / sb >= GOALS['ratio'] else '**no**'} "
+            f"| {steady_steps(e, k) / sb:.2f} | {rss(e)} | {rss(b)} | {e['tensorflow_imported']} |"
+        )
     out.append("")
-    out.append("| per-job fixed cost (pack of 1; process start → exit minus the engine's epoch seconds) | seconds | goal ≤ 3 s | TF imported | peak RSS (GB) |")
+    out.append(
+        "| per-job fixed cost (pack of 1; process start → exit minus the engine's epoch seconds) | seconds | goal ≤ 3 s | TF imported | peak RSS (GB) |"
+    )
     out.append("|---|---|---|---|---|")
     for name, r in fixed.items():
         f = fixed_cost(r)
-        out.append(f"| as scripts/train.py runs it, {name} | {f:.2f} | {'yes' if f <= GOALS['fixed'] else '**no**'} "
-                   f"| {r['tensorflow_imported']} | {r['peak_rss_gb']:.2f} |")  # fmt: skip
+        out.append(
+            f"| as scripts/train.py runs it, {name} | {f:.2f} | {'yes' if f <= GOALS['fixed'] else '**no**'} "
+            f"| {r['tensorflow_imported']} | {r['peak_rss_gb']:.2f} |"
+        )
     # run.json's probe_seconds is the member's share (probe wall / K) summed over the probes
     probe = {k: k * e["probe_seconds"] / max(1e-9, e["total"]) for k, (e, _) in rows.items()}
     out.append("")

@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from run import default_study  # bench/run.py: config.yaml's runs and training images per run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,8 +75,18 @@ def timed_study(name: str, configfiles: list[Path]) -> dict:
     results = REPO / "results" / "bench" / name
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir(parents=True)
-    cmd = [str(SNAKEMAKE), "--cores", "all", "--quiet", "rules", "host", "--config", f"results=results/bench/{name}",
-           "--configfile", *map(str, configfiles)]  # fmt: skip
+    cmd = [
+        str(SNAKEMAKE),
+        "--cores",
+        "all",
+        "--quiet",
+        "rules",
+        "host",
+        "--config",
+        f"results=results/bench/{name}",
+        "--configfile",
+        *map(str, configfiles),
+    ]
     start = time.perf_counter()
     with open(results.parent / f"{name}.log", "w") as log:
         proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
@@ -92,8 +101,12 @@ def timed_study(name: str, configfiles: list[Path]) -> dict:
         "runs": len(records),
         "wall": wall,
         "train": max(when(r, "finished") for r in records) - min(when(r, "started") for r in records),
-        "flops": sum(r["summary"]["epochs_run"] * train_images(r["spec"]) * flops_per_sample(r["spec"]["depth"], r["spec"]["width"])
-                     for r in records),  # fmt: skip
+        "flops": sum(
+            r["summary"]["epochs_run"]
+            * train_images(r["spec"])
+            * flops_per_sample(r["spec"]["depth"], r["spec"]["width"])
+            for r in records
+        ),
         "shape": f"{spec['depth']}x{spec['width']}, {train_images(spec):,} images, {spec['epochs']} epochs",
     }
 
@@ -122,7 +135,9 @@ def main() -> None:
     slice_row = rows[1]
     ratio = slice_row["train"] / (slice_row["flops"] / (gflops * 1e9))
     default_floor = n_runs * images * flops_per_sample(5, 100) / (gflops * 1e9)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
     lines = [
         f"{dt.datetime.now():%Y-%m-%d %H:%M}, commit {commit}: {cpu_model()}, {len(os.sched_getaffinity(0))} cores, "
         f"fp32 matmul {gflops:.1f} GFLOP/s; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after",
@@ -132,8 +147,10 @@ def main() -> None:
     ]
     for r in rows:
         floor = r["flops"] / (gflops * 1e9)
-        lines.append(f"| {r['name']} | {r['runs']} | {r['shape']} | {floor:.1f} s | {r['train']:.0f} s | {r['train'] / floor:.2f} "
-                     f"| {r['wall']:.0f} s |")  # fmt: skip
+        lines.append(
+            f"| {r['name']} | {r['runs']} | {r['shape']} | {floor:.1f} s | {r['train']:.0f} s | {r['train'] / floor:.2f} "
+            f"| {r['wall']:.0f} s |"
+        )
     lines += [
         "",
         f"default study (config.yaml, {n_runs:,} runs) projected at the slice's {ratio:.2f} x its floor of "

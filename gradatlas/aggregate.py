@@ -23,7 +23,6 @@ from gradatlas import config as gaconfig
 from gradatlas.outcomes import RUN_MEASURES
 
 
-
 class StaleRunError(ValueError):
     """A run folder whose recorded spec differs from what the current config asks for."""
 
@@ -50,8 +49,11 @@ def read_record(path: Path) -> dict:
 
 def _differences(recorded: dict, expected: dict) -> list[str]:
     keys = sorted(set(recorded) | set(expected))
-    return [f"{k}: ran with {recorded.get(k)!r}, config now says {expected.get(k)!r}" for k in keys
-            if recorded.get(k) != expected.get(k)]  # fmt: skip
+    return [
+        f"{k}: ran with {recorded.get(k)!r}, config now says {expected.get(k)!r}"
+        for k in keys
+        if recorded.get(k) != expected.get(k)
+    ]
 
 
 def read_run(run_dir: Path, config: dict) -> tuple[dict, pd.DataFrame, pd.DataFrame]:

@@ -22,22 +22,41 @@ import pandas as pd
 
 from gradatlas.config import FACTORS
 from gradatlas.effects import (
-    convergence_table, gradient_flow_table, interaction_table, leaderboard, main_effects, paired_deltas,
-    status_counts, variance_decomposition,
-)  # fmt: skip
+    convergence_table,
+    gradient_flow_table,
+    interaction_table,
+    leaderboard,
+    main_effects,
+    paired_deltas,
+    status_counts,
+    variance_decomposition,
+)
 from gradatlas.findings import FINDING_FIGURES, FIRST_SCREEN, QUESTIONS, budget_sentence, findings, headline
 from gradatlas.outcomes import STATUSES
 from gradatlas.registry import NUISANCE_TABLE, TABLES
 from gradatlas.runframe import (
-    CHANCE_ACCURACY, EPOCH1_FRACTIONS, OUTCOMES, RELATIVE_TARGET, activation_family, chosen_rows, complete_curves,
-    convergence_outcomes, label_levels, level_label, outcome_frame, run_keys, select_nuisance,
-)  # fmt: skip
+    CHANCE_ACCURACY,
+    EPOCH1_FRACTIONS,
+    OUTCOMES,
+    RELATIVE_TARGET,
+    activation_family,
+    chosen_rows,
+    complete_curves,
+    convergence_outcomes,
+    label_levels,
+    level_label,
+    outcome_frame,
+    run_keys,
+    select_nuisance,
+)
 from gradatlas.stats import format_ci, format_estimate, kaplan_meier, km_median, power_of_ten, t_interval
 
 LEADERBOARD_OUTCOMES = ("test_accuracy", "val_auc", "flow_distance_init")
 
 
-def prepare(runs: pd.DataFrame, curves: pd.DataFrame | None, factors: list[str], nuisance=(), epochs: int | None = None):
+def prepare(
+    runs: pd.DataFrame, curves: pd.DataFrame | None, factors: list[str], nuisance=(), epochs: int | None = None
+):
     """(chosen runs with every outcome, studied axes, nuisance axes, their completed curves or None):
     levels labelled, nuisance axes optimized away on validation accuracy, every outcome derived."""
     nuisance = [a for a in nuisance if a in factors]
@@ -84,14 +103,26 @@ def study_tables(
     for a, b in combinations(varying, 2):
         for outcome in outcomes:
             table = interaction_table(data, a, b, outcome)
-            interactions.append(pd.DataFrame({
-                "factor_a": a, "level_a": table[a].map(level_label), "factor_b": b, "level_b": table[b].map(level_label),
-                "outcome": outcome, "mean": pd.to_numeric(table["mean"], errors="coerce").astype(float),
-                "n": table["n"].astype(int),
-            }))  # fmt: skip
+            interactions.append(
+                pd.DataFrame(
+                    {
+                        "factor_a": a,
+                        "level_a": table[a].map(level_label),
+                        "factor_b": b,
+                        "level_b": table[b].map(level_label),
+                        "outcome": outcome,
+                        "mean": pd.to_numeric(table["mean"], errors="coerce").astype(float),
+                        "n": table["n"].astype(int),
+                    }
+                )
+            )
     board_columns = ["outcome", "rank_group", "rank", *studied, "mean", "ci_low", "ci_high", "n_seeds", "health"]
     boards = [leaderboard(data, studied, o, k=k) for o in LEADERBOARD_OUTCOMES if o in outcomes]
-    board = pd.concat([b for b in boards if len(b)], ignore_index=True) if any(len(b) for b in boards) else pd.DataFrame(columns=board_columns)
+    board = (
+        pd.concat([b for b in boards if len(b)], ignore_index=True)
+        if any(len(b) for b in boards)
+        else pd.DataFrame(columns=board_columns)
+    )
     out = {
         "chosen_runs": data.reset_index(drop=True),
         "completed_curves": completed if completed is not None else complete_curves(pd.DataFrame(), data, keys),
@@ -115,10 +146,43 @@ def study_tables(
 
 
 __all__ = [
-    "CHANCE_ACCURACY", "EPOCH1_FRACTIONS", "FACTORS", "FINDING_FIGURES", "FIRST_SCREEN", "LEADERBOARD_OUTCOMES",
-    "NUISANCE_TABLE", "OUTCOMES", "QUESTIONS", "RELATIVE_TARGET", "STATUSES", "activation_family", "budget_sentence",
-    "chosen_rows", "complete_curves", "convergence_outcomes", "convergence_table", "findings", "format_ci",
-    "format_estimate", "gradient_flow_table", "headline", "interaction_table", "kaplan_meier", "km_median",
-    "label_levels", "leaderboard", "level_label", "main_effects", "outcome_frame", "paired_deltas", "power_of_ten",
-    "prepare", "run_keys", "select_nuisance", "status_counts", "study_tables", "t_interval", "variance_decomposition",
+    "CHANCE_ACCURACY",
+    "EPOCH1_FRACTIONS",
+    "FACTORS",
+    "FINDING_FIGURES",
+    "FIRST_SCREEN",
+    "LEADERBOARD_OUTCOMES",
+    "NUISANCE_TABLE",
+    "OUTCOMES",
+    "QUESTIONS",
+    "RELATIVE_TARGET",
+    "STATUSES",
+    "activation_family",
+    "budget_sentence",
+    "chosen_rows",
+    "complete_curves",
+    "convergence_outcomes",
+    "convergence_table",
+    "findings",
+    "format_ci",
+    "format_estimate",
+    "gradient_flow_table",
+    "headline",
+    "interaction_table",
+    "kaplan_meier",
+    "km_median",
+    "label_levels",
+    "leaderboard",
+    "level_label",
+    "main_effects",
+    "outcome_frame",
+    "paired_deltas",
+    "power_of_ten",
+    "prepare",
+    "run_keys",
+    "select_nuisance",
+    "status_counts",
+    "study_tables",
+    "t_interval",
+    "variance_decomposition",
 ]  # the public names: figures, report and the tests use them as analysis.<name>

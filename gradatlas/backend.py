@@ -102,7 +102,9 @@ def configure(seed: int) -> None:
 
         # packs of a study compile the same programs: a persistent cache takes most of the XLA
         # compile time out of each job's fixed cost ("off" disables it)
-        cache = os.environ.get("GRADATLAS_XLA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "gradatlas", "xla"))
+        cache = os.environ.get(
+            "GRADATLAS_XLA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "gradatlas", "xla")
+        )
         if cache and cache != "off":
             jax.config.update("jax_compilation_cache_dir", cache)
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)

@@ -144,10 +144,16 @@ def _gelu_derivative(u, p):
 
 ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": Activation(
-        lambda p, name: keras.layers.Activation("sigmoid", name=name), _sigmoid_derivative, lambda p: 0.25, doc="saturating, max slope 1/4"
+        lambda p, name: keras.layers.Activation("sigmoid", name=name),
+        _sigmoid_derivative,
+        lambda p: 0.25,
+        doc="saturating, max slope 1/4",
     ),
     "tanh": Activation(
-        lambda p, name: keras.layers.Activation("tanh", name=name), lambda u, p: 1.0 - ops.tanh(u) ** 2, lambda p: 1.0, doc="saturating"
+        lambda p, name: keras.layers.Activation("tanh", name=name),
+        lambda u, p: 1.0 - ops.tanh(u) ** 2,
+        lambda p: 1.0,
+        doc="saturating",
     ),
     "relu": Activation(
         lambda p, name: keras.layers.ReLU(name=name),

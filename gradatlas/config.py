@@ -61,8 +61,28 @@ REPO = Path(__file__).resolve().parent.parent
 CANONICAL_TRAIN_IMAGES = 60000
 # Folders that must never be the results folder (besides /, the home, working and repository folders
 # and any folder above them): these exactly, and anything inside the second group.
-SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/opt", "/proc", "/root",
-                  "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/home", "/mnt", "/media")  # fmt: skip
+SYSTEM_FOLDERS = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
+    "/home",
+    "/mnt",
+    "/media",
+)
 SYSTEM_TREES = ("/boot", "/dev", "/etc", "/proc", "/sys")
 
 
@@ -254,7 +274,9 @@ def _check_parameter(name: str, param: str, value, default, allowed):
     key = f"techniques.{name}.{param}"
     if isinstance(default, bool) or not isinstance(default, (int, float)):
         if type(value) is not type(default):
-            raise ConfigError(f"config key {key}: {value!r} must be a {type(default).__name__} like the default {default!r}")
+            raise ConfigError(
+                f"config key {key}: {value!r} must be a {type(default).__name__} like the default {default!r}"
+            )
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"config key {key}: {value!r} is not a number")
@@ -294,7 +316,9 @@ def check_results_folder(results: str, cwd=None) -> None:
                 "folder of its own, such as results/<study>"
             )
     if str(folder) in SYSTEM_FOLDERS or any(folder.is_relative_to(tree) for tree in SYSTEM_TREES):
-        raise ConfigError(f"config key results: {text!r} ({folder}) is a system folder; give the study a folder of its own")
+        raise ConfigError(
+            f"config key results: {text!r} ({folder}) is a system folder; give the study a folder of its own"
+        )
 
 
 def check_grid_size(config: dict) -> None:
@@ -317,8 +341,7 @@ def check(config: dict) -> dict:
     """Catalog and consistency checks of a schema-validated config; turns whole floats into ints where
     the schema wants integers, fills in `data.path` for a download (its cache folder) or the shipped
     copy, and returns the config (changed in place)."""
-    from gradatlas import catalog
-    from gradatlas import data as gadata
+    from gradatlas import catalog, data as gadata
 
     for (section, key), note in REMOVED_KEYS.items():
         if key in config.get(section, {}):
@@ -562,7 +585,9 @@ def check_file(path) -> None:
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path}: not plain YAML or JSON ({exc})") from None
     if not isinstance(document, dict):
-        raise ConfigError(f"config file {path}: must hold keys at its top level (a mapping), not {type(document).__name__}")
+        raise ConfigError(
+            f"config file {path}: must hold keys at its top level (a mapping), not {type(document).__name__}"
+        )
     check_size(document, f"config file {path}")
 
 

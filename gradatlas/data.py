@@ -73,7 +73,11 @@ SOURCES = ("bundled", "download", "idx", "npz")
 # The canonical MNIST shipped with the project (source "bundled"): the four .gz files, sha256-checked,
 # in the workflow's folder (the working folder of snakemake), or beside the package of a checkout.
 BUNDLED = next(
-    (p.resolve() for p in (Path("resources/mnist"), Path(__file__).resolve().parent.parent / "resources" / "mnist") if p.is_dir()),
+    (
+        p.resolve()
+        for p in (Path("resources/mnist"), Path(__file__).resolve().parent.parent / "resources" / "mnist")
+        if p.is_dir()
+    ),
     Path("resources/mnist").resolve(),
 )
 # What to do when MNIST cannot be fetched, for the download error.
@@ -171,8 +175,7 @@ def _parse_idx(path: Path, data: bytes) -> np.ndarray:
     if zeros != b"\x00\x00":
         raise _error(
             path,
-            f"not an IDX file: magic number 0x{data[:4].hex()} should be 0x00000801 (labels) "
-            f"or 0x00000803 (images)",
+            f"not an IDX file: magic number 0x{data[:4].hex()} should be 0x00000801 (labels) or 0x00000803 (images)",
         )
     if dtype != _IDX_UBYTE:
         raise _error(path, f"IDX data type 0x{dtype:02x} is not the unsigned bytes (0x08) MNIST uses")
@@ -250,9 +253,7 @@ def read_npz(path) -> MNIST:
         raise _error(path, f"unreadable .npz archive ({exc})") from None
     missing = [key for key in FILES if key not in arrays]
     if missing:
-        raise _error(
-            path, f"the .npz archive lacks {', '.join(missing)} (it holds: {', '.join(present) or 'nothing'})"
-        )
+        raise _error(path, f"the .npz archive lacks {', '.join(missing)} (it holds: {', '.join(present) or 'nothing'})")
     mnist = MNIST(**arrays)
     validate(mnist, str(path.absolute()))
     return mnist
@@ -291,8 +292,7 @@ def _fetch(url: str, target: Path, expected_sha256: str) -> None:
         if actual != expected_sha256:
             raise _error(
                 target,
-                f"the file downloaded from {url} has sha256 {actual}, expected {expected_sha256}, "
-                f"so it was discarded",
+                f"the file downloaded from {url} has sha256 {actual}, expected {expected_sha256}, so it was discarded",
             )
         os.replace(partial, target)
     finally:
@@ -305,8 +305,7 @@ def read_bundled(folder=None) -> MNIST:
     sha256, checked before it is read; a file holding another canonical file is named as swapped."""
     folder = Path(folder or BUNDLED)
     restore = (
-        "restore the shipped copy with `git checkout -- resources/mnist`, or set data.source to "
-        "download, idx or npz"
+        "restore the shipped copy with `git checkout -- resources/mnist`, or set data.source to download, idx or npz"
     )
     by_sha = {sha: key for key, sha in SHA256.items()}
     for key, name in FILES.items():
@@ -386,9 +385,7 @@ def validate(mnist: MNIST, origin: str | Mapping[str, str]) -> None:
         if labels.ndim != 1:
             raise fail(labels_key, f"labels have shape {labels.shape}, expected one label per image")
         if len(labels) != len(images):
-            raise fail(
-                labels_key, f"holds {len(labels)} labels but {names[images_key]} holds {len(images)} images"
-            )
+            raise fail(labels_key, f"holds {len(labels)} labels but {names[images_key]} holds {len(images)} images")
         out_of_range = np.flatnonzero(labels >= NUM_CLASSES)
         if out_of_range.size:
             first = out_of_range[0]

@@ -40,10 +40,23 @@ DEAD_LEVEL = 1e-3  # "~0": below this fraction of the derivative's maximum
 QUANTILES = (0.05, 0.5, 0.95)
 PERCENTILE_STATS = [f"{kind}_p{round(q * 100):02d}" for kind in ("act", "delta") for q in QUANTILES]
 STATS = [
-    "grad_w_norm", "delta_norm", "delta_rms", "delta_p05", "delta_p50", "delta_p95", "weight_norm",
-    "update_ratio", "act_mean", "act_std", "act_p05", "act_p50", "act_p95", "saturated_frac",
-    "inactive_frac", "dead_frac",
-]  # fmt: skip
+    "grad_w_norm",
+    "delta_norm",
+    "delta_rms",
+    "delta_p05",
+    "delta_p50",
+    "delta_p95",
+    "weight_norm",
+    "update_ratio",
+    "act_mean",
+    "act_std",
+    "act_p05",
+    "act_p50",
+    "act_p95",
+    "saturated_frac",
+    "inactive_frac",
+    "dead_frac",
+]
 COLUMNS = ["step", "epoch", "phase", "layer", "layer_kind", "units", *STATS]
 
 
@@ -67,7 +80,9 @@ def probe_program(model, kernels: list[int], spec):
         n = ops.shape(x)[0]
 
         def loss_fn(values):
-            mapping = list(zip(model.trainable_variables, values[:n_tv])) + list(zip(model.non_trainable_variables, ntv))
+            mapping = list(zip(model.trainable_variables, values[:n_tv])) + list(
+                zip(model.non_trainable_variables, ntv)
+            )
             with keras.StatelessScope(state_mapping=mapping):
                 logits, records = probe_forward(model, x, values[n_tv:])
             loss = ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
@@ -121,7 +136,9 @@ def percentiles(out) -> dict:
     return stats
 
 
-def rows(stats: dict, k: int, step: int, epoch: float, phase: str, spec, units: list[int], first: bool, finite: bool = True) -> list[dict]:
+def rows(
+    stats: dict, k: int, step: int, epoch: float, phase: str, spec, units: list[int], first: bool, finite: bool = True
+) -> list[dict]:
     """The per-layer rows of member `k` of one probe (numpy `stats` from `probe_program`);
     `units`: the Dense layers' widths; `first`: no earlier probe (no update ratio)."""
     relu_family = catalog.ACTIVATIONS[spec.activation].inactive_is_saturated
@@ -167,7 +184,11 @@ def probe(model, spec, x, y, previous_kernels=None) -> pd.DataFrame:
     kernels = kernel_index(model)
     tv = [ops.expand_dims(v.value, 0) for v in model.trainable_variables]
     ntv = [ops.expand_dims(v.value, 0) for v in model.non_trainable_variables]
-    prev = [ops.expand_dims(ops.convert_to_tensor(w), 0) for w in previous_kernels] if previous_kernels is not None else [tv[i] for i in kernels]
+    prev = (
+        [ops.expand_dims(ops.convert_to_tensor(w), 0) for w in previous_kernels]
+        if previous_kernels is not None
+        else [tv[i] for i in kernels]
+    )
     program = backend.jit(probe_program(model, kernels, spec))
     stats = percentiles(program(tv, ntv, prev, ops.convert_to_tensor(x), ops.convert_to_tensor(y)))
     units = [layer.units for layer in dense_layers(model)]
@@ -198,12 +219,18 @@ def run_measures(diag: pd.DataFrame, diverged: bool) -> dict:
     if len(epochs):
         probes["epoch1"] = epochs.min()
     for when in (*outcomes.HEALTH_WHEN, "epoch1"):
-        at = diag[diag["step"] == probes[when]].drop_duplicates("layer", keep="last") if when in probes else diag.iloc[:0]
+        at = (
+            diag[diag["step"] == probes[when]].drop_duplicates("layer", keep="last")
+            if when in probes
+            else diag.iloc[:0]
+        )
         delta = at.set_index("layer")["delta_rms"]
         finite = len(at) > 0 and bool(np.isfinite(delta).all())
         hidden = at[at["layer_kind"] == "hidden"]
-        fractions = {name: float(hidden[name].mean()) if finite and hidden[name].notna().any() else math.nan
-                     for name in outcomes.UNIT_FRACTIONS}  # fmt: skip
+        fractions = {
+            name: float(hidden[name].mean()) if finite and hidden[name].notna().any() else math.nan
+            for name in outcomes.UNIT_FRACTIONS
+        }
         out |= {f"{name}_{when}": value for name, value in fractions.items()}
         if when == "epoch1":
             continue
@@ -211,5 +238,7 @@ def run_measures(diag: pd.DataFrame, diverged: bool) -> dict:
         ratio = float(delta.loc[1] / last) if last > 0 else math.nan
         out[f"vanishing_ratio_{when}"] = ratio
         broken = (when == "final" and diverged) or (len(at) > 0 and not finite)
-        out[f"health_{when}"] = outcomes.health_class(ratio, fractions["saturated_frac"], fractions["dead_frac"], broken)
+        out[f"health_{when}"] = outcomes.health_class(
+            ratio, fractions["saturated_frac"], fractions["dead_frac"], broken
+        )
     return {name: out[name] for name in outcomes.RUN_MEASURES}

@@ -22,10 +22,15 @@ from statsmodels.stats.anova import anova_lm
 from gradatlas.outcomes import HEALTH_CLASSES, STATUSES
 from gradatlas.registry import TABLES
 from gradatlas.runframe import (
-    FLOW_WHEN, OUTCOMES, describe_health, health_counts, health_frame, level_label, outcomes_of,
-)  # fmt: skip
-from gradatlas.stats import mean as _mean
-from gradatlas.stats import km_median, nan_to, t_interval
+    FLOW_WHEN,
+    OUTCOMES,
+    describe_health,
+    health_counts,
+    health_frame,
+    level_label,
+    outcomes_of,
+)
+from gradatlas.stats import km_median, mean as _mean, nan_to, t_interval
 
 
 def _with_outcome(runs: pd.DataFrame, outcome: str) -> pd.DataFrame:
@@ -50,9 +55,18 @@ def main_effects(runs: pd.DataFrame, factors: list[str], outcome: str) -> pd.Dat
             values = pd.to_numeric(group[outcome], errors="coerce").to_numpy(dtype=float)
             observed = values[np.isfinite(values)]
             low, high = t_interval(observed)
-            rows.append({"factor": factor, "level": level_label(level), "outcome": outcome, "mean": _mean(observed),
-                         "ci_low": low, "ci_high": high, "n": observed.size,
-                         "share_nonmissing": observed.size / values.size if values.size else np.nan})  # fmt: skip
+            rows.append(
+                {
+                    "factor": factor,
+                    "level": level_label(level),
+                    "outcome": outcome,
+                    "mean": _mean(observed),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n": observed.size,
+                    "share_nonmissing": observed.size / values.size if values.size else np.nan,
+                }
+            )
     return pd.DataFrame(rows, columns=list(TABLES["main_effects"].columns))
 
 
@@ -62,7 +76,7 @@ def paired_differences(data: pd.DataFrame, factors: list[str], factor: str, leve
     a = data.loc[data[factor] == level, [*keys, outcome]]
     b = data.loc[data[factor] == other, [*keys, outcome]]
     pairs = a.merge(b, on=keys, suffixes=("", "_other"))
-    d = (pd.to_numeric(pairs[outcome], errors="coerce") - pd.to_numeric(pairs[f"{outcome}_other"], errors="coerce"))
+    d = pd.to_numeric(pairs[outcome], errors="coerce") - pd.to_numeric(pairs[f"{outcome}_other"], errors="coerce")
     d = d.to_numpy(dtype=float)
     return d[np.isfinite(d)]
 
@@ -101,9 +115,19 @@ def paired_deltas(runs: pd.DataFrame, factors: list[str], outcome: str, baseline
             observed = paired_differences(keyed, factors, factor, level, baseline, outcome)
             n_matched = len(keyed.loc[keyed[factor] == level, keys].merge(n_base, on=keys))
             low, high = t_interval(observed)
-            rows.append({"factor": factor, "level": level, "baseline": baseline, "outcome": outcome,
-                         "mean_delta": _mean(observed), "ci_low": low, "ci_high": high, "n_pairs": observed.size,
-                         "n_missing": n_matched - observed.size})  # fmt: skip
+            rows.append(
+                {
+                    "factor": factor,
+                    "level": level,
+                    "baseline": baseline,
+                    "outcome": outcome,
+                    "mean_delta": _mean(observed),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n_pairs": observed.size,
+                    "n_missing": n_matched - observed.size,
+                }
+            )
     return pd.DataFrame(rows, columns=list(TABLES["paired_deltas"].columns))
 
 
@@ -150,7 +174,6 @@ def variance_decomposition(runs: pd.DataFrame, factors: list[str], outcome: str)
     return ordered.rename_axis("term").reset_index()[columns].reset_index(drop=True)
 
 
-
 def gradient_flow_table(runs: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     """Per (init | final) x factor x level: how the level's runs split over the verdicts
     (HEALTH_CLASSES), and their distance from healthy flow. At init only distinct networks count,
@@ -176,18 +199,29 @@ def gradient_flow_table(runs: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
                 log = group[f"log10_vanishing_ratio_{when}"].to_numpy(dtype=float)
                 distance = np.abs(log[np.isfinite(log)])
                 low, high = t_interval(distance)
-                level_rows.append({
-                    "when": when, "factor": factor, "level": level_label(level), "n": n, "n_missing": len(group) - n,
-                    **{f"share_{c}": counts[c] / n if n else np.nan for c in HEALTH_CLASSES},
-                    "median_log10_ratio": float(np.median(log[np.isfinite(log)])) if np.isfinite(log).any() else np.nan,
-                    "mean_distance": _mean(distance), "ci_low": low, "ci_high": high,
-                })  # fmt: skip
+                level_rows.append(
+                    {
+                        "when": when,
+                        "factor": factor,
+                        "level": level_label(level),
+                        "n": n,
+                        "n_missing": len(group) - n,
+                        **{f"share_{c}": counts[c] / n if n else np.nan for c in HEALTH_CLASSES},
+                        "median_log10_ratio": float(np.median(log[np.isfinite(log)]))
+                        if np.isfinite(log).any()
+                        else np.nan,
+                        "mean_distance": _mean(distance),
+                        "ci_low": low,
+                        "ci_high": high,
+                    }
+                )
             rows += _rank_levels(level_rows)
     return pd.DataFrame(rows, columns=list(TABLES["gradient_flow"].columns))
 
 
 def _rank_levels(level_rows: list[dict]) -> list[dict]:
     """Competition ranks (1, 1, 3) by share healthy (higher first), then mean distance (lower first)."""
+
     def key(r):
         return (-round(nan_to(r["share_healthy"], -1), 12), round(nan_to(r["mean_distance"], np.inf), 12))
 
@@ -210,7 +244,11 @@ def convergence_table(runs: pd.DataFrame, factors: list[str], target: float | No
     """
     data = runs
     epochs_run = pd.to_numeric(data.get("epochs_run"), errors="coerce").astype(float) if "epochs_run" in data else None
-    rel = pd.to_numeric(data["epochs_to_relative_target"], errors="coerce").astype(float) if "epochs_to_relative_target" in data else None
+    rel = (
+        pd.to_numeric(data["epochs_to_relative_target"], errors="coerce").astype(float)
+        if "epochs_to_relative_target" in data
+        else None
+    )
     rank = rel.fillna(np.inf).rank(method="average") if rel is not None else None
     rows = []
     for factor in factors:
@@ -246,8 +284,6 @@ def convergence_table(runs: pd.DataFrame, factors: list[str], target: float | No
     return pd.DataFrame(rows, columns=list(TABLES["convergence"].columns))
 
 
-
-
 def status_counts(runs: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     """How many runs of each level converged, stalled or diverged (+ any other status; a missing one
     is "unknown"), so the counts add up to n. Output columns: factor, level, n, <statuses>."""
@@ -270,7 +306,9 @@ def status_counts(runs: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)[columns]
 
 
-def leaderboard(runs: pd.DataFrame, axes: list[str], outcome: str, k: int = 5, direction: str | None = None) -> pd.DataFrame:
+def leaderboard(
+    runs: pd.DataFrame, axes: list[str], outcome: str, k: int = 5, direction: str | None = None
+) -> pd.DataFrame:
     """The k best and k worst grid cells by mean `outcome` over seeds, with t-intervals over seeds.
 
     For a flow distance outcome (`flow_distance_<when>`) the cells are read from `health_frame` (at
@@ -296,9 +334,17 @@ def leaderboard(runs: pd.DataFrame, axes: list[str], outcome: str, k: int = 5, d
             counts = health_counts(group[f"health_{flow_when}"])
             health = describe_health(counts)
             healthy.append(counts["healthy"] > sum(counts.values()) / 2)
-        rows.append({**{a: level_label(v) for a, v in zip(cell_axes, cell)}, "outcome": outcome,
-                     "mean": _mean(observed), "ci_low": low, "ci_high": high, "n_seeds": observed.size,
-                     "health": health})  # fmt: skip
+        rows.append(
+            {
+                **{a: level_label(v) for a, v in zip(cell_axes, cell)},
+                "outcome": outcome,
+                "mean": _mean(observed),
+                "ci_low": low,
+                "ci_high": high,
+                "n_seeds": observed.size,
+                "health": health,
+            }
+        )
     cells = pd.DataFrame(rows, columns=[*cell_axes, "outcome", "mean", "ci_low", "ci_high", "n_seeds", "health"])
     sign = 1 if direction == "lower" else -1
     sort_key = cells["mean"].mul(sign).fillna(np.inf)
@@ -319,7 +365,6 @@ def leaderboard(runs: pd.DataFrame, axes: list[str], outcome: str, k: int = 5, d
     return board[["rank_group", *board.columns.drop("rank_group")]]
 
 
-
 def _estimable_terms(model_data: pd.DataFrame, factors: list[str]) -> list[str]:
     """Main effects then two-way interactions, each kept only if it adds full-rank columns and leaves residual df."""
     varying = [f for f in factors if model_data[f].nunique() > 1]
@@ -334,6 +379,3 @@ def _estimable_terms(model_data: pd.DataFrame, factors: list[str]) -> list[str]:
             kept.append(term)
             n_columns = design.shape[1]
     return kept
-
-
-

@@ -120,7 +120,11 @@ class Pack:
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
         # data shared by the pack
-        split = source if isinstance(source, data.Split) else data.split(data.open_prepared(source), first.validation_size, first.train_subset)
+        split = (
+            source
+            if isinstance(source, data.Split)
+            else data.split(data.open_prepared(source), first.validation_size, first.train_subset)
+        )
         self.split = split
         self.n_train, self.batch_size = len(split.x_train), first.batch_size
         self.full_steps, self.remainder = divmod(self.n_train, self.batch_size)
@@ -132,12 +136,19 @@ class Pack:
         self.y_probe = ops.convert_to_tensor(split.y_train[: first.probe_size])
 
         # one Keras model per member (its own seeded initial weights), stacked; the first is the template
-        has_dropout = any(catalog.regularization(s.regularizer, s.regularizer_params).dropout_rate > 0 for s in self.specs)
+        has_dropout = any(
+            catalog.regularization(s.regularizer, s.regularizer_params).dropout_rate > 0 for s in self.specs
+        )
         models = [build(s, packed=True, dropout=has_dropout) for s in self.specs]
         self.model = models[0]
         self.units = [layer.units for layer in dense_layers(self.model)]
-        optimizer = catalog.optimizer(first.optimizer, first.optimizer_params, catalog.lr_schedule(
-            first.lr_schedule, first.lr_schedule_params, first.learning_rate, self.steps_per_epoch, first.epochs))  # fmt: skip
+        optimizer = catalog.optimizer(
+            first.optimizer,
+            first.optimizer_params,
+            catalog.lr_schedule(
+                first.lr_schedule, first.lr_schedule_params, first.learning_rate, self.steps_per_epoch, first.epochs
+            ),
+        )
         optimizer.build(self.model.trainable_variables)  # clipping is the engine's, per member (steps.clip)
         scalars = [member_scalars(s) for s in self.specs]
         self.scalars = {k: np.array([s[k] for s in scalars], dtype="float32") for k in scalars[0]}
@@ -161,12 +172,19 @@ class Pack:
             return ops.convert_to_tensor(np.stack(arrays))
 
         def variables(group):
-            return [stack([ops.convert_to_numpy(getattr(m, group)[i]) for m in models]) for i in range(len(getattr(self.model, group)))]
+            return [
+                stack([ops.convert_to_numpy(getattr(m, group)[i]) for m in models])
+                for i in range(len(getattr(self.model, group)))
+            ]
 
-        return Train(variables("trainable_variables"), variables("non_trainable_variables"), [
-            stack([np.asarray(s.learning_rate, dtype=v.dtype) if i == lr_index else v for s in self.specs])
-            for i, v in enumerate(initial)
-        ])  # fmt: skip
+        return Train(
+            variables("trainable_variables"),
+            variables("non_trainable_variables"),
+            [
+                stack([np.asarray(s.learning_rate, dtype=v.dtype) if i == lr_index else v for s in self.specs])
+                for i, v in enumerate(initial)
+            ],
+        )
 
     # --- train -------------------------------------------------------------------------------------
     def run(self) -> list[dict]:
@@ -202,7 +220,9 @@ class Pack:
     def _steps(self, program, active, order, sums, tripped, *bounds):
         """Run `program` (steps.Programs' steps or last_step) on the pack's state; adds its sums and
         tripped members to the epoch's; returns the members still active."""
-        train, active, trip, seg = program(self.state.train, self.hyper, active, order, *bounds, self.x_train, self.y_train)
+        train, active, trip, seg = program(
+            self.state.train, self.hyper, active, order, *bounds, self.x_train, self.y_train
+        )
         self.state = self.state._replace(train=train)
         sums += ops.convert_to_numpy(seg)
         tripped |= ops.convert_to_numpy(trip)
@@ -217,10 +237,26 @@ class Pack:
         seconds = (time.perf_counter() - start) / max(1, len(self.members))
         for k, p in enumerate(self.state.progress):
             if k in dead:
-                p.diagnostics.extend(diagnostics.rows(stats, k, step, step / self.steps_per_epoch, phase, self.specs[k], self.units, first=False, finite=False))
+                p.diagnostics.extend(
+                    diagnostics.rows(
+                        stats,
+                        k,
+                        step,
+                        step / self.steps_per_epoch,
+                        phase,
+                        self.specs[k],
+                        self.units,
+                        first=False,
+                        finite=False,
+                    )
+                )
             elif self.state.active[k] and (alive is None or alive[k]):
                 first = not p.diagnostics
-                p.diagnostics.extend(diagnostics.rows(stats, k, step, step / self.steps_per_epoch, phase, self.specs[k], self.units, first=first))
+                p.diagnostics.extend(
+                    diagnostics.rows(
+                        stats, k, step, step / self.steps_per_epoch, phase, self.specs[k], self.units, first=first
+                    )
+                )
                 p.probe_seconds += seconds
         self.probed = [trainable[i] for i in self.graph.kernels]
 
@@ -259,19 +295,31 @@ class Pack:
             log.info(
                 "%s epoch %d/%d loss %.4f val_accuracy %.4f %.1fs ETA %.0fs%s",
                 self.members[k].run_dir.name if len(self.members) == 1 else _label(self.members[k]),
-                epoch + 1, self.specs[k].epochs, row["loss"], row["val_accuracy"], seconds, eta,
+                epoch + 1,
+                self.specs[k].epochs,
+                row["loss"],
+                row["val_accuracy"],
+                seconds,
+                eta,
                 " diverged" if p.diverged else (" early stop" if p.stopped else ""),
-            )  # fmt: skip
+            )
         keep = ops.convert_to_tensor(improved)
-        best = Weights(steps.select(keep, state.train.trainable, state.best.trainable),
-                       steps.select(keep, state.train.non_trainable, state.best.non_trainable))  # fmt: skip
+        best = Weights(
+            steps.select(keep, state.train.trainable, state.best.trainable),
+            steps.select(keep, state.train.non_trainable, state.best.non_trainable),
+        )
         active = state.active & np.array([not p.stopped for p in state.progress])
         self.state = state._replace(best=best, epoch=epoch + 1, active=active)
         progress_log.info(
             "%s epoch %d/%d: best val_accuracy %.4f, %d/%d runs training, ETA %.0fs",
-            self.pack_dir.name, epoch + 1, self.specs[0].epochs, max(p.best_value for p in state.progress),
-            active.sum(), len(self.members), eta if active.any() else 0,
-        )  # fmt: skip
+            self.pack_dir.name,
+            epoch + 1,
+            self.specs[0].epochs,
+            max(p.best_value for p in state.progress),
+            active.sum(),
+            len(self.members),
+            eta if active.any() else 0,
+        )
 
     # --- checkpoint --------------------------------------------------------------------------------
     def _key(self) -> str:
@@ -279,7 +327,9 @@ class Pack:
 
     def _save(self) -> None:
         self.state = self.state._replace(hooks={h.key: h.state() for h in self.hooks if getattr(h, "key", None)})
-        save_state(self.state, self.pack_dir, self._key(), lambda stage: self._hook("on_backup", self.state.epoch, stage))
+        save_state(
+            self.state, self.pack_dir, self._key(), lambda stage: self._hook("on_backup", self.state.epoch, stage)
+        )
 
     def _resume(self) -> None:
         """Continue from the newest readable checkpoint of this very pack, if any: its state, the
@@ -297,7 +347,13 @@ class Pack:
     def _hook(self, method: str, *args, step: int | None = None) -> None:
         if self.hooks:
             epoch = self.state.epoch
-            view = View(epoch, epoch * self.steps_per_epoch if step is None else step, self.state, self.model, self.steps_per_epoch)
+            view = View(
+                epoch,
+                epoch * self.steps_per_epoch if step is None else step,
+                self.state,
+                self.model,
+                self.steps_per_epoch,
+            )
             for hook in self.hooks:
                 getattr(hook, method)(view, *args)
 
@@ -337,8 +393,15 @@ class Pack:
             _assign(model, self.model, values)
             model.save(path)
 
-        rundir.write(member.run_dir, history, diag, save_model, self.tensorboard[k], record,
-                     lambda stage: self._hook("on_output", k, stage))  # fmt: skip
+        rundir.write(
+            member.run_dir,
+            history,
+            diag,
+            save_model,
+            self.tensorboard[k],
+            record,
+            lambda stage: self._hook("on_output", k, stage),
+        )
         return record
 
 
@@ -368,8 +431,11 @@ def warn_unsettled_batch_norm(specs: list[RunSpec], steps_per_epoch: int) -> Non
                 "batch norm with momentum %g over at most %d steps keeps %.0f%% of its initial moving averages "
                 "(it needs %d steps to keep under 5%%): evaluation understates it; lower "
                 "techniques.batch_norm.momentum (0.9 needs %d) or train more steps",
-                momentum, steps,
-                100 * bn_moving_average_left(momentum, steps), bn_steps_needed(momentum), bn_steps_needed(0.9),
+                momentum,
+                steps,
+                100 * bn_moving_average_left(momentum, steps),
+                bn_steps_needed(momentum),
+                bn_steps_needed(0.9),
             )
             return  # once per pack: every BN member of a pack shares the momentum and the steps
 

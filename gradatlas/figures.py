@@ -34,18 +34,37 @@ from gradatlas.outcomes import FLOW_EXPLODING_ABOVE, FLOW_VANISHING_BELOW, HEALT
 PAGE_WIDTH_IN = 9.2
 MIN_FONT_PT = 9
 sns.set_theme(style="whitegrid", palette="colorblind", context="notebook")
-plt.rcParams.update({
-    "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
-    "legend.fontsize": 9, "legend.title_fontsize": 9, "figure.titlesize": 11,
-})  # fmt: skip
+plt.rcParams.update(
+    {
+        "font.size": 10,
+        "axes.titlesize": 10,
+        "axes.labelsize": 10,
+        "xtick.labelsize": 9,
+        "ytick.labelsize": 9,
+        "legend.fontsize": 9,
+        "legend.title_fontsize": 9,
+        "figure.titlesize": 11,
+    }
+)
 # semantic colours (Okabe-Ito hues): a class or status means the same colour in every figure
 CLASS_COLORS = dict(zip(HEALTH_CLASSES, ("#009E73", "#56B4E9", "#D55E00", "#E69F00", "#666666", "#000000"))) | {
-    "no value": "#D9D9D9"}  # fmt: skip
+    "no value": "#D9D9D9"
+}
 STATUS_COLORS = dict(zip(STATUSES, (CLASS_COLORS["healthy"], "#F0E442", CLASS_COLORS["diverged"])))
 # level colours: hues the semantic colours do not use (no green, sky blue, vermillion, orange, yellow,
 # black or grey), as many as the largest catalog section, so a factor's levels never collide
-LEVEL_PALETTE = ("#0072B2", "#CC79A7", "#6A3D9A", "#A6611A", "#E7298A", "#808000", "#1A1A6E", "#B39DDB",
-                 "#800000", "#4A7C8C")  # fmt: skip
+LEVEL_PALETTE = (
+    "#0072B2",
+    "#CC79A7",
+    "#6A3D9A",
+    "#A6611A",
+    "#E7298A",
+    "#808000",
+    "#1A1A6E",
+    "#B39DDB",
+    "#800000",
+    "#4A7C8C",
+)
 NEUTRAL = ("0.25", "0.6")  # two greys for contrasts that are neither levels nor classes
 # one colormap per heatmapped quantity; accuracy-like outcomes share one
 QUANTITY_CMAPS = {"test_accuracy": "viridis", "val_auc": "viridis", "delta_rms": "magma", "delta_norm": "magma"}
@@ -127,8 +146,9 @@ def run_quantiles(frame: pd.DataFrame, value: str, by: list[str]) -> pd.DataFram
     values = frame.assign(_v=pd.to_numeric(frame[value], errors="coerce").astype(float))
     values = values[np.isfinite(values["_v"])]
     grouped = values.groupby(by, dropna=False)["_v"]
-    return pd.DataFrame({"median": grouped.median(), "q25": grouped.quantile(0.25), "q75": grouped.quantile(0.75),
-                         "n": grouped.size()}).reset_index()  # fmt: skip
+    return pd.DataFrame(
+        {"median": grouped.median(), "q25": grouped.quantile(0.25), "q75": grouped.quantile(0.75), "n": grouped.size()}
+    ).reset_index()
 
 
 def spans_decades(values, decades: float = 2.0) -> bool:
@@ -182,16 +202,30 @@ def _grid(n: int, ncols: int, width: float, height: float, **kw):
 
 def _legend_below(fig, handles, labels, title: str | None = None, ncol: int = 4) -> None:
     if handles:
-        fig.legend(handles, labels, title=title, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                   ncol=max(1, min(ncol, len(labels))), frameon=False)  # fmt: skip
+        fig.legend(
+            handles,
+            labels,
+            title=title,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=max(1, min(ncol, len(labels))),
+            frameon=False,
+        )
 
 
 def _legend_under(ax, title: str, ncol: int = 3) -> None:
     """The panel's legend below its x-axis label, so it never covers a curve."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        ax.legend(handles, labels, title=title, loc="upper center", bbox_to_anchor=(0.5, -0.2),
-                  ncol=max(1, min(ncol, len(labels))), frameon=False)  # fmt: skip
+        ax.legend(
+            handles,
+            labels,
+            title=title,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.2),
+            ncol=max(1, min(ncol, len(labels))),
+            frameon=False,
+        )
 
 
 def _log10(values) -> pd.Series:
@@ -219,7 +253,9 @@ def _panel_layers(diagnostics: pd.DataFrame) -> list[int]:
     """Up to four layers to show: first, middle and last hidden, and the output layer."""
     hidden = sorted(diagnostics.loc[diagnostics["layer_kind"] == "hidden", "layer"].unique())
     output = sorted(diagnostics.loc[diagnostics["layer_kind"] == "output", "layer"].unique())
-    picked = list(dict.fromkeys([*hidden[:1], *hidden[len(hidden) // 2: len(hidden) // 2 + 1], *hidden[-1:], *output[-1:]]))
+    picked = list(
+        dict.fromkeys([*hidden[:1], *hidden[len(hidden) // 2 : len(hidden) // 2 + 1], *hidden[-1:], *output[-1:]])
+    )
     return [int(x) for x in picked]
 
 
@@ -245,7 +281,13 @@ def status_overview(status_counts: pd.DataFrame):
         sub = sub.loc[levels_of(factor, sub.index)[::-1], statuses]
         left = np.zeros(len(sub))
         for status in statuses:
-            ax.barh(sub.index, sub[status], left=left, color=STATUS_COLORS.get(status, CLASS_COLORS["no value"]), label=status)
+            ax.barh(
+                sub.index,
+                sub[status],
+                left=left,
+                color=STATUS_COLORS.get(status, CLASS_COLORS["no value"]),
+                label=status,
+            )
             left += sub[status].to_numpy()
         ax.set_title(factor)
         ax.set_xlabel("runs (count)")
@@ -273,8 +315,15 @@ def flow_classes(flow: pd.DataFrame):
             ax = axes[i, j]
             sub = flow[(flow["factor"] == factor) & (flow["when"] == when)].set_index("level")
             if sub.empty:  # at init: no level of this factor can act before the first update
-                ax.text(0.5, 0.5, f"{factor}: no effect possible at initialization\n(its levels start from the same networks)",
-                        ha="center", va="center", transform=ax.transAxes, fontsize=9)
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"{factor}: no effect possible at initialization\n(its levels start from the same networks)",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    fontsize=9,
+                )
                 ax.set_axis_off()
                 continue
             sub = sub.loc[levels_of(factor, sub.index)[::-1]]
@@ -307,7 +356,9 @@ def _probe_at(diagnostics: pd.DataFrame, when: str) -> pd.DataFrame:
 
 
 def _delta_column(diagnostics: pd.DataFrame) -> str:
-    return "delta_rms" if "delta_rms" in diagnostics.columns and diagnostics["delta_rms"].notna().any() else "delta_norm"
+    return (
+        "delta_rms" if "delta_rms" in diagnostics.columns and diagnostics["delta_rms"].notna().any() else "delta_norm"
+    )
 
 
 def gradient_flow(diagnostics: pd.DataFrame, rows: str = "activation", hue: str = "initializer"):
@@ -320,16 +371,29 @@ def gradient_flow(diagnostics: pd.DataFrame, rows: str = "activation", hue: str 
     row_levels = levels_of(rows, diagnostics[rows])[:MAX_ROWS]
     hue_levels = levels_of(hue, diagnostics[hue])[:MAX_LEVELS]
     frames = {w: _probe_at(diagnostics, "init" if w == "init" else "epoch1") for w in ("init", "epoch 1")}
-    fig, axes = plt.subplots(len(row_levels), 4, figsize=(PAGE_WIDTH_IN, 2.3 * len(row_levels) + 0.8), squeeze=False,
-                             sharex=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(row_levels), 4, figsize=(PAGE_WIDTH_IN, 2.3 * len(row_levels) + 0.8), squeeze=False, sharex=True
+    )
     layers = sorted(diagnostics["layer"].unique())
     for i, level in enumerate(row_levels):
         for j, (metric, when) in enumerate(columns):
             ax = axes[i, j]
             sub = frames[when]
-            sub = sub[(sub[rows] == level) & sub[hue].isin(hue_levels)].assign(value=lambda d: _log10(d[metric]).to_numpy())
-            sns.lineplot(sub, x="layer", y="value", hue=hue, hue_order=hue_levels, palette=level_palette(hue, hue_levels),
-                         errorbar=_t_band, marker="o", ax=ax, legend=False)  # fmt: skip
+            sub = sub[(sub[rows] == level) & sub[hue].isin(hue_levels)].assign(
+                value=lambda d: _log10(d[metric]).to_numpy()
+            )
+            sns.lineplot(
+                sub,
+                x="layer",
+                y="value",
+                hue=hue,
+                hue_order=hue_levels,
+                palette=level_palette(hue, hue_levels),
+                errorbar=_t_band,
+                marker="o",
+                ax=ax,
+                legend=False,
+            )
             ax.set_title(f"{level}: {'δ' if metric == delta else '∇W'}, {when}")
             ax.set_xlabel("layer (1 = input)" if i == len(row_levels) - 1 else "")
             ax.set_ylabel(f"log10 {metric}" if j in (0, 2) else "")
@@ -372,8 +436,14 @@ def convergence_ecdf(curves: pd.DataFrame, thresholds, factors: list[str] | None
         for level in levels_of(factor, per_run[factor])[:MAX_LEVELS]:
             reached = per_run.loc[per_run[factor] == level, "epochs"]
             share = [(reached <= e).sum() / len(reached) for e in epochs]
-            ax.step(np.append(epochs, max_epoch + 0.5), [*share, share[-1]], where="post", lw=2,
-                    color=level_color(factor, level), label=f"{level} ({int(reached.notna().sum())}/{len(reached)})")  # fmt: skip
+            ax.step(
+                np.append(epochs, max_epoch + 0.5),
+                [*share, share[-1]],
+                where="post",
+                lw=2,
+                color=level_color(factor, level),
+                label=f"{level} ({int(reached.notna().sum())}/{len(reached)})",
+            )
         ax.set_ylim(-0.03, 1.03)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
@@ -386,8 +456,12 @@ def convergence_ecdf(curves: pd.DataFrame, thresholds, factors: list[str] | None
 
 
 # --- atlas and interactions ---------------------------------------------------------------------------
-def accuracy_atlas(runs: pd.DataFrame, rows: str = "initializer", cols: str = "activation",
-                   facets: tuple[str, ...] = ("optimizer", "regularizer")):  # fmt: skip
+def accuracy_atlas(
+    runs: pd.DataFrame,
+    rows: str = "initializer",
+    cols: str = "activation",
+    facets: tuple[str, ...] = ("optimizer", "regularizer"),
+):
     """Test accuracy (seed mean) over rows x cols, one panel per facets combination, diverged cells
     marked, one colour bar. At most MAX_PANELS panels (with more, the highest mean accuracy)."""
     facets = [f for f in facets if f in runs.columns]
@@ -395,7 +469,11 @@ def accuracy_atlas(runs: pd.DataFrame, rows: str = "initializer", cols: str = "a
     cells = data.groupby([*facets, rows, cols], as_index=False, dropna=False).agg(
         test_accuracy=("test_accuracy", "mean"), diverged=("_diverged", "sum"), n=("_diverged", "size")
     )
-    panel_means = cells.groupby(facets, dropna=False)["test_accuracy"].mean().sort_values(ascending=False) if facets else pd.Series([0.0])
+    panel_means = (
+        cells.groupby(facets, dropna=False)["test_accuracy"].mean().sort_values(ascending=False)
+        if facets
+        else pd.Series([0.0])
+    )
     panels = [p if isinstance(p, tuple) else (p,) for p in panel_means.index[:MAX_PANELS]] if facets else [()]
     if facets:  # the report's level order for the panels shown
         order = cells[facets].drop_duplicates().apply(tuple, axis=1).tolist()
@@ -410,12 +488,31 @@ def accuracy_atlas(runs: pd.DataFrame, rows: str = "initializer", cols: str = "a
         for f, v in zip(facets, panel):
             sub = sub[sub[f] == v]
         grid = sub.pivot(index=rows, columns=cols, values="test_accuracy").reindex(index=row_levels, columns=col_levels)
-        sns.heatmap(grid.astype(float), ax=ax, vmin=0, vmax=1, cmap=quantity_cmap("test_accuracy"), annot=True, fmt=".2f", cbar=False,
-                    annot_kws={"fontsize": 9}, linewidths=0.5, linecolor="white")  # fmt: skip
+        sns.heatmap(
+            grid.astype(float),
+            ax=ax,
+            vmin=0,
+            vmax=1,
+            cmap=quantity_cmap("test_accuracy"),
+            annot=True,
+            fmt=".2f",
+            cbar=False,
+            annot_kws={"fontsize": 9},
+            linewidths=0.5,
+            linecolor="white",
+        )
         for _, row in sub[sub["diverged"] > 0].iterrows():
             x, y = col_levels.index(row[cols]) + 0.5, row_levels.index(row[rows]) + 0.85
-            ax.text(x, y, f"✕{int(row['diverged'])}/{int(row['n'])}", ha="center", va="center", fontsize=9,
-                    color="white", fontweight="bold")  # fmt: skip
+            ax.text(
+                x,
+                y,
+                f"✕{int(row['diverged'])}/{int(row['n'])}",
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white",
+                fontweight="bold",
+            )
         ax.set_title(" / ".join(str(v) for v in panel) if panel else "all runs")
         ax.set_xlabel(cols)
         ax.set_ylabel(rows)
@@ -423,10 +520,16 @@ def accuracy_atlas(runs: pd.DataFrame, rows: str = "initializer", cols: str = "a
         ax.tick_params(axis="y", rotation=0)
     fig.tight_layout(rect=(0, 0, 0.93, 0.97))
     cax = fig.add_axes((0.945, 0.2, 0.015, 0.6))
-    fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap=quantity_cmap("test_accuracy")), cax=cax,
-                 label="test accuracy (0-1)")  # fmt: skip
+    fig.colorbar(
+        plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap=quantity_cmap("test_accuracy")),
+        cax=cax,
+        label="test accuracy (0-1)",
+    )
     shown = f" ({len(panels)} of {len(panel_means)} panels, best first)" if len(panel_means) > len(panels) else ""
-    _suptitle(fig, f"Test accuracy (mean over seeds); ✕k/n: k of n seeds diverged; panels {' / '.join(facets) or 'all'}{shown}")
+    _suptitle(
+        fig,
+        f"Test accuracy (mean over seeds); ✕k/n: k of n seeds diverged; panels {' / '.join(facets) or 'all'}{shown}",
+    )
     return fig
 
 
@@ -440,12 +543,22 @@ def interaction_heatmaps(interactions: pd.DataFrame, outcome: str = "test_accura
     is_fraction = data["mean"].dropna().between(0, 1).all()
     for ax, (a, b) in zip(axes.flat, pairs):
         sub = data[(data["factor_a"] == a) & (data["factor_b"] == b)]
-        grid = sub.pivot(index="level_a", columns="level_b", values="mean").astype(float).reindex(
-            index=levels_of(a, sub["level_a"]), columns=levels_of(b, sub["level_b"])
+        grid = (
+            sub.pivot(index="level_a", columns="level_b", values="mean")
+            .astype(float)
+            .reindex(index=levels_of(a, sub["level_a"]), columns=levels_of(b, sub["level_b"]))
         )
-        sns.heatmap(grid, ax=ax, cmap=quantity_cmap(outcome), annot=grid.size <= 64, fmt=".2f", annot_kws={"fontsize": 9},
-                    vmin=0 if is_fraction else None, vmax=1 if is_fraction else None,
-                    cbar_kws={"label": "mean " + outcome.replace("_", " ")})  # fmt: skip
+        sns.heatmap(
+            grid,
+            ax=ax,
+            cmap=quantity_cmap(outcome),
+            annot=grid.size <= 64,
+            fmt=".2f",
+            annot_kws={"fontsize": 9},
+            vmin=0 if is_fraction else None,
+            vmax=1 if is_fraction else None,
+            cbar_kws={"label": "mean " + outcome.replace("_", " ")},
+        )
         ax.set_xlabel(b)
         ax.set_ylabel(a)
         ax.set_title(f"{a} × {b}")
@@ -463,8 +576,9 @@ def main_effects_plot(effects: pd.DataFrame, outcomes: dict[str, str] | None = N
     if not outcomes:
         return _empty("no outcomes to show", "Main effects")
     factors = list(dict.fromkeys(effects["factor"]))
-    fig, axes = plt.subplots(len(factors), len(outcomes), figsize=(PAGE_WIDTH_IN, 2.3 * len(factors) + 0.8),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(factors), len(outcomes), figsize=(PAGE_WIDTH_IN, 2.3 * len(factors) + 0.8), squeeze=False
+    )
     for i, factor in enumerate(factors):
         for j, (outcome, label) in enumerate(outcomes.items()):
             ax = axes[i, j]
@@ -476,8 +590,15 @@ def main_effects_plot(effects: pd.DataFrame, outcomes: dict[str, str] | None = N
                 if np.isfinite(r["ci_low"]):
                     ax.plot([r["ci_low"], r["ci_high"]], [yi, yi], color=color, lw=2)
                 ax.plot(r["mean"], yi, "o", color=color)
-                ax.annotate(f"n={int(r['n'])}", (1.0, yi), xycoords=("axes fraction", "data"), xytext=(3, 0),
-                            textcoords="offset points", va="center", fontsize=9)  # fmt: skip
+                ax.annotate(
+                    f"n={int(r['n'])}",
+                    (1.0, yi),
+                    xycoords=("axes fraction", "data"),
+                    xytext=(3, 0),
+                    textcoords="offset points",
+                    va="center",
+                    fontsize=9,
+                )
             ax.set_yticks(y, sub.index if j == 0 else [""] * len(sub))
             ax.set_ylabel(factor if j == 0 else "")
             ax.set_xlabel(label)
@@ -498,11 +619,14 @@ def paired_delta_forest(deltas: pd.DataFrame, outcomes: dict[str, str] | None = 
         return _empty("no baseline level found in the data: no paired deltas", "Paired deltas")
     first = deltas[deltas["outcome"] == next(iter(outcomes))]
     labels = [f"{r.factor}: {r.level} vs {r.baseline}" for r in first.itertuples()]
-    fig, axes = plt.subplots(1, len(outcomes), figsize=(PAGE_WIDTH_IN, 0.3 * len(labels) + 1.6), squeeze=False,
-                             sharey=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, len(outcomes), figsize=(PAGE_WIDTH_IN, 0.3 * len(labels) + 1.6), squeeze=False, sharey=True
+    )
     for ax, (outcome, label) in zip(axes.flat, outcomes.items()):
-        sub = deltas[deltas["outcome"] == outcome].set_index(["factor", "level"]).reindex(
-            list(zip(first["factor"], first["level"]))
+        sub = (
+            deltas[deltas["outcome"] == outcome]
+            .set_index(["factor", "level"])
+            .reindex(list(zip(first["factor"], first["level"])))
         )
         y = np.arange(len(sub))[::-1]
         for yi, (_, row) in zip(y, sub.iterrows()):  # neutral: a colour would read as good or bad
@@ -614,8 +738,12 @@ def delta_heatmaps(diagnostics: pd.DataFrame, cells: list[tuple[str, dict]]):
         ax.set_title(label + "\n" + ", ".join(str(v) for v in cell.values()), fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.92, 0.95))
     cax = fig.add_axes((0.935, 0.2, 0.015, 0.6))
-    fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap=quantity_cmap(metric)), cax=cax, extend=extend,
-                 label=f"log10 {metric}")  # fmt: skip
+    fig.colorbar(
+        plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap=quantity_cmap(metric)),
+        cax=cax,
+        extend=extend,
+        label=f"log10 {metric}",
+    )
     clipped = " (colour scale clipped at the 2nd-98th percentile: arrow ends)" if extend != "neither" else ""
     _suptitle(fig, f"Error signal per layer over training; hatched: diverged, no value{clipped}")
     return fig
@@ -645,16 +773,18 @@ def _bn_style(group: str) -> str:
 def _percentile_panels(diagnostics: pd.DataFrame, prefix: str, log: bool, title: str):
     layers = _panel_layers(diagnostics)
     acts = levels_of("activation", diagnostics["activation"])[:MAX_ROWS]
-    fig, axes = plt.subplots(len(acts), len(layers), figsize=(PAGE_WIDTH_IN, 2.1 * len(acts) + 0.9), squeeze=False,
-                             sharex=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(acts), len(layers), figsize=(PAGE_WIDTH_IN, 2.1 * len(acts) + 0.9), squeeze=False, sharex=True
+    )
     floor = None
     if log:  # |δ| is exactly 0 for inactive ReLU units: draw zeros at a floor below the smallest positive value
         cols = [f"{prefix}_p05", f"{prefix}_p50", f"{prefix}_p95"]
         values = pd.to_numeric(diagnostics[cols].stack(), errors="coerce")
         positive = values[values > 0]
         floor = 10.0 ** (np.floor(np.log10(positive.min())) - 1) if len(positive) else 1e-12
-        diagnostics = diagnostics.assign(**{c: pd.to_numeric(diagnostics[c], errors="coerce").where(
-            lambda v: ~(v == 0), floor) for c in cols})  # fmt: skip
+        diagnostics = diagnostics.assign(
+            **{c: pd.to_numeric(diagnostics[c], errors="coerce").where(lambda v: ~(v == 0), floor) for c in cols}
+        )
     series = percentile_series(diagnostics, prefix)
     groups = [g for g in (NO_BN, BN) if g in set(series["bn"])]
     for i, act in enumerate(acts):
@@ -674,7 +804,9 @@ def _percentile_panels(diagnostics: pd.DataFrame, prefix: str, log: bool, title:
             elif spans_decades(at[["q25", "q75", "p05", "p95"]].to_numpy().ravel()):
                 ax.set_yscale("symlog", linthresh=1.0)  # linear within ±1, log beyond: exploding runs
             kind = diagnostics.loc[diagnostics["layer"] == layer, "layer_kind"]
-            ax.set_title(f"{act}, layer {layer}{' (output)' if len(kind) and kind.iloc[0] == 'output' else ''}", fontsize=9)
+            ax.set_title(
+                f"{act}, layer {layer}{' (output)' if len(kind) and kind.iloc[0] == 'output' else ''}", fontsize=9
+            )
             ax.set_xlabel("steps + 1 (log)" if i == len(acts) - 1 else "")
             scale = ax.get_yscale()
             ax.set_ylabel(prefix + (f" ({scale})" if scale != "linear" else "") if j == 0 else "")
@@ -692,8 +824,9 @@ def delta_percentiles(diagnostics: pd.DataFrame):
     """|per-sample δ| per layer and activation over training (log): over runs, the median and 25-75%
     band of each run's median, and the medians of its 5th/95th percentiles; BN runs apart."""
     empty = _needs(diagnostics, ["delta_p05", "delta_p50", "delta_p95"], "δ percentiles")
-    return empty or _percentile_panels(diagnostics, "delta", True, "|δ| per layer over training, pooled over runs "
-                                       "by medians")  # fmt: skip
+    return empty or _percentile_panels(
+        diagnostics, "delta", True, "|δ| per layer over training, pooled over runs by medians"
+    )
 
 
 def activation_percentiles(diagnostics: pd.DataFrame):
@@ -701,8 +834,9 @@ def activation_percentiles(diagnostics: pd.DataFrame):
     of each run's median, and the medians of its 5th/95th percentiles; BN runs apart; symlog where
     values pass 100."""
     empty = _needs(diagnostics, ["act_p05", "act_p50", "act_p95"], "Activation percentiles")
-    return empty or _percentile_panels(diagnostics, "act", False, "Activations per layer over training, pooled over "
-                                       "runs by medians")  # fmt: skip
+    return empty or _percentile_panels(
+        diagnostics, "act", False, "Activations per layer over training, pooled over runs by medians"
+    )
 
 
 def unit_shares(hidden: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -726,8 +860,9 @@ def saturation_dead(diagnostics: pd.DataFrame):
     inits = levels_of("initializer", hidden["initializer"]) if "initializer" in hidden.columns else [None]
     groups = [g for g in (NO_BN, BN) if g in set(bn_groups(hidden))]
     panels = [(kind, g) for kind in ("measure", "dead_frac") for g in groups]
-    fig, axes = plt.subplots(len(acts), len(panels), figsize=(PAGE_WIDTH_IN, 2.2 * len(acts) + 0.9), squeeze=False,
-                             sharex=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(acts), len(panels), figsize=(PAGE_WIDTH_IN, 2.2 * len(acts) + 0.9), squeeze=False, sharex=True
+    )
     for i, act in enumerate(acts):
         sub = hidden[hidden["activation"] == act]
         measure = "inactive_frac" if analysis.activation_family(act) == "relu" else "saturated_frac"
@@ -746,16 +881,23 @@ def saturation_dead(diagnostics: pd.DataFrame):
                 ax.axhline(limit, color=NEUTRAL[1], lw=1, ls="--")
             _steps_axis(ax)
             ax.set_ylim(-0.02, 1.02)
-            name = {"inactive_frac": "inactive (u < 0)", "saturated_frac": "saturated (f' < 5% max)",
-                    "dead_frac": "dead units"}[metric]  # fmt: skip
+            name = {
+                "inactive_frac": "inactive (u < 0)",
+                "saturated_frac": "saturated (f' < 5% max)",
+                "dead_frac": "dead units",
+            }[metric]
             ax.set_title(f"{act}: {name}" + (f"\n{group}" if len(groups) > 1 else ""), fontsize=9)
             ax.set_ylabel(f"{metric} (0-1)" if j == 0 or kind != panels[j - 1][0] else "")
             if i < len(acts) - 1:
                 ax.set_xlabel("")
-    handles = [plt.Line2D([], [], color=level_color("initializer", init), marker=".") for init in inits if init is not None]
+    handles = [
+        plt.Line2D([], [], color=level_color("initializer", init), marker=".") for init in inits if init is not None
+    ]
     handles.append(plt.Line2D([], [], color=NEUTRAL[1], ls="--"))
     labels = [str(init) for init in inits if init is not None] + ["verdict threshold (saturated / dead)"]
-    _suptitle(fig, "Saturated or inactive, and dead units (mean over hidden layers per run): median over runs, band 25-75%")
+    _suptitle(
+        fig, "Saturated or inactive, and dead units (mean over hidden layers per run): median over runs, band 25-75%"
+    )
     fig.tight_layout()
     _legend_below(fig, handles, labels, "initializer", ncol=5)
     return fig
@@ -799,8 +941,17 @@ def learning_curves(full_curves: pd.DataFrame, factors: list[str] | None = None)
     fig, axes = _grid(len(factors), 2, 4.75, 3.8, sharey=True)
     for ax, factor in zip(axes.flat, factors):
         levels = levels_of(factor, full_curves[factor])[:MAX_LEVELS]
-        sns.lineplot(full_curves[full_curves[factor].isin(levels)], x="epoch", y="val_accuracy", hue=factor,
-                     hue_order=levels, palette=level_palette(factor, levels), errorbar=_t_band, marker="o", ax=ax)  # fmt: skip
+        sns.lineplot(
+            full_curves[full_curves[factor].isin(levels)],
+            x="epoch",
+            y="val_accuracy",
+            hue=factor,
+            hue_order=levels,
+            palette=level_palette(factor, levels),
+            errorbar=_t_band,
+            marker="o",
+            ax=ax,
+        )
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation accuracy (0-1)")
         ax.set_title(f"by {factor}")
@@ -810,8 +961,11 @@ def learning_curves(full_curves: pd.DataFrame, factors: list[str] | None = None)
     per_run = full_curves.groupby(keys, dropna=False)["filled"].agg(set)
     n_stop = int(per_run.map(lambda s: "early_stop" in s).sum())
     n_div = int(per_run.map(lambda s: "diverged" in s).sum())
-    _suptitle(fig, f"Validation accuracy (mean, 95% t-band) over {len(per_run)} runs; carried: {n_stop} early-stopped "
-                   f"at their best, {n_div} diverged at chance")  # fmt: skip
+    _suptitle(
+        fig,
+        f"Validation accuracy (mean, 95% t-band) over {len(per_run)} runs; carried: {n_stop} early-stopped "
+        f"at their best, {n_div} diverged at chance",
+    )
     fig.tight_layout()
     return fig
 
@@ -825,8 +979,9 @@ def loss_curves(curves: pd.DataFrame, factors: list[str] | None = None):
     data = curves.assign(log_loss=_log10(curves["loss"]).to_numpy())
     keys = [k for k in dict.fromkeys([*factors, "seed"]) if k in curves.columns]
     last = int(curves["epoch"].max())
-    per_run = data.groupby(keys, dropna=False).agg(finite=("log_loss", lambda s: np.isfinite(s).all()),
-                                                   epochs=("epoch", "max"))  # fmt: skip
+    per_run = data.groupby(keys, dropna=False).agg(
+        finite=("log_loss", lambda s: np.isfinite(s).all()), epochs=("epoch", "max")
+    )
     n_lost = int((~per_run["finite"]).sum())
     n_short = int((per_run["epochs"] < last).sum())
     fig, axes = _grid(len(factors), 2, 4.75, 3.8, sharey=True)
@@ -843,8 +998,11 @@ def loss_curves(curves: pd.DataFrame, factors: list[str] | None = None):
         ax.set_title(f"by {factor}")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         _legend_under(ax, factor)
-    _suptitle(fig, f"Training loss (geometric mean); left out: {n_lost} runs from their non-finite epoch, "
-                   f"{n_short} runs stopped early after their last epoch")  # fmt: skip
+    _suptitle(
+        fig,
+        f"Training loss (geometric mean); left out: {n_lost} runs from their non-finite epoch, "
+        f"{n_short} runs stopped early after their last epoch",
+    )
     fig.tight_layout()
     return fig
 
@@ -855,10 +1013,15 @@ def leaderboard_plot(board: pd.DataFrame, outcome: str = "test_accuracy"):
     sub = board[board["outcome"] == outcome] if "outcome" in board.columns else board
     if sub.empty:
         return _empty("no cells", "Leaderboard")
-    grid_axescols = [c for c in sub.columns
-                     if c not in {"outcome", "rank_group", "rank", "mean", "ci_low", "ci_high", "n_seeds", "health"}]  # fmt: skip
-    labels = [f"#{int(r['rank'])} " + " / ".join(str(r[c]) for c in grid_axescols) + f" (n={int(r['n_seeds'])})"
-              for _, r in sub.iterrows()]  # fmt: skip
+    grid_axescols = [
+        c
+        for c in sub.columns
+        if c not in {"outcome", "rank_group", "rank", "mean", "ci_low", "ci_high", "n_seeds", "health"}
+    ]
+    labels = [
+        f"#{int(r['rank'])} " + " / ".join(str(r[c]) for c in grid_axescols) + f" (n={int(r['n_seeds'])})"
+        for _, r in sub.iterrows()
+    ]
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN, 0.34 * len(sub) + 1.4))
     y = np.arange(len(sub))[::-1]
     for yi, (_, row) in zip(y, sub.iterrows()):

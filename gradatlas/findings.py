@@ -11,17 +11,29 @@ import pandas as pd
 
 from gradatlas.config import FACTORS
 from gradatlas.effects import (
-    convergence_table, gradient_flow_table, interaction_table, leaderboard, paired_deltas,
-    paired_differences, status_counts, variance_decomposition,
-)  # fmt: skip
+    convergence_table,
+    gradient_flow_table,
+    interaction_table,
+    leaderboard,
+    paired_deltas,
+    paired_differences,
+    status_counts,
+    variance_decomposition,
+)
 from gradatlas.outcomes import FLOW_EXPLODING_ABOVE, FLOW_VANISHING_BELOW, HEALTH_CLASSES
 from gradatlas.registry import TABLES
 from gradatlas.runframe import (
-    FLOW_WHEN, RELATIVE_TARGET, describe_health, distinct_at_init, health_counts, health_frame, inert_at_init,
-    level_label, outcomes_of,
-)  # fmt: skip
-from gradatlas.stats import mean as _mean
-from gradatlas.stats import format_estimate, nan_to, power_of_ten, t_interval, welch_interval
+    FLOW_WHEN,
+    RELATIVE_TARGET,
+    describe_health,
+    distinct_at_init,
+    health_counts,
+    health_frame,
+    inert_at_init,
+    level_label,
+    outcomes_of,
+)
+from gradatlas.stats import format_estimate, mean as _mean, nan_to, power_of_ten, t_interval, welch_interval
 
 
 # --- the headline -------------------------------------------------------------------------------
@@ -80,13 +92,30 @@ def headline(runs: pd.DataFrame, factors: list[str], target: float | None = None
 
 
 def _inert_row(factor: str, levels: list[str]) -> dict:
-    sentence = (f"Gradients at initialization, {factor}: no effect possible at initialization; its levels "
-                f"({', '.join(levels)}) cannot act before the first update, so their runs start from the same "
-                "networks (counted once).")  # fmt: skip
-    return {"question": QUESTIONS["init"], "factor": factor, "best": None, "runner_up": None, "tied": None,
-            "measure": None, "best_value": np.nan, "runner_up_value": np.nan, "keeps_alive": None, "effect": np.nan,
-            "ci_low": np.nan, "ci_high": np.nan, "n": 0, "paired": None, "best_summary": "",
-            "runner_up_summary": "", "sentence": sentence}  # fmt: skip
+    sentence = (
+        f"Gradients at initialization, {factor}: no effect possible at initialization; its levels "
+        f"({', '.join(levels)}) cannot act before the first update, so their runs start from the same "
+        "networks (counted once)."
+    )
+    return {
+        "question": QUESTIONS["init"],
+        "factor": factor,
+        "best": None,
+        "runner_up": None,
+        "tied": None,
+        "measure": None,
+        "best_value": np.nan,
+        "runner_up_value": np.nan,
+        "keeps_alive": None,
+        "effect": np.nan,
+        "ci_low": np.nan,
+        "ci_high": np.nan,
+        "n": 0,
+        "paired": None,
+        "best_summary": "",
+        "runner_up_summary": "",
+        "sentence": sentence,
+    }
 
 
 def _pairs_unit(paired: bool) -> str:
@@ -114,11 +143,25 @@ def _flow_row(factor, when, best, second, effect) -> dict:
         f"({describe(second)}). Distance from healthy flow |log10 ratio| {best['mean_distance']:.2f} vs "
         f"{second['mean_distance']:.2f}: difference {format_estimate(diff, low, high, n, '+.2f', _pairs_unit(paired))}."
     )
-    return {"question": QUESTIONS[when], "factor": factor, "best": best["level"], "runner_up": second["level"],
-            "tied": tied, "measure": f"flow_distance_{when}", "best_value": best["mean_distance"],
-            "runner_up_value": second["mean_distance"], "keeps_alive": bool(best["keeps_alive"]), "effect": diff,
-            "ci_low": low, "ci_high": high, "n": n, "paired": paired, "best_summary": describe(best),
-            "runner_up_summary": describe(second), "sentence": sentence}  # fmt: skip
+    return {
+        "question": QUESTIONS[when],
+        "factor": factor,
+        "best": best["level"],
+        "runner_up": second["level"],
+        "tied": tied,
+        "measure": f"flow_distance_{when}",
+        "best_value": best["mean_distance"],
+        "runner_up_value": second["mean_distance"],
+        "keeps_alive": bool(best["keeps_alive"]),
+        "effect": diff,
+        "ci_low": low,
+        "ci_high": high,
+        "n": n,
+        "paired": paired,
+        "best_summary": describe(best),
+        "runner_up_summary": describe(second),
+        "sentence": sentence,
+    }
 
 
 def _speed_row(factor, best, second, effect) -> dict:
@@ -129,12 +172,13 @@ def _speed_row(factor, best, second, effect) -> dict:
         return f"median {value:g} epochs to the relative target" if np.isfinite(value) else "median not reached"
 
     def summary(r):
-        return (f"area {r['mean_val_auc']:.3f}; {km(r)}; {int(r.get('n_reached_relative', 0))} of {int(r['n'])} runs "
-                "reach the relative target")  # fmt: skip
+        return (
+            f"area {r['mean_val_auc']:.3f}; {km(r)}; {int(r.get('n_reached_relative', 0))} of {int(r['n'])} runs "
+            "reach the relative target"
+        )
 
     tied = bool(round(best["mean_val_auc"], 12) == round(second["mean_val_auc"], 12))
-    lead = (f"a tie between {best['level']} and {second['level']}" if tied
-            else f"{best['level']} learns fastest")  # fmt: skip
+    lead = f"a tie between {best['level']} and {second['level']}" if tied else f"{best['level']} learns fastest"
     sentence = (
         f"Convergence speed, {factor}: {lead} (area under the validation curve {best['mean_val_auc']:.3f}, "
         f"{km(best)}; {int(best.get('n_reached_relative', 0))} of {int(best['n'])} runs reach "
@@ -142,26 +186,48 @@ def _speed_row(factor, best, second, effect) -> dict:
         f"({second['mean_val_auc']:.3f}, {km(second)}). Difference in area "
         f"{format_estimate(diff, low, high, n, '+.3f', _pairs_unit(paired))}."
     )
-    return {"question": QUESTIONS["speed"], "factor": factor, "best": best["level"], "runner_up": second["level"],
-            "tied": tied, "measure": "val_auc", "best_value": best["mean_val_auc"],
-            "runner_up_value": second["mean_val_auc"], "keeps_alive": None, "effect": diff, "ci_low": low,
-            "ci_high": high, "n": n, "paired": paired, "best_summary": summary(best),
-            "runner_up_summary": summary(second), "sentence": sentence}  # fmt: skip
+    return {
+        "question": QUESTIONS["speed"],
+        "factor": factor,
+        "best": best["level"],
+        "runner_up": second["level"],
+        "tied": tied,
+        "measure": "val_auc",
+        "best_value": best["mean_val_auc"],
+        "runner_up_value": second["mean_val_auc"],
+        "keeps_alive": None,
+        "effect": diff,
+        "ci_low": low,
+        "ci_high": high,
+        "n": n,
+        "paired": paired,
+        "best_summary": summary(best),
+        "runner_up_summary": summary(second),
+        "sentence": sentence,
+    }
 
 
 def budget_sentence(settings: dict) -> str:
     """The study's budget and caveats in one line, from `registry.study_settings(config)`."""
-    s = {k: (", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in settings.items()
-         if k not in ("nuisance", "grid_learning_rate", "learning_rates")} | {
-        k: settings.get(k) for k in ("nuisance", "grid_learning_rate", "learning_rates")}  # fmt: skip
+    s = {
+        k: (", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
+        for k, v in settings.items()
+        if k not in ("nuisance", "grid_learning_rate", "learning_rates")
+    } | {k: settings.get(k) for k in ("nuisance", "grid_learning_rate", "learning_rates")}
     tuned = list(s.get("nuisance") or [])
     if "learning_rate" in tuned:
-        lr = "learning rate tuned per cell on validation accuracy over " + ", ".join(map(str, s.get("grid_learning_rate", [])))
+        lr = "learning rate tuned per cell on validation accuracy over " + ", ".join(
+            map(str, s.get("grid_learning_rate", []))
+        )
     elif s.get("grid_learning_rate"):
         lr = "learning rates untuned (a grid axis: " + ", ".join(map(str, s["grid_learning_rate"])) + ")"
     else:
         rates = s.get("learning_rates", {})
-        lr = "learning rates untuned (fixed per optimizer: " + ", ".join(f"{k} {v}" for k, v in (rates or {}).items()) + ")"
+        lr = (
+            "learning rates untuned (fixed per optimizer: "
+            + ", ".join(f"{k} {v}" for k, v in (rates or {}).items())
+            + ")"
+        )
     return (
         f"Budget: at most {s.get('epochs')} epochs on {s.get('train_images')} training images, batch "
         f"{s.get('batch_size')}, {lr}; a {s.get('depth')}×{s.get('width')} MLP on MNIST; {s.get('n_seeds')} "
@@ -173,15 +239,25 @@ def budget_sentence(settings: dict) -> str:
 # --- findings -----------------------------------------------------------------------------------
 # the figure that shows each kind of finding (the report links the sentence to it)
 FINDING_FIGURES = {
-    "budget": None, "caveat": "learning_curves", "gradients": "flow_classes", "recipe": "atlas",
-    "interaction": "interactions", "headline": "flow_classes", "variance": "variance", "paired_effect": "paired_deltas",
-    "best_level": "paired_deltas", "extremes": "gradient_flow", "divergence": "status", "speed": "convergence",
-}  # fmt: skip
+    "budget": None,
+    "caveat": "learning_curves",
+    "gradients": "flow_classes",
+    "recipe": "atlas",
+    "interaction": "interactions",
+    "headline": "flow_classes",
+    "variance": "variance",
+    "paired_effect": "paired_deltas",
+    "best_level": "paired_deltas",
+    "extremes": "gradient_flow",
+    "divergence": "status",
+    "speed": "convergence",
+}
 FIRST_SCREEN = ("gradients", "recipe", "interaction", "caveat")  # the kinds the answer opens with
 
 
-def findings(runs: pd.DataFrame, factors: list[str], baselines: dict, settings: dict | None = None,
-             target: float | None = None) -> pd.DataFrame:  # fmt: skip
+def findings(
+    runs: pd.DataFrame, factors: list[str], baselines: dict, settings: dict | None = None, target: float | None = None
+) -> pd.DataFrame:
     """Plain-language sentences computed from the numbers, one row each: kind, sentence, figure.
 
     kinds (FINDING_FIGURES): budget, gradients (what keeps gradients alive and what kills them),
@@ -217,14 +293,21 @@ def findings(runs: pd.DataFrame, factors: list[str], baselines: dict, settings: 
         rows += [("speed", s) for s in _speed_finding(data, factors, target)]
     # a headline sentence shows in the figure of its question
     questions = iter(head["question"])
-    figure = [("convergence" if next(questions) == QUESTIONS["speed"] else "flow_classes") if kind == "headline"
-              else FINDING_FIGURES[kind] for kind, _ in rows]  # fmt: skip
-    return pd.DataFrame({"kind": [k for k, _ in rows], "sentence": [s for _, s in rows], "figure": figure},
-                        columns=["kind", "sentence", "figure"])  # fmt: skip
+    figure = [
+        ("convergence" if next(questions) == QUESTIONS["speed"] else "flow_classes")
+        if kind == "headline"
+        else FINDING_FIGURES[kind]
+        for kind, _ in rows
+    ]
+    return pd.DataFrame(
+        {"kind": [k for k, _ in rows], "sentence": [s for _, s in rows], "figure": figure},
+        columns=["kind", "sentence", "figure"],
+    )
 
 
 def _cell_name(values: dict) -> str:
     """'he_normal + relu + batch_norm + depth 16': technique names as they are, other axes named."""
+
     def part(axis, value):
         if axis not in FACTORS:
             return f"{axis} {value}"
@@ -259,9 +342,11 @@ def _gradient_answer(data: pd.DataFrame, factors: list[str]) -> list[str]:
         if n:
             killed = [f"{c} — {_some(cells, 6)}" for c, cells in by_class.items() if cells and c != "healthy"]
             cells = sum(len(v) for v in by_class.values())
-            out.append(f"At initialization {describe_health(total)} distinct networks; healthy in "
-                       f"{len(by_class['healthy'])} of {cells} cells ({' × '.join(acting) or 'one cell'}). "
-                       + (f"Killed: {'; '.join(killed)}." if killed else "None is killed."))  # fmt: skip
+            out.append(
+                f"At initialization {describe_health(total)} distinct networks; healthy in "
+                f"{len(by_class['healthy'])} of {cells} cells ({' × '.join(acting) or 'one cell'}). "
+                + (f"Killed: {'; '.join(killed)}." if killed else "None is killed.")
+            )
     if "health_final" in data.columns:
         total = health_counts(data["health_final"])
         if sum(total.values()):
@@ -278,18 +363,36 @@ def _recipe_finding(data: pd.DataFrame, factors: list[str]) -> list[str]:
     top = board.iloc[0]
     varying = [f for f in factors if data[f].nunique() > 1]
     cell = {f: top[f] for f in varying}
-    match = np.logical_and.reduce([data[f].map(level_label) == v for f, v in cell.items()]) if cell else np.ones(len(data), bool)
-    epochs = pd.to_numeric(data.loc[match, "epochs_to_relative_target"], errors="coerce") if "epochs_to_relative_target" in data else pd.Series(dtype=float)
+    match = (
+        np.logical_and.reduce([data[f].map(level_label) == v for f, v in cell.items()])
+        if cell
+        else np.ones(len(data), bool)
+    )
+    epochs = (
+        pd.to_numeric(data.loc[match, "epochs_to_relative_target"], errors="coerce")
+        if "epochs_to_relative_target" in data
+        else pd.Series(dtype=float)
+    )
     median = epochs.median()
-    speed = (f"; it reaches the relative target ({data['relative_target'].iloc[0]:.3f}) in a median {median:g} "
-             f"epoch{'' if median == 1 else 's'}" if epochs.notna().any() else "")  # fmt: skip
+    speed = (
+        f"; it reaches the relative target ({data['relative_target'].iloc[0]:.3f}) in a median {median:g} "
+        f"epoch{'' if median == 1 else 's'}"
+        if epochs.notna().any()
+        else ""
+    )
     within = board.iloc[1:][board["mean"].iloc[1:] >= (top["ci_low"] if np.isfinite(top["ci_low"]) else top["mean"])]
-    others = (f" Within its interval: {len(within)} more cell(s), e.g. "
-              + "; ".join(f"{_cell_name({f: r[f] for f in varying})} {r['mean']:.3f}" for _, r in within.head(3).iterrows())
-              + "." if len(within) else "")  # fmt: skip
-    return [f"Best recipe: {_cell_name(cell) or 'the only cell'}, test accuracy "
-            f"{format_estimate(top['mean'], top['ci_low'], top['ci_high'], top['n_seeds'], '.3f', 'seeds')}{speed}."
-            + others]  # fmt: skip
+    others = (
+        f" Within its interval: {len(within)} more cell(s), e.g. "
+        + "; ".join(f"{_cell_name({f: r[f] for f in varying})} {r['mean']:.3f}" for _, r in within.head(3).iterrows())
+        + "."
+        if len(within)
+        else ""
+    )
+    return [
+        f"Best recipe: {_cell_name(cell) or 'the only cell'}, test accuracy "
+        f"{format_estimate(top['mean'], top['ci_low'], top['ci_high'], top['n_seeds'], '.3f', 'seeds')}{speed}."
+        + others
+    ]
 
 
 def _interaction_finding(data: pd.DataFrame, anova: pd.DataFrame, baselines: dict) -> list[str]:
@@ -302,7 +405,9 @@ def _interaction_finding(data: pd.DataFrame, anova: pd.DataFrame, baselines: dic
     a, b = re.findall(r"C\((\w+)\)", term["term"])
     best = None
     for x, y in ((a, b), (b, a)):
-        means = interaction_table(data, x, y, "test_accuracy").assign(**{x: lambda t: t[x].map(level_label), y: lambda t: t[y].map(level_label)})
+        means = interaction_table(data, x, y, "test_accuracy").assign(
+            **{x: lambda t: t[x].map(level_label), y: lambda t: t[y].map(level_label)}
+        )
         grid = means.pivot_table(index=x, columns=y, values="mean")
         base = level_label(baselines.get(x)) if level_label(baselines.get(x)) in grid.index else grid.index[0]
         for level in grid.index.drop(base):
@@ -313,10 +418,12 @@ def _interaction_finding(data: pd.DataFrame, anova: pd.DataFrame, baselines: dic
         return []
     _, x, y, level, base, effect, grid = best
     hi, lo = effect.idxmax(), effect.idxmin()
-    return [f"Largest interaction ({_term_label(term['term'])}, {term['eta_sq']:.0%} of the variance in test accuracy): "
-            f"{x} {level} instead of {base} changes test accuracy by {effect[hi]:+.3f} with {y} {hi} "
-            f"({grid.loc[base, hi]:.3f} → {grid.loc[level, hi]:.3f}) but by {effect[lo]:+.3f} with {y} {lo} "
-            f"({grid.loc[base, lo]:.3f} → {grid.loc[level, lo]:.3f}); means over the other factors and seeds."]  # fmt: skip
+    return [
+        f"Largest interaction ({_term_label(term['term'])}, {term['eta_sq']:.0%} of the variance in test accuracy): "
+        f"{x} {level} instead of {base} changes test accuracy by {effect[hi]:+.3f} with {y} {hi} "
+        f"({grid.loc[base, hi]:.3f} → {grid.loc[level, hi]:.3f}) but by {effect[lo]:+.3f} with {y} {lo} "
+        f"({grid.loc[base, lo]:.3f} → {grid.loc[level, lo]:.3f}); means over the other factors and seeds."
+    ]
 
 
 def _bn_caveat(data: pd.DataFrame, settings: dict) -> list[str]:
@@ -324,20 +431,28 @@ def _bn_caveat(data: pd.DataFrame, settings: dict) -> list[str]:
     from gradatlas.outcomes import bn_moving_average_left, bn_steps_needed
 
     momentum = settings.get("bn_momentum")
-    if momentum is None or "regularizer" not in data.columns or not {"steps_per_epoch", "epochs_run"} <= set(data.columns):
+    if (
+        momentum is None
+        or "regularizer" not in data.columns
+        or not {"steps_per_epoch", "epochs_run"} <= set(data.columns)
+    ):
         return []
     bn = data[data["regularizer"].map(level_label) == "batch_norm"]
-    steps = (pd.to_numeric(bn["steps_per_epoch"], errors="coerce") * pd.to_numeric(bn["epochs_run"], errors="coerce")).dropna()
+    steps = (
+        pd.to_numeric(bn["steps_per_epoch"], errors="coerce") * pd.to_numeric(bn["epochs_run"], errors="coerce")
+    ).dropna()
     needed = bn_steps_needed(momentum)
     short = steps[steps < needed]
     if short.empty:
         return []
     left = bn_moving_average_left(momentum, int(short.min()))
-    return [f"Caveat: {len(short)} of {len(steps)} batch-norm runs trained fewer than {needed} steps (the fewest "
-            f"{int(short.min())}), so with momentum {momentum:g} their moving averages still hold up to {left:.0%} of "
-            "their initial mean 0 and variance 1; these runs are evaluated on statistics that are not yet their own, "
-            "and their validation and test accuracy may understate them. Lower techniques.batch_norm.momentum "
-            f"(e.g. 0.9 settles in {bn_steps_needed(0.9)} steps) or train more steps."]  # fmt: skip
+    return [
+        f"Caveat: {len(short)} of {len(steps)} batch-norm runs trained fewer than {needed} steps (the fewest "
+        f"{int(short.min())}), so with momentum {momentum:g} their moving averages still hold up to {left:.0%} of "
+        "their initial mean 0 and variance 1; these runs are evaluated on statistics that are not yet their own, "
+        "and their validation and test accuracy may understate them. Lower techniques.batch_norm.momentum "
+        f"(e.g. 0.9 settles in {bn_steps_needed(0.9)} steps) or train more steps."
+    ]
 
 
 def _variance_finding(anova: pd.DataFrame) -> list[str]:
@@ -345,8 +460,9 @@ def _variance_finding(anova: pd.DataFrame) -> list[str]:
     if effects.empty:
         return []
     top = effects.iloc[0]
-    sentence = (f"In this study, {_term_label(top['term'])} explains {top['eta_sq']:.0%} of the variance in test "
-                "accuracy")  # fmt: skip
+    sentence = (
+        f"In this study, {_term_label(top['term'])} explains {top['eta_sq']:.0%} of the variance in test accuracy"
+    )
     if len(effects) > 1:
         runner_up = effects.iloc[1]
         sentence += f" (next: {_term_label(runner_up['term'])}, {runner_up['eta_sq']:.0%})"
@@ -358,7 +474,11 @@ def _delta_finding(deltas: pd.DataFrame) -> list[str]:
         return []
     top = deltas.loc[deltas["mean_delta"].abs().idxmax()]
     ci_known = np.isfinite(top["ci_low"])
-    verdict = ("the CI excludes 0" if top["ci_low"] > 0 or top["ci_high"] < 0 else "the CI includes 0") if ci_known else "no interval"
+    verdict = (
+        ("the CI excludes 0" if top["ci_low"] > 0 or top["ci_high"] < 0 else "the CI includes 0")
+        if ci_known
+        else "no interval"
+    )
     return [
         f"The largest paired effect on test accuracy: {top['factor']}={top['level']} instead of {top['baseline']} "
         f"changes it by {format_estimate(top['mean_delta'], top['ci_low'], top['ci_high'], top['n_pairs'], unit='pairs')}; "
@@ -374,10 +494,14 @@ def _best_level_findings(deltas: pd.DataFrame) -> list[str]:
         if top["mean_delta"] > 0 and top["ci_low"] > 0:
             sentences.append(f"Best {factor} against the baseline {top['baseline']}: {top['level']}, {numbers}.")
         elif top["mean_delta"] > 0:
-            sentences.append(f"No {factor} clearly beats the baseline {top['baseline']}: the best, {top['level']}, gives "
-                             f"{numbers}, and its interval includes 0 or is unavailable.")  # fmt: skip
+            sentences.append(
+                f"No {factor} clearly beats the baseline {top['baseline']}: the best, {top['level']}, gives "
+                f"{numbers}, and its interval includes 0 or is unavailable."
+            )
         else:
-            sentences.append(f"No {factor} beats the baseline {top['baseline']}: the closest, {top['level']}, gives {numbers}.")
+            sentences.append(
+                f"No {factor} beats the baseline {top['baseline']}: the closest, {top['level']}, gives {numbers}."
+            )
     return sentences
 
 
@@ -387,7 +511,11 @@ def _flow_extremes(data: pd.DataFrame, factors: list[str], when: str) -> list[st
     frame = health_frame(data, factors, when)
     column = f"log10_vanishing_ratio_{when}"
     groups = frame.groupby(factors, dropna=False, sort=False)
-    cells = groups[column].agg(["mean", "count"]).join(groups[f"health_{when}"].agg(lambda v: describe_health(health_counts(v))).rename("health"))
+    cells = (
+        groups[column]
+        .agg(["mean", "count"])
+        .join(groups[f"health_{when}"].agg(lambda v: describe_health(health_counts(v))).rename("health"))
+    )
     healthy_share = groups[f"health_{when}"].agg(lambda v: (v == "healthy").mean())
     cells = cells[cells["count"] > 0]
     if cells.empty:
@@ -402,18 +530,27 @@ def _flow_extremes(data: pd.DataFrame, factors: list[str], when: str) -> list[st
     healthy = cells[healthy_share.loc[cells.index] > 0.5]
     if len(healthy):
         cell = healthy["mean"].abs().idxmin()
-        out.append(f"Healthiest cell {moment}: {describe(cell)}, delta ratio {power_of_ten(cells.loc[[cell], 'mean'].iloc[0])} "
-                   f"({cells.loc[[cell], 'health'].iloc[0]}).")  # fmt: skip
-    for name, pick, beyond in (("vanishing", "idxmin", np.log10(FLOW_VANISHING_BELOW)), ("exploding", "idxmax", np.log10(FLOW_EXPLODING_ABOVE))):
+        out.append(
+            f"Healthiest cell {moment}: {describe(cell)}, delta ratio {power_of_ten(cells.loc[[cell], 'mean'].iloc[0])} "
+            f"({cells.loc[[cell], 'health'].iloc[0]})."
+        )
+    for name, pick, beyond in (
+        ("vanishing", "idxmin", np.log10(FLOW_VANISHING_BELOW)),
+        ("exploding", "idxmax", np.log10(FLOW_EXPLODING_ABOVE)),
+    ):
         side = cells[cells["mean"] < beyond] if name == "vanishing" else cells[cells["mean"] > beyond]
         if len(side):
             cell = getattr(side["mean"], pick)()
-            out.append(f"Most {name} cell {moment}: {describe(cell)}, {power_of_ten(side.loc[[cell], 'mean'].iloc[0])} "
-                       f"({cells.loc[[cell], 'health'].iloc[0]}); {len(side)} of {len(cells)} cells have a mean delta ratio "
-                       f"{'<' if name == 'vanishing' else '>'} {10 ** beyond:g}.")  # fmt: skip
+            out.append(
+                f"Most {name} cell {moment}: {describe(cell)}, {power_of_ten(side.loc[[cell], 'mean'].iloc[0])} "
+                f"({cells.loc[[cell], 'health'].iloc[0]}); {len(side)} of {len(cells)} cells have a mean delta ratio "
+                f"{'<' if name == 'vanishing' else '>'} {10**beyond:g}."
+            )
         else:
-            out.append(f"No cell has a mean delta ratio {'<' if name == 'vanishing' else '>'} {10 ** beyond:g} {moment} "
-                       f"({len(cells)} cells).")  # fmt: skip
+            out.append(
+                f"No cell has a mean delta ratio {'<' if name == 'vanishing' else '>'} {10**beyond:g} {moment} "
+                f"({len(cells)} cells)."
+            )
     return out
 
 
@@ -438,13 +575,13 @@ def _speed_finding(data: pd.DataFrame, factors: list[str], target: float | None)
         out = [f"{int(reached.sum())} of {len(data)} runs reached {goal} validation accuracy."]
     if "relative_target" in data.columns and "epochs_to_relative_target" in data.columns:
         rel = data["epochs_to_relative_target"].notna()
-        out.append(f"The relative target is {RELATIVE_TARGET:.0%} of the study's best validation accuracy "
-                   f"({data['relative_target'].iloc[0]:.3f}); {int(rel.sum())} of {len(data)} runs reached it.")  # fmt: skip
+        out.append(
+            f"The relative target is {RELATIVE_TARGET:.0%} of the study's best validation accuracy "
+            f"({data['relative_target'].iloc[0]:.3f}); {int(rel.sum())} of {len(data)} runs reached it."
+        )
     return out
-
 
 
 def _term_label(term: str) -> str:
     """`C(a):C(b)` -> `a × b`, for sentences."""
     return " × ".join(re.findall(r"C\((\w+)\)", term))
-

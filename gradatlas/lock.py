@@ -231,7 +231,12 @@ class Lease:
                         f"the pack; if it should not, cancel it (scancel <job id>) and run again."
                     )
                 if not waiting:
-                    log.warning("the pack is held by %s (lease %s): waiting up to %.0f s", lease_holder(holder), self.path, self.wait_s)
+                    log.warning(
+                        "the pack is held by %s (lease %s): waiting up to %.0f s",
+                        lease_holder(holder),
+                        self.path,
+                        self.wait_s,
+                    )
                     waiting = True
                 time.sleep(min(1.0, deadline - now))
         finally:

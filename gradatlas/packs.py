@@ -34,9 +34,17 @@ from gradatlas.spec import RunSpec
 # the spec fields in which members of one pack may differ (the last three only steer the host's
 # per-member bookkeeping: early stopping and the run's status)
 PER_MEMBER = (
-    "seed", "initializer", "initializer_params", "clipnorm", "clipvalue", "regularizer", "regularizer_params",
-    "patience", "target_accuracy", "stall_accuracy",
-)  # fmt: skip
+    "seed",
+    "initializer",
+    "initializer_params",
+    "clipnorm",
+    "clipvalue",
+    "regularizer",
+    "regularizer_params",
+    "patience",
+    "target_accuracy",
+    "stall_accuracy",
+)
 # regularizers whose catalog entry makes them per-member scalars; any other one is part of the graph
 SCALAR_REGULARIZERS = tuple(name for name, entry in catalog.REGULARIZERS.items() if entry.member_scalars is not None)
 

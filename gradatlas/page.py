@@ -72,7 +72,7 @@ _FACTS = ENV.from_string(
     '<table class="facts">{% for k, v in rows %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>'
 )
 _LIST = ENV.from_string('<ul class="{{ cls }}">{% for item in items %}<li>{{ item }}</li>{% endfor %}</ul>')
-_TAG = ENV.from_string("<{{ tag }}{% if cls %} class=\"{{ cls }}\"{% endif %}>{{ text }}</{{ tag }}>")
+_TAG = ENV.from_string('<{{ tag }}{% if cls %} class="{{ cls }}"{% endif %}>{{ text }}</{{ tag }}>')
 _DETAILS = ENV.from_string("<details><summary>{{ summary }}</summary><pre>{{ text }}</pre></details>")
 
 

@@ -21,14 +21,20 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from gradatlas import analysis, figures, page
-from gradatlas import config as gaconfig
+from gradatlas import analysis, config as gaconfig, figures, page
 from gradatlas.files import atomic_write
 from gradatlas.outcomes import HEALTH_CLASSES, HEALTH_RULES
 from gradatlas.provenance import git_commit
 from gradatlas.registry import (
-    ANALYSIS_TABLES, FIGURES, REPORT_TABLES, SECTIONS, TABLES, caption_rst, rst_text, study_settings,
-)  # fmt: skip
+    ANALYSIS_TABLES,
+    FIGURES,
+    REPORT_TABLES,
+    SECTIONS,
+    TABLES,
+    caption_rst,
+    rst_text,
+    study_settings,
+)
 
 DPI = 120  # with figures at most figures.PAGE_WIDTH_IN wide, text stays >= 9 pt at page width
 PAGE_WIDTH_PX = 1150  # the page's content width (CSS max-width minus padding)
@@ -119,8 +125,9 @@ class Study:
         self.full_curves = tables["completed_curves"]
 
         def chosen(name):
-            return analysis.chosen_rows(analysis.label_levels(tables[name], axes), self.runs, self.studied,
-                                        self.nuisance)  # fmt: skip
+            return analysis.chosen_rows(
+                analysis.label_levels(tables[name], axes), self.runs, self.studied, self.nuisance
+            )
 
         self.curves = chosen("curves") if "curves" in tables else None
         self.diagnostics = chosen("diagnostics") if "diagnostics" in tables else pd.DataFrame()
@@ -151,7 +158,9 @@ def make_figures(study: Study) -> dict[str, callable]:
     # the configured target only when some run reached it (else its panels are empty; the text says so)
     thresholds = [(f"target {target:g}", target)] if target and reached else []
     if relative is not None and np.isfinite(relative):
-        thresholds.append((f"relative target {relative:.3f} ({analysis.RELATIVE_TARGET:.0%} of the best run)", relative))
+        thresholds.append(
+            (f"relative target {relative:.3f} ({analysis.RELATIVE_TARGET:.0%} of the best run)", relative)
+        )
     facets = tuple(f for f in ("optimizer", "regularizer") if f in s.studied)
     makers = {
         "status": lambda: figures.status_overview(t["status_counts"]),
@@ -232,7 +241,7 @@ def flow_view(flow: pd.DataFrame, when: str) -> pd.DataFrame:
     view = sub.assign(
         **{"median ratio": sub["median_log10_ratio"].map(analysis.power_of_ten)},
         **{c: sub[c].map(lambda v: "–" if pd.isna(v) else f"{v:.0%}") for c in shares},
-    )  # fmt: skip
+    )
     view = with_interval(view, "mean_distance", "n", "+.2f")
     keep = ["factor", "level", "rank", "keeps_alive", "n", *shares, "median ratio", "mean_distance", "95% CI"]
     return view[keep].rename(columns={c: c.removeprefix("share_") for c in shares})
@@ -261,7 +270,7 @@ def _answer_row(r) -> tuple[str, str]:
     if r.best is None or (isinstance(r.best, float) and np.isnan(r.best)):
         return "no effect possible at initialization (its levels start from the same networks)", "–"
     flow = r.question != analysis.QUESTIONS["speed"]
-    short = (lambda text: text.split(";")[0])
+    short = lambda text: text.split(";")[0]
     if r.tied:
         answer = f"tie: {r.best} = {r.runner_up} ({short(r.best_summary)})"
     elif flow:
@@ -279,32 +288,58 @@ def _answer(tables, settings: dict) -> list:
     the budget, then one compact table per question and the per-factor sentences (collapsible)."""
     found, head = tables["findings"], tables["headline"]
     first = found[found["kind"].isin(analysis.FIRST_SCREEN)]
-    inner = [page.bullet_list([_sentence_with_figure(r.sentence, r.figure) for r in first.itertuples()], "findings first")]
+    inner = [
+        page.bullet_list([_sentence_with_figure(r.sentence, r.figure) for r in first.itertuples()], "findings first")
+    ]
     inner.append(page.tag("p", analysis.budget_sentence(settings), "caveat"))
-    titles = {analysis.QUESTIONS["init"]: "Gradients at initialization (distinct networks)",
-              analysis.QUESTIONS["final"]: "Gradients after training",
-              analysis.QUESTIONS["speed"]: "Convergence speed (area under the validation curve)"}  # fmt: skip
+    titles = {
+        analysis.QUESTIONS["init"]: "Gradients at initialization (distinct networks)",
+        analysis.QUESTIONS["final"]: "Gradients after training",
+        analysis.QUESTIONS["speed"]: "Convergence speed (area under the validation curve)",
+    }
     for question, title in titles.items():
         rows = head[head["question"] == question]
         if rows.empty:
             continue
         answers = [_answer_row(r) for r in rows.itertuples()]
-        difference = "difference in distance from healthy (|log10 ratio|)" if question != analysis.QUESTIONS["speed"] \
-            else "difference in area"  # fmt: skip
-        view = pd.DataFrame({"factor": rows["factor"].to_numpy(), "answer": [a for a, _ in answers],
-                             f"{difference}, best − runner-up": [d for _, d in answers]})  # fmt: skip
+        difference = (
+            "difference in distance from healthy (|log10 ratio|)"
+            if question != analysis.QUESTIONS["speed"]
+            else "difference in area"
+        )
+        view = pd.DataFrame(
+            {
+                "factor": rows["factor"].to_numpy(),
+                "answer": [a for a, _ in answers],
+                f"{difference}, best − runner-up": [d for _, d in answers],
+            }
+        )
         inner += [page.tag("h3", title), page.table(view, max_rows=100, cls="answer")]
     if not len(head):
         inner.append(page.tag("p", "No factor has two levels with a value: nothing to compare.", "note"))
     else:
-        inner.append(page.render("<details><summary>Per factor, in words</summary>{{ items }}</details>",
-                                 items=page.bullet_list(head["sentence"])))  # fmt: skip
+        inner.append(
+            page.render(
+                "<details><summary>Per factor, in words</summary>{{ items }}</details>",
+                items=page.bullet_list(head["sentence"]),
+            )
+        )
     return [page.render('<div class="answer" id="answer">{% for b in blocks %}{{ b }}{% endfor %}</div>', blocks=inner)]
 
 
-RUN_COLUMNS = ("status", "health_init", "health_final", "test_accuracy", "best_val_accuracy", "epochs_run",
-               "vanishing_ratio_init", "vanishing_ratio_final", "saturated_frac_init", "dead_frac_final",
-               "train_seconds")  # fmt: skip
+RUN_COLUMNS = (
+    "status",
+    "health_init",
+    "health_final",
+    "test_accuracy",
+    "best_val_accuracy",
+    "epochs_run",
+    "vanishing_ratio_init",
+    "vanishing_ratio_final",
+    "saturated_frac_init",
+    "dead_frac_final",
+    "train_seconds",
+)
 
 
 def runs_view(runs: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
@@ -344,46 +379,63 @@ def render_html(study: Study, figure_paths: dict[str, Path], run_jsons: list[Pat
         "nuisance axes": ", ".join(nuisance) or "none",
     } | provenance(list(run_jsons))
     blocks["overview"] += [
-        page.tag("p", "This report answers: which initializer, activation, optimizer and regularizer keep gradients "
-                      "alive and make the MLP converge fastest, and by how much. Every sentence is computed from the "
-                      f"tables ({tables_dir}/findings.csv, headline.csv), with 95% t-intervals and their n."),  # fmt: skip
+        page.tag(
+            "p",
+            "This report answers: which initializer, activation, optimizer and regularizer keep gradients "
+            "alive and make the MLP converge fastest, and by how much. Every sentence is computed from the "
+            f"tables ({tables_dir}/findings.csv, headline.csv), with 95% t-intervals and their n.",
+        ),
         *_answer(tables, settings),
         *figs("overview"),
         page.tag("h3", "Study and provenance"),
         page.facts(facts),
-        page.details("Configuration used (click to expand)", yaml.safe_dump(config, sort_keys=False, allow_unicode=True)),
+        page.details(
+            "Configuration used (click to expand)", yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+        ),
     ]
     if nuisance and analysis.NUISANCE_TABLE in tables:
         choices = tables[analysis.NUISANCE_TABLE]
         counts = "; ".join(
             f"{a}: " + ", ".join(f"{v} ({n}×)" for v, n in choices[f"chosen_{a}"].value_counts().items())
-            for a in nuisance if f"chosen_{a}" in choices
-        )  # fmt: skip
+            for a in nuisance
+            if f"chosen_{a}" in choices
+        )
         blocks["overview"] += [
-            page.tag("p", f"Nuisance axes ({', '.join(nuisance)}) are optimized away: every cell × seed keeps the "
-                          f"value with the best validation accuracy (never test). Chosen values: {counts}."),  # fmt: skip
+            page.tag(
+                "p",
+                f"Nuisance axes ({', '.join(nuisance)}) are optimized away: every cell × seed keeps the "
+                f"value with the best validation accuracy (never test). Chosen values: {counts}.",
+            ),
             page.table(choices, max_rows=20),
         ]
     flow = tables["gradient_flow"]
     blocks["gradient-flow"] += [
-        page.tag("p", "Each run gets a verdict at initialization and after training, from every diagnostic; the first "
-                      "that applies wins (docs/verdicts.md gives the known-answers panel behind the thresholds). "
-                      "Delta ratio = delta_rms at layer 1 / delta_rms at the output layer. A level's verdict is its "
-                      "share of runs per class, never the class of a median; levels rank by their share of healthy "
-                      "runs, then by the mean distance from healthy |log10 ratio|. At initialization each distinct "
-                      "network counts once: runs that differ only in what cannot act before the first update "
-                      "(optimizer, learning rate, schedule, clipping, penalties, dropout) are the same network."),
-        page.bullet_list([f"{c}: {HEALTH_RULES[c]}" for c in HEALTH_CLASSES]),  # fmt: skip
+        page.tag(
+            "p",
+            "Each run gets a verdict at initialization and after training, from every diagnostic; the first "
+            "that applies wins (docs/verdicts.md gives the known-answers panel behind the thresholds). "
+            "Delta ratio = delta_rms at layer 1 / delta_rms at the output layer. A level's verdict is its "
+            "share of runs per class, never the class of a median; levels rank by their share of healthy "
+            "runs, then by the mean distance from healthy |log10 ratio|. At initialization each distinct "
+            "network counts once: runs that differ only in what cannot act before the first update "
+            "(optimizer, learning rate, schedule, clipping, penalties, dropout) are the same network.",
+        ),
+        page.bullet_list([f"{c}: {HEALTH_RULES[c]}" for c in HEALTH_CLASSES]),
         *figs("gradient-flow"),
-        page.tag("h3", "At initialization"), page.table(flow_view(flow, "init"), max_rows=60),
-        page.tag("h3", "After training (last probe)"), page.table(flow_view(flow, "final"), max_rows=60),
-    ]  # fmt: skip
+        page.tag("h3", "At initialization"),
+        page.table(flow_view(flow, "init"), max_rows=60),
+        page.tag("h3", "After training (last probe)"),
+        page.table(flow_view(flow, "final"), max_rows=60),
+    ]
     conv = tables["convergence"]
     blocks["convergence"] += [
         page.bullet_list(found.loc[found["kind"] == "speed", "sentence"]),
         *figs("convergence"),
-        page.tag("h3", "Epochs to target per level (Kaplan-Meier medians, misses censored), steps, and the area "
-                       "under the validation curve"),
+        page.tag(
+            "h3",
+            "Epochs to target per level (Kaplan-Meier medians, misses censored), steps, and the area "
+            "under the validation curve",
+        ),
         page.table(convergence_view(conv), max_rows=60),
     ]
     blocks["atlas"] += figs("atlas")
@@ -391,8 +443,9 @@ def render_html(study: Study, figure_paths: dict[str, Path], run_jsons: list[Pat
     blocks["effects"] += [
         *figs("effects"),
         page.tag("h3", "Paired deltas on test accuracy"),
-        page.table(with_interval(deltas[deltas["outcome"] == "test_accuracy"].drop(columns="outcome"), "mean_delta",
-                                 "n_pairs")),  # fmt: skip
+        page.table(
+            with_interval(deltas[deltas["outcome"] == "test_accuracy"].drop(columns="outcome"), "mean_delta", "n_pairs")
+        ),
     ]
     variance = tables["variance_decomposition"]
     blocks["variance"] += [
@@ -412,12 +465,20 @@ def render_html(study: Study, figure_paths: dict[str, Path], run_jsons: list[Pat
         page.bullet_list(found["sentence"]),
         *figs("leaderboard"),
         page.tag("h3", "Leaderboard: test accuracy"),
-        page.table(with_interval(board[board["outcome"] == "test_accuracy"].drop(columns=["outcome", "health"]),
-                                 "mean", "n_seeds")),  # fmt: skip
-        page.tag("h3", "Leaderboard: gradient flow at init (distinct networks; only cells with most seeds healthy can be "
-                       "best)"),
-        page.table(with_interval(board[board["outcome"] == "flow_distance_init"].drop(columns="outcome"), "mean",
-                                 "n_seeds", "+.2f")),  # fmt: skip
+        page.table(
+            with_interval(
+                board[board["outcome"] == "test_accuracy"].drop(columns=["outcome", "health"]), "mean", "n_seeds"
+            )
+        ),
+        page.tag(
+            "h3",
+            "Leaderboard: gradient flow at init (distinct networks; only cells with most seeds healthy can be best)",
+        ),
+        page.table(
+            with_interval(
+                board[board["outcome"] == "flow_distance_init"].drop(columns="outcome"), "mean", "n_seeds", "+.2f"
+            )
+        ),
     ]
     blocks["leaderboard"] += [
         page.tag("h3", "Every run (click a column to sort)"),
@@ -425,21 +486,41 @@ def render_html(study: Study, figure_paths: dict[str, Path], run_jsons: list[Pat
     ]
     sections = [{"key": s.key, "title": s.title, "blocks": blocks[s.key]} for s in SECTIONS]
     study_name = settings.get("study", "")
-    intro = [page.tag("p", f"{len(runs)} runs, {settings.get('n_seeds')} seed(s) per cell. Generated by GradAtlas; "
-                           f"opens offline. Tables: {tables_dir}/*.csv.", "note")]  # fmt: skip
+    intro = [
+        page.tag(
+            "p",
+            f"{len(runs)} runs, {settings.get('n_seeds')} seed(s) per cell. Generated by GradAtlas; "
+            f"opens offline. Tables: {tables_dir}/*.csv.",
+            "note",
+        )
+    ]
     return page.page(f"GradAtlas report: {study_name}", f"GradAtlas report: {study_name}", sections, intro)
 
 
 def findings_fragment(tables: dict[str, pd.DataFrame], config: dict) -> str:
     """The answer, the budget and every finding, as a small page for Snakemake's report."""
     settings = study_settings(config)
-    blocks = _answer(tables, settings) + [page.tag("h3", "All findings"), page.bullet_list(tables["findings"]["sentence"])]
-    return page.page(f"Findings: {settings.get('study', '')}", f"Findings: {settings.get('study', '')}",
-                     [{"key": "findings", "title": "", "blocks": blocks}], nav=False)  # fmt: skip
+    blocks = _answer(tables, settings) + [
+        page.tag("h3", "All findings"),
+        page.bullet_list(tables["findings"]["sentence"]),
+    ]
+    return page.page(
+        f"Findings: {settings.get('study', '')}",
+        f"Findings: {settings.get('study', '')}",
+        [{"key": "findings", "title": "", "blocks": blocks}],
+        nav=False,
+    )
 
 
-def build(tables_dir: Path, config: dict, out: Path, fig_dir: Path | None = None, run_jsons: list[Path] = (),
-          findings_out: Path | None = None, workers: int = 1) -> None:  # fmt: skip
+def build(
+    tables_dir: Path,
+    config: dict,
+    out: Path,
+    fig_dir: Path | None = None,
+    run_jsons: list[Path] = (),
+    findings_out: Path | None = None,
+    workers: int = 1,
+) -> None:
     """Write the figures (to `fig_dir`, default `<out dir>/figures`), the self-contained report `out`
     and, with `findings_out`, the findings page for Snakemake's report."""
     out = Path(out)

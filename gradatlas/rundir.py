@@ -31,8 +31,15 @@ def clean(run_dirs) -> None:
             partial.unlink(missing_ok=True)
 
 
-def write(run_dir: Path, history: pd.DataFrame, diag: pd.DataFrame, save_model, tensorboard, record: dict,
-          stage=lambda name: None) -> None:  # fmt: skip
+def write(
+    run_dir: Path,
+    history: pd.DataFrame,
+    diag: pd.DataFrame,
+    save_model,
+    tensorboard,
+    record: dict,
+    stage=lambda name: None,
+) -> None:
     """Write one run's folder: history.csv, diagnostics.parquet, model.keras (`save_model(path)`),
     tensorboard/ (a copy of the `tensorboard.RunLog`'s folder, finished here) and run.json (`record`),
     last. `stage(name)` after each part ("history", "model", "run.json")."""
@@ -55,8 +62,9 @@ def history_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).reindex(columns=HISTORY_COLUMNS)
 
 
-def summarize(history: pd.DataFrame, diag: pd.DataFrame, spec, diverged: bool, test: dict, n_train: int,
-              pack_size: int = 1) -> dict:  # fmt: skip
+def summarize(
+    history: pd.DataFrame, diag: pd.DataFrame, spec, diverged: bool, test: dict, n_train: int, pack_size: int = 1
+) -> dict:
     """The run's summary metrics (the columns of `runs.parquet`, README "Tables").
 
     A pack trains its members together: `pack_seconds` is the pack's wall-clock time, and each

@@ -106,7 +106,10 @@ def distinct_at_init(frame: pd.DataFrame, factors) -> pd.DataFrame:
 
 def inert_at_init(frame: pd.DataFrame, factor: str) -> bool:
     """True when no level of `factor` in `frame` can act before the first update."""
-    return not any(acts_before_first_step(factor, level) for level in frame[factor].unique()) and frame[factor].nunique() > 1
+    return (
+        not any(acts_before_first_step(factor, level) for level in frame[factor].unique())
+        and frame[factor].nunique() > 1
+    )
 
 
 def health_counts(classes) -> dict:
@@ -159,7 +162,9 @@ def run_keys(frame: pd.DataFrame, axes) -> list[str]:
     return [a for a in axes if a in frame.columns] + (["seed"] if "seed" in frame.columns else [])
 
 
-def complete_curves(curves: pd.DataFrame, runs: pd.DataFrame, keys: list[str], epochs: int | None = None) -> pd.DataFrame:
+def complete_curves(
+    curves: pd.DataFrame, runs: pd.DataFrame, keys: list[str], epochs: int | None = None
+) -> pd.DataFrame:
     """Every run's validation curve over epochs 1..`epochs`, nobody dropped.
 
     After an early stop a run keeps its best validation accuracy so far (the restored weights); a
@@ -172,8 +177,9 @@ def complete_curves(curves: pd.DataFrame, runs: pd.DataFrame, keys: list[str], e
     epochs = int(epochs or curves["epoch"].max())
     status = (
         dict(zip(map(tuple, runs[keys].itertuples(index=False, name=None)), runs["status"]))
-        if "status" in runs.columns else {}
-    )  # fmt: skip
+        if "status" in runs.columns
+        else {}
+    )
     frames = []
     for key, group in curves.groupby(keys, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -202,8 +208,11 @@ def complete_curves(curves: pd.DataFrame, runs: pd.DataFrame, keys: list[str], e
 
 
 def convergence_outcomes(
-    runs: pd.DataFrame, completed: pd.DataFrame | None, axes, relative_share: float = RELATIVE_TARGET,
-) -> pd.DataFrame:  # fmt: skip
+    runs: pd.DataFrame,
+    completed: pd.DataFrame | None,
+    axes,
+    relative_share: float = RELATIVE_TARGET,
+) -> pd.DataFrame:
     """`runs` plus the speed outcomes that always say something, also when no run reaches the target.
 
     `completed` is `complete_curves` of the runs' curves. Adds `relative_target` (relative_share x the
@@ -278,4 +287,3 @@ def health_frame(runs: pd.DataFrame, factors: list[str], when: str) -> pd.DataFr
     (`distinct_at_init`), after training every run."""
     data = outcomes_of(runs)
     return distinct_at_init(data, factors) if when == "init" else data
-

@@ -136,15 +136,19 @@ def load(folder: Path, like: State, key: str) -> State | None:
             log.warning("%s: a backup of other settings; starting afresh", path)
             return None
         expected = _arrays(like)
-        if meta.get("format") != FORMAT or set(arrays) != set(expected) or any(
-            tuple(arrays[name].shape) != tuple(v.shape) for name, v in expected.items()
+        if (
+            meta.get("format") != FORMAT
+            or set(arrays) != set(expected)
+            or any(tuple(arrays[name].shape) != tuple(v.shape) for name, v in expected.items())
         ):
             log.warning("%s: variables do not fit this pack; starting afresh", path)
             return None
         value = {name: keras.ops.convert_to_tensor(a) for name, a in arrays.items()}
 
         def group(part, cls):
-            return cls(*([value[f"{part}.{g}.{i}"] for i in range(len(getattr(getattr(like, part), g)))] for g in cls._fields))
+            return cls(
+                *([value[f"{part}.{g}.{i}"] for i in range(len(getattr(getattr(like, part), g)))] for g in cls._fields)
+            )
 
         log.info("resumed from %s after epoch %d", path, meta["epoch"])
         return State(

@@ -65,8 +65,14 @@ def kaplan_meier(time, event) -> pd.DataFrame:
     Output columns: time (each distinct event time), n_at_risk, n_events, survival.
     """
     fit = SurvfuncRight(np.asarray(time, dtype=float), np.asarray(event, dtype=float))
-    return pd.DataFrame({"time": fit.surv_times, "n_at_risk": fit.n_risk, "n_events": fit.n_events.astype(int),
-                         "survival": fit.surv_prob})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "time": fit.surv_times,
+            "n_at_risk": fit.n_risk,
+            "n_events": fit.n_events.astype(int),
+            "survival": fit.surv_prob,
+        }
+    )
 
 
 def km_median(time, event) -> float:

@@ -65,6 +65,7 @@ class Graph:
 def select(keep, new, old) -> list:
     """`new` where `keep`, else `old`, leaf by leaf; `keep` is one member's bool (under vmap) or
     the pack's (K,), broadcast over each leaf's trailing axes."""
+
     def expand(o):
         rank = len(keep.shape)
         return keep if rank in (0, len(o.shape)) else ops.reshape(keep, (-1,) + (1,) * (len(o.shape) - rank))
@@ -126,7 +127,9 @@ def member_step(g: Graph, train: Train, h, active, sums, x, y):
     n = ops.cast(ops.shape(y)[0], "float32")
     correct = ops.sum(ops.cast(ops.argmax(logits, axis=-1) == y, "float32"))
     zero = ops.zeros_like(loss)
-    sums = sums + ops.stack([ops.where(active, loss * n, zero), ops.where(active, correct, zero), ops.where(active, n, zero)])
+    sums = sums + ops.stack(
+        [ops.where(active, loss * n, zero), ops.where(active, correct, zero), ops.where(active, n, zero)]
+    )
     # a frozen member never steps again: its optimizer state needs no freezing
     return Train(select(keep, new_tv, tv), select(keep, new_ntv, ntv), new_ov), keep, active & tripped, sums
 

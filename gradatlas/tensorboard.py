@@ -23,7 +23,14 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 from gradatlas.diagnostics import STATS
 
 EPOCH_TAGS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
-SUMMARY_TAGS = ("test_accuracy", "test_loss", "best_val_accuracy", "epochs_run", "vanishing_ratio_init", "vanishing_ratio_final")
+SUMMARY_TAGS = (
+    "test_accuracy",
+    "test_loss",
+    "best_val_accuracy",
+    "epochs_run",
+    "vanishing_ratio_init",
+    "vanishing_ratio_final",
+)
 
 
 class RunLog:
@@ -57,7 +64,9 @@ class RunLog:
     def scalars(self, step: int, values: dict) -> None:
         finite = [summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items() if _finite(v)]
         if finite:
-            self._write(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=finite)))
+            self._write(
+                event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=finite))
+            )
 
     def epoch(self, row: dict, probes: list[dict], step: int) -> None:
         """The epoch's metrics at optimizer step `step` (the epoch's last), and the probes recorded
@@ -78,7 +87,9 @@ class RunLog:
             else:
                 info.hparams[key].number_value = float(value)
         content = plugin_data_pb2.HParamsPluginData(session_start_info=info)
-        value = summary_pb2.Summary.Value(tag=metadata.SESSION_START_INFO_TAG, metadata=metadata.create_summary_metadata(content))
+        value = summary_pb2.Summary.Value(
+            tag=metadata.SESSION_START_INFO_TAG, metadata=metadata.create_summary_metadata(content)
+        )
         self._write(event_pb2.Event(wall_time=time.time(), step=0, summary=summary_pb2.Summary(value=[value])))
         self.scalars(0, {f"summary/{k}": summary.get(k) for k in SUMMARY_TAGS})
         self._file.close()

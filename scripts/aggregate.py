@@ -1,4 +1,5 @@
 """Snakemake script: gather every run folder of the study into tidy tables."""
+
 from pathlib import Path
 
 from gradatlas import aggregate

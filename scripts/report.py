@@ -1,4 +1,5 @@
 """Snakemake script: the study's figures (PNG), its self-contained HTML report and the findings page."""
+
 from pathlib import Path
 
 from gradatlas import report

@@ -6,7 +6,13 @@ with logged(snakemake.log[0]):
     from gradatlas.studies import jobs
 
     out = snakemake.output
-    curves = jobs.batch_norm(snakemake.config, snakemake.input.prepared, snakemake.wildcards.variant,
-                             [int(s) for s in snakemake.params.seeds], list(out.curves), list(out.records),
-                             threads=snakemake.threads)  # fmt: skip
+    curves = jobs.batch_norm(
+        snakemake.config,
+        snakemake.input.prepared,
+        snakemake.wildcards.variant,
+        [int(s) for s in snakemake.params.seeds],
+        list(out.curves),
+        list(out.records),
+        threads=snakemake.threads,
+    )
     print(curves.groupby("seed").tail(3))

@@ -1,4 +1,5 @@
 """Snakemake script: the study preset's self-contained page (report/study.html) and its verdict (study.json)."""
+
 from pathlib import Path
 
 from gradatlas.files import logged

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradatlas import outcomes, analysis, registry
-
+from gradatlas import analysis, outcomes, registry
 from gradatlas.config import FACTORS  # noqa: E402
+
 BASELINES = {"initializer": "glorot_uniform", "activation": "relu", "optimizer": "adam", "regularizer": "none"}
 INITIALIZERS = ["glorot_uniform", "he_normal", "random_normal"]
 ACTIVATIONS = ["relu", "tanh", "sigmoid"]
@@ -41,18 +41,20 @@ def make_runs(sigmoid_effect: float = -0.1, noise: float = 0.01, rng_seed: int =
     sigmoid = grid["activation"] == "sigmoid"
     n = len(grid)
     accuracy = 0.95 + sigmoid_effect * sigmoid + rng.normal(0, noise, n)
-    return plant_health(grid.assign(
-        test_accuracy=accuracy,
-        best_val_accuracy=accuracy + rng.normal(0, noise / 2, n),
-        epochs_run=10,
-        epochs_to_target=np.where(sigmoid, np.nan, rng.integers(2, 6, n)).astype(float),
-        status=np.where(sigmoid, "stalled", "converged"),
-        vanishing_ratio_init=10.0 ** (np.where(sigmoid, -3.0, -0.3) + rng.normal(0, 0.05, n)),
-        vanishing_ratio_final=10.0 ** (np.where(sigmoid, -2.0, -0.2) + rng.normal(0, 0.05, n)),
-        saturated_frac_epoch1=np.where(grid["activation"] == "relu", np.nan, np.where(sigmoid, 0.6, 0.1)),
-        inactive_frac_epoch1=np.where(grid["activation"] == "relu", 0.5, np.nan),
-        dead_frac_epoch1=np.where(grid["activation"] == "relu", 0.2, 0.0),
-    ))
+    return plant_health(
+        grid.assign(
+            test_accuracy=accuracy,
+            best_val_accuracy=accuracy + rng.normal(0, noise / 2, n),
+            epochs_run=10,
+            epochs_to_target=np.where(sigmoid, np.nan, rng.integers(2, 6, n)).astype(float),
+            status=np.where(sigmoid, "stalled", "converged"),
+            vanishing_ratio_init=10.0 ** (np.where(sigmoid, -3.0, -0.3) + rng.normal(0, 0.05, n)),
+            vanishing_ratio_final=10.0 ** (np.where(sigmoid, -2.0, -0.2) + rng.normal(0, 0.05, n)),
+            saturated_frac_epoch1=np.where(grid["activation"] == "relu", np.nan, np.where(sigmoid, 0.6, 0.1)),
+            inactive_frac_epoch1=np.where(grid["activation"] == "relu", 0.5, np.nan),
+            dead_frac_epoch1=np.where(grid["activation"] == "relu", 0.2, 0.0),
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,9 @@ def row(table: pd.DataFrame, **match) -> pd.Series:
 
 # --- outcomes ------------------------------------------------------------------------------------
 def test_outcome_frame_adds_log10_ratio_and_distance_and_leaves_input_alone():
-    runs = pd.DataFrame({"vanishing_ratio_init": [1e-3, 1.0, 0.0, 500.0], "vanishing_ratio_final": [10.0, np.nan, 0.1, 11.0]})
+    runs = pd.DataFrame(
+        {"vanishing_ratio_init": [1e-3, 1.0, 0.0, 500.0], "vanishing_ratio_final": [10.0, np.nan, 0.1, 11.0]}
+    )
     out = analysis.outcome_frame(runs)
     np.testing.assert_allclose(out["log10_vanishing_ratio_init"], [-3.0, 0.0, np.nan, np.log10(500)])
     np.testing.assert_allclose(out["flow_distance_init"], [3.0, 0.0, np.nan, np.log10(500)])
@@ -81,13 +85,17 @@ def test_outcome_frame_adds_log10_ratio_and_distance_and_leaves_input_alone():
 
 
 def test_a_diverged_run_adds_no_dead_saturated_or_inactive_value():
-    runs = pd.DataFrame({
-        "activation": ["sigmoid", "sigmoid", "relu", "relu"], "seed": [0, 1, 0, 1],
-        "status": ["converged", "diverged", "converged", "diverged"],
-        # what an old engine recorded for a NaN network: every unit dead, none saturated
-        "saturated_frac_epoch1": [0.2, 0.0, np.nan, np.nan], "inactive_frac_epoch1": [np.nan, np.nan, 0.4, 0.0],
-        "dead_frac_epoch1": [0.0, 1.0, 0.1, 1.0],
-    })  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "activation": ["sigmoid", "sigmoid", "relu", "relu"],
+            "seed": [0, 1, 0, 1],
+            "status": ["converged", "diverged", "converged", "diverged"],
+            # what an old engine recorded for a NaN network: every unit dead, none saturated
+            "saturated_frac_epoch1": [0.2, 0.0, np.nan, np.nan],
+            "inactive_frac_epoch1": [np.nan, np.nan, 0.4, 0.0],
+            "dead_frac_epoch1": [0.0, 1.0, 0.1, 1.0],
+        }
+    )
     effects = pd.concat([analysis.main_effects(runs, ["activation"], o) for o in analysis.EPOCH1_FRACTIONS])
     assert row(effects, level="sigmoid", outcome="dead_frac_epoch1")["mean"] == 0.0
     assert row(effects, level="relu", outcome="dead_frac_epoch1")["mean"] == pytest.approx(0.1)
@@ -119,8 +127,10 @@ def test_intervals_print_n_and_never_nan():
     assert analysis.format_estimate(np.nan, np.nan, np.nan, 0) == "n/a (n=0)"
     # a study where every run of a level diverged: no sentence may say "+nan"
     runs = make_runs()
-    runs.loc[runs["activation"] == "sigmoid", ["test_accuracy", "best_val_accuracy", "vanishing_ratio_init",
-                                                "vanishing_ratio_final"]] = np.nan  # fmt: skip
+    runs.loc[
+        runs["activation"] == "sigmoid",
+        ["test_accuracy", "best_val_accuracy", "vanishing_ratio_init", "vanishing_ratio_final"],
+    ] = np.nan
     runs.loc[runs["activation"] == "sigmoid", "status"] = "diverged"
     tables = analysis.study_tables(runs.query("seed < 2"), FACTORS, BASELINES)
     text = "\n".join(tables["findings"]["sentence"])
@@ -163,9 +173,7 @@ def test_select_nuisance_without_nuisance_axes_returns_runs_unchanged(runs):
 # --- main effects and paired deltas --------------------------------------------------------------
 def test_main_effects_separate_sigmoid_from_relu(runs):
     effects = analysis.main_effects(runs, FACTORS, "test_accuracy")
-    assert list(effects.columns) == [
-        "factor", "level", "outcome", "mean", "ci_low", "ci_high", "n", "share_nonmissing"
-    ]  # fmt: skip
+    assert list(effects.columns) == ["factor", "level", "outcome", "mean", "ci_low", "ci_high", "n", "share_nonmissing"]
     assert len(effects) == 3 + 3 + 2 + 2
     sigmoid = row(effects, factor="activation", level="sigmoid")
     relu = row(effects, factor="activation", level="relu")
@@ -289,10 +297,22 @@ def planted_curves(runs: pd.DataFrame, epochs: int = 4) -> pd.DataFrame:
 def test_convergence_section_is_never_empty_when_no_run_reaches_the_target(runs):
     runs = runs.assign(epochs_to_target=np.nan, epochs_run=4, steps_per_epoch=100)
     curves = planted_curves(runs)
-    runs["best_val_accuracy"] = curves.groupby([*FACTORS, "seed"])["val_accuracy"].max().reindex(
-        pd.MultiIndex.from_frame(runs[[*FACTORS, "seed"]])).to_numpy()  # fmt: skip
-    settings = {"target_accuracy": 0.95, "epochs": 4, "train_images": 1000, "batch_size": 10, "depth": 2,
-                "width": 8, "n_seeds": 5, "learning_rates": {"adam": 0.001}}  # fmt: skip
+    runs["best_val_accuracy"] = (
+        curves.groupby([*FACTORS, "seed"])["val_accuracy"]
+        .max()
+        .reindex(pd.MultiIndex.from_frame(runs[[*FACTORS, "seed"]]))
+        .to_numpy()
+    )
+    settings = {
+        "target_accuracy": 0.95,
+        "epochs": 4,
+        "train_images": 1000,
+        "batch_size": 10,
+        "depth": 2,
+        "width": 8,
+        "n_seeds": 5,
+        "learning_rates": {"adam": 0.001},
+    }
     tables = analysis.study_tables(runs, FACTORS, BASELINES, curves=curves, settings=settings)
     conv = tables["convergence"]
     assert conv["n_reached"].sum() == 0
@@ -310,10 +330,17 @@ def test_convergence_section_is_never_empty_when_no_run_reaches_the_target(runs)
 
 
 def test_complete_curves_carry_early_stopped_and_diverged_runs():
-    runs = pd.DataFrame({"activation": ["relu", "sigmoid", "tanh"], "seed": 0,
-                         "status": ["converged", "diverged", "converged"]})  # fmt: skip
-    curves = pd.DataFrame({"activation": ["relu", "relu", "sigmoid", "sigmoid", "tanh", "tanh", "tanh"], "seed": 0,
-                           "epoch": [1, 2, 1, 2, 1, 2, 3], "val_accuracy": [0.8, 0.9, 0.5, np.nan, 0.6, 0.7, 0.8]})  # fmt: skip
+    runs = pd.DataFrame(
+        {"activation": ["relu", "sigmoid", "tanh"], "seed": 0, "status": ["converged", "diverged", "converged"]}
+    )
+    curves = pd.DataFrame(
+        {
+            "activation": ["relu", "relu", "sigmoid", "sigmoid", "tanh", "tanh", "tanh"],
+            "seed": 0,
+            "epoch": [1, 2, 1, 2, 1, 2, 3],
+            "val_accuracy": [0.8, 0.9, 0.5, np.nan, 0.6, 0.7, 0.8],
+        }
+    )
     full = analysis.complete_curves(curves, runs, ["activation", "seed"], epochs=3)
     assert len(full) == 9
     got = full.set_index(["activation", "epoch"])
@@ -419,15 +446,32 @@ def flow_runs() -> pd.DataFrame:
     """he_normal is healthy; glorot_uniform vanishes (10^-2.5); random_normal explodes (10^2.9) but sits
     closer to 0 on average with sigmoid's shrink mixed in: a signed mean would call it best."""
     rng = np.random.default_rng(5)
-    grid = pd.DataFrame(list(product(["glorot_uniform", "he_normal", "random_normal"], ["relu", "sigmoid"],
-                                     ["adam"], ["none"], range(3))), columns=[*FACTORS, "seed"])  # fmt: skip
+    grid = pd.DataFrame(
+        list(
+            product(["glorot_uniform", "he_normal", "random_normal"], ["relu", "sigmoid"], ["adam"], ["none"], range(3))
+        ),
+        columns=[*FACTORS, "seed"],
+    )
     log = np.select(
-        [grid["initializer"] == "he_normal", grid["initializer"] == "glorot_uniform",
-         (grid["initializer"] == "random_normal") & (grid["activation"] == "relu")],
-        [0.0, -2.5, 2.9], default=-2.9,
-    ) + rng.normal(0, 0.05, len(grid))  # fmt: skip
-    return plant_health(grid.assign(vanishing_ratio_init=10.0**log, vanishing_ratio_final=10.0**log, test_accuracy=0.9,
-                       best_val_accuracy=0.9, status="converged", epochs_to_target=np.nan, epochs_run=3))  # fmt: skip
+        [
+            grid["initializer"] == "he_normal",
+            grid["initializer"] == "glorot_uniform",
+            (grid["initializer"] == "random_normal") & (grid["activation"] == "relu"),
+        ],
+        [0.0, -2.5, 2.9],
+        default=-2.9,
+    ) + rng.normal(0, 0.05, len(grid))
+    return plant_health(
+        grid.assign(
+            vanishing_ratio_init=10.0**log,
+            vanishing_ratio_final=10.0**log,
+            test_accuracy=0.9,
+            best_val_accuracy=0.9,
+            status="converged",
+            epochs_to_target=np.nan,
+            epochs_run=3,
+        )
+    )
 
 
 def test_gradient_flow_table_keeps_directions_apart_and_ranks_healthy_first():
@@ -457,51 +501,90 @@ def test_an_exploding_cell_never_ranks_best():
     # with a healthy cell present, an exploding cell with a smaller distance still ranks after it
     runs2 = flow_runs()
     runs2.loc[runs2["initializer"] == "he_normal", "vanishing_ratio_init"] = 0.15  # healthy, distance 0.8
-    runs2.loc[(runs2["initializer"] == "random_normal") & (runs2["activation"] == "relu"), "vanishing_ratio_init"] = 11.0
+    runs2.loc[(runs2["initializer"] == "random_normal") & (runs2["activation"] == "relu"), "vanishing_ratio_init"] = (
+        11.0
+    )
     board = analysis.leaderboard(runs2, FACTORS, "flow_distance_init", k=3)
     best = board[board["rank_group"] == "best"]
-    assert len(best) and best["health"].str.startswith("3 of 3 healthy").all() and board.iloc[0]["initializer"] == "he_normal"
+    assert (
+        len(best)
+        and best["health"].str.startswith("3 of 3 healthy").all()
+        and board.iloc[0]["initializer"] == "he_normal"
+    )
     text = "\n".join(analysis.findings(runs2, FACTORS, BASELINES)["sentence"])
     assert "Most exploding cell at initialization: initializer=random_normal, activation=relu" in text
 
 
 # --- optional axes, null values included -----------------------------------------------------------
 OPTIONAL = {
-    "learning_rate": [0.01, 0.1], "depth": [2, 3], "width": [16, 32], "batch_size": [32, 64],
-    "lr_schedule": ["constant", "inverse_time"], "clipnorm": [None, 0.5], "clipvalue": [None, 1.0],
-}  # fmt: skip
+    "learning_rate": [0.01, 0.1],
+    "depth": [2, 3],
+    "width": [16, 32],
+    "batch_size": [32, 64],
+    "lr_schedule": ["constant", "inverse_time"],
+    "clipnorm": [None, 0.5],
+    "clipvalue": [None, 1.0],
+}
 
 
 def optional_runs(axes: dict) -> pd.DataFrame:
     rng = np.random.default_rng(2)
-    base = {"initializer": ["glorot_uniform", "he_normal"], "activation": ["relu", "sigmoid"], "optimizer": ["adam"],
-            "regularizer": ["none"]} | axes  # fmt: skip
+    base = {
+        "initializer": ["glorot_uniform", "he_normal"],
+        "activation": ["relu", "sigmoid"],
+        "optimizer": ["adam"],
+        "regularizer": ["none"],
+    } | axes
     grid = pd.DataFrame(list(product(*base.values(), range(2))), columns=[*base, "seed"])
     n = len(grid)
     acc = 0.9 - 0.3 * (grid["activation"] == "sigmoid") + rng.normal(0, 0.01, n)
-    return plant_health(grid.assign(test_accuracy=acc, best_val_accuracy=acc + rng.normal(0, 0.01, n), status="converged",
-                       epochs_run=2, epochs_to_target=np.nan, steps_per_epoch=10,
-                       vanishing_ratio_init=10 ** np.where(grid["activation"] == "sigmoid", -2.0, 0.1),
-                       vanishing_ratio_final=10 ** np.where(grid["activation"] == "sigmoid", -1.5, 0.0),
-                       saturated_frac_epoch1=np.nan, inactive_frac_epoch1=np.nan, dead_frac_epoch1=0.0))  # fmt: skip
+    return plant_health(
+        grid.assign(
+            test_accuracy=acc,
+            best_val_accuracy=acc + rng.normal(0, 0.01, n),
+            status="converged",
+            epochs_run=2,
+            epochs_to_target=np.nan,
+            steps_per_epoch=10,
+            vanishing_ratio_init=10 ** np.where(grid["activation"] == "sigmoid", -2.0, 0.1),
+            vanishing_ratio_final=10 ** np.where(grid["activation"] == "sigmoid", -1.5, 0.0),
+            saturated_frac_epoch1=np.nan,
+            inactive_frac_epoch1=np.nan,
+            dead_frac_epoch1=0.0,
+        )
+    )
 
 
 @pytest.mark.parametrize(
     "axes, nuisance",
-    [({"learning_rate": [0.01, 0.1], "lr_schedule": ["constant", "inverse_time"], "clipnorm": [None, 0.5]},
-      ["learning_rate"])]  # the reported crash: KeyError (..., 'inverse_time', nan)
+    [
+        (
+            {"learning_rate": [0.01, 0.1], "lr_schedule": ["constant", "inverse_time"], "clipnorm": [None, 0.5]},
+            ["learning_rate"],
+        )
+    ]  # the reported crash: KeyError (..., 'inverse_time', nan)
     + [({name: values}, []) for name, values in OPTIONAL.items()]
     + [({name: values}, [name]) for name, values in OPTIONAL.items()]
     + [(OPTIONAL, ["learning_rate", "clipvalue"]), (OPTIONAL, [])],
-)  # fmt: skip
+)
 def test_every_optional_axis_goes_through_the_analysis(axes, nuisance):
     runs = optional_runs(axes)
     factors = [*FACTORS, *axes]
     curves = pd.concat([runs.assign(epoch=e, val_accuracy=runs["best_val_accuracy"] * e / 2) for e in (1, 2)])
-    settings = {"target_accuracy": 0.95, "epochs": 2, "train_images": 100, "batch_size": 10, "depth": 2,
-                "width": 8, "n_seeds": 2, "nuisance": nuisance, "grid_learning_rate": axes.get("learning_rate", [])}  # fmt: skip
-    tables = analysis.study_tables(runs, factors, BASELINES | {"clipnorm": None}, nuisance, curves=curves,
-                                   settings=settings)  # fmt: skip
+    settings = {
+        "target_accuracy": 0.95,
+        "epochs": 2,
+        "train_images": 100,
+        "batch_size": 10,
+        "depth": 2,
+        "width": 8,
+        "n_seeds": 2,
+        "nuisance": nuisance,
+        "grid_learning_rate": axes.get("learning_rate", []),
+    }
+    tables = analysis.study_tables(
+        runs, factors, BASELINES | {"clipnorm": None}, nuisance, curves=curves, settings=settings
+    )
     assert set(tables) == set(registry.analysis_table_names(nuisance))
     for axis, values in axes.items():
         if axis in nuisance:

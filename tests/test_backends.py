@@ -60,8 +60,11 @@ def jax_run(mnist_dir, prepared, tmp_path_factory) -> dict:
         cfg["train"]["backend"] = name
         procs[name] = subprocess.Popen(
             [sys.executable, "-c", TRAIN, name, json.dumps(cfg), str(prepared), str(runs[name])],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     out = {}
     for name, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=300)

@@ -7,13 +7,16 @@ import re
 import pytest
 from snakemake.exceptions import WorkflowError
 
-from gradatlas import catalog
-from gradatlas import config as gaconfig
+from gradatlas import catalog, config as gaconfig
 
 BASE = {
     "data": {"source": "idx", "path": "/data/mnist"},
-    "grid": {"initializer": ["he_normal", "glorot_uniform"], "activation": ["relu"], "optimizer": ["adam", "sgd"],
-             "regularizer": ["none"]},  # fmt: skip
+    "grid": {
+        "initializer": ["he_normal", "glorot_uniform"],
+        "activation": ["relu"],
+        "optimizer": ["adam", "sgd"],
+        "regularizer": ["none"],
+    },
     "seeds": [0, 1],
 }
 
@@ -45,8 +48,9 @@ def test_grid_has_one_row_per_cell_and_seed_in_path_order():
 
 def test_run_spec_takes_the_learning_rate_per_optimizer_or_from_the_axis():
     cfg = load()
-    spec = gaconfig.run_spec(cfg, {"initializer": "he_normal", "activation": "relu", "optimizer": "sgd",
-                                   "regularizer": "none", "seed": 1})  # fmt: skip
+    spec = gaconfig.run_spec(
+        cfg, {"initializer": "he_normal", "activation": "relu", "optimizer": "sgd", "regularizer": "none", "seed": 1}
+    )
     assert spec.learning_rate == 0.01 and spec.depth == 5 and spec.seed == 1
     cfg = load(grid__learning_rate=[0.3])
     cell = gaconfig.typed_cell(cfg, gaconfig.grid_frame(cfg).iloc[0].to_dict())
@@ -65,8 +69,10 @@ def test_optional_axes_override_model_and_train_settings():
 
 def test_technique_parameters_reach_the_spec():
     cfg = load(techniques={"random_normal": {"stddev": 0.5}})
-    spec = gaconfig.run_spec(cfg, {"initializer": "random_normal", "activation": "relu", "optimizer": "adam",
-                                   "regularizer": "none", "seed": 0})  # fmt: skip
+    spec = gaconfig.run_spec(
+        cfg,
+        {"initializer": "random_normal", "activation": "relu", "optimizer": "adam", "regularizer": "none", "seed": 0},
+    )
     assert spec.initializer_params == {"stddev": 0.5}
 
 
@@ -78,7 +84,11 @@ def test_technique_parameters_reach_the_spec():
         ({"techniques": {"dropout": {"rat": 0.1}}}, "techniques.dropout.rat", "rate"),
         ({"techniques": {"drop_out": {}}}, "techniques.drop_out", "dropout"),
         ({"train__lr_schedule": "cosin"}, "train.lr_schedule", "cosine"),
-        ({"grid__optimizer": ["adam", "nadam"], "train__learning_rate": {"adam": 0.001}}, "train.learning_rate.nadam", ""),
+        (
+            {"grid__optimizer": ["adam", "nadam"], "train__learning_rate": {"adam": 0.001}},
+            "train.learning_rate.nadam",
+            "",
+        ),
         ({"data__validation_size": 5000, "data__train_subset": 3000}, "data.validation_size", ""),
         ({"report": {"nuisance": ["depth"]}}, "report.nuisance", "grid"),
     ],
@@ -162,8 +172,14 @@ def test_bundled_is_the_default_source_and_takes_no_path():
 
 
 def test_whole_floats_become_integers():
-    cfg = load(seeds=[1.0, 2], model__width=32.0, train__batch_size=64.0, grid__depth=[2.0, 3],
-               diagnostics__early_steps=[1.0], data__validation_size=500.0)  # fmt: skip
+    cfg = load(
+        seeds=[1.0, 2],
+        model__width=32.0,
+        train__batch_size=64.0,
+        grid__depth=[2.0, 3],
+        diagnostics__early_steps=[1.0],
+        data__validation_size=500.0,
+    )
     assert cfg["seeds"] == [1, 2] and all(type(s) is int for s in cfg["seeds"])
     assert type(cfg["model"]["width"]) is int and type(cfg["train"]["batch_size"]) is int
     assert [type(d) for d in cfg["grid"]["depth"]] == [int, int]
@@ -221,14 +237,20 @@ def _outside(allowed):
     return out
 
 
-PARAMETERS = [(name, param, allowed) for section in catalog.CATALOG.values() for name, entry in section.items()
-              for param, allowed in entry.ranges.items()]  # fmt: skip
+PARAMETERS = [
+    (name, param, allowed)
+    for section in catalog.CATALOG.values()
+    for name, entry in section.items()
+    for param, allowed in entry.ranges.items()
+]
 
 
 @pytest.mark.parametrize("name, param, allowed", PARAMETERS, ids=[f"{n}.{p}" for n, p, _ in PARAMETERS])
 def test_the_check_refuses_values_outside_the_catalog_range(name, param, allowed):
     for value in _outside(allowed):
-        with pytest.raises(gaconfig.ConfigError, match=rf"techniques\.{name}\.{param}: .* must be {re.escape(str(allowed))}"):
+        with pytest.raises(
+            gaconfig.ConfigError, match=rf"techniques\.{name}\.{param}: .* must be {re.escape(str(allowed))}"
+        ):
             load(techniques={name: {param: value}})
 
 
@@ -237,7 +259,9 @@ def test_the_check_reads_its_ranges_from_the_catalog(monkeypatch):
     narrower = dataclasses.replace(catalog.REGULARIZERS["dropout"], ranges={"rate": catalog.Range(0, False, 0.1, True)})
     load(techniques={"dropout": {"rate": 0.2}})
     monkeypatch.setitem(catalog.REGULARIZERS, "dropout", narrower)
-    with pytest.raises(gaconfig.ConfigError, match=r"techniques\.dropout\.rate: 0\.2 is out of range; it must be in \[0, 0\.1\)"):
+    with pytest.raises(
+        gaconfig.ConfigError, match=r"techniques\.dropout\.rate: 0\.2 is out of range; it must be in \[0, 0\.1\)"
+    ):
         load(techniques={"dropout": {"rate": 0.2}})
 
 
@@ -248,7 +272,9 @@ def test_technique_parameters_in_range_pass_as_floats():
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_numbers_are_refused(value):
-    with pytest.raises(gaconfig.ConfigError, match="grid.learning_rate.0.*not a finite number|grid.learning_rate\\[0\\]"):
+    with pytest.raises(
+        gaconfig.ConfigError, match="grid.learning_rate.0.*not a finite number|grid.learning_rate\\[0\\]"
+    ):
         load(grid__learning_rate=[value])
     with pytest.raises(gaconfig.ConfigError, match="train.learning_rate.adam"):
         load(train__learning_rate={"adam": value, "sgd": 0.1})
@@ -256,9 +282,16 @@ def test_non_finite_numbers_are_refused(value):
 
 @pytest.mark.parametrize(
     "results, text",
-    [("/", "filesystem root"), (".", "working folder"), ("./", "working folder"), ("..", "'..'"),
-     ("/usr", "system folder"), ("/etc/gradatlas", "system folder"), ("~/results", "not expanded")],
-)  # fmt: skip
+    [
+        ("/", "filesystem root"),
+        (".", "working folder"),
+        ("./", "working folder"),
+        ("..", "'..'"),
+        ("/usr", "system folder"),
+        ("/etc/gradatlas", "system folder"),
+        ("~/results", "not expanded"),
+    ],
+)
 def test_unsafe_results_folders_are_refused(results, text, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(gaconfig.ConfigError, match=text) as error:
@@ -273,8 +306,12 @@ def test_results_folder_may_not_be_or_contain_home_or_the_repository(tmp_path, m
     home.mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(tmp_path)
-    for results, text in [(str(home), "is the home folder"), (str(home.parent), "contains the home folder"),
-                          (str(gaconfig.REPO), "the repository"), (str(gaconfig.REPO.parent), "contains")]:  # fmt: skip
+    for results, text in [
+        (str(home), "is the home folder"),
+        (str(home.parent), "contains the home folder"),
+        (str(gaconfig.REPO), "the repository"),
+        (str(gaconfig.REPO.parent), "contains"),
+    ]:
         with pytest.raises(gaconfig.ConfigError, match=text):
             gaconfig.check_results_folder(results)
     for fine in ["results", "results/demo", str(home / "studies" / "one"), str(Path(tmp_path) / "shared-results")]:
@@ -305,15 +342,19 @@ def test_check_file_passes_the_shipped_configs():
     assert gaconfig.main(["check-file", str(gaconfig.REPO / "config.yaml")]) == 0
 
 
-
 def test_config_arguments_become_the_types_the_schema_wants():
     """`snakemake --config` leaves every scalar of a nested value a string (YAML's BaseLoader)."""
     from snakemake.cli import parse_config
     from snakemake.utils import update_config
 
-    given = parse_config(["train={pack_size: 256, clipnorm: null}", "seeds=[0, 1]",
-                          "data={source: idx, path: '007', allow_unusual_split: false}",
-                          "techniques={dropout: {rate: 0.3}}"])  # fmt: skip
+    given = parse_config(
+        [
+            "train={pack_size: 256, clipnorm: null}",
+            "seeds=[0, 1]",
+            "data={source: idx, path: '007', allow_unusual_split: false}",
+            "techniques={dropout: {rate: 0.3}}",
+        ]
+    )
     cfg = copy.deepcopy(BASE)
     update_config(cfg, given)
     gaconfig.typed_overrides(cfg, given)
@@ -350,5 +391,10 @@ def test_removed_train_deterministic_is_refused_with_what_to_do(value):
     """It was read by nothing: accepting it would pretend it decides something."""
     with pytest.raises(gaconfig.ConfigError, match=r"train\.deterministic: removed.*Delete the line"):
         load(train__deterministic=value)
-    assert "deterministic" not in gaconfig.run_spec(load(), {"initializer": "he_normal", "activation": "relu",
-                                                             "optimizer": "sgd", "regularizer": "none", "seed": 0}).as_dict()
+    assert (
+        "deterministic"
+        not in gaconfig.run_spec(
+            load(),
+            {"initializer": "he_normal", "activation": "relu", "optimizer": "sgd", "regularizer": "none", "seed": 0},
+        ).as_dict()
+    )

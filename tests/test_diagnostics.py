@@ -5,14 +5,19 @@ import keras
 import numpy as np
 import pytest
 
-from gradatlas import catalog, config as gaconfig, diagnostics, model as gamodel, outcomes
+from gradatlas import catalog, config as gaconfig, diagnostics, model as gamodel
 
 
 def make_spec(depth=2, width=3, **overrides):
     cfg = {
         "data": {"source": "idx", "path": "unused"},
         "model": {"depth": depth, "width": width},
-        "grid": {"initializer": ["glorot_uniform"], "activation": ["sigmoid"], "optimizer": ["sgd"], "regularizer": ["none"]},
+        "grid": {
+            "initializer": ["glorot_uniform"],
+            "activation": ["sigmoid"],
+            "optimizer": ["sgd"],
+            "regularizer": ["none"],
+        },
         "seeds": [0],
     }
     for key, value in overrides.items():
@@ -52,8 +57,10 @@ def test_probe_matches_hand_computed_gradients():
     model = gamodel.build(spec)
     for layer in gamodel.dense_layers(model):  # non-zero biases, so bias paths are exercised
         layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
-    weights = [(keras.ops.convert_to_numpy(l.kernel).astype("float64"), keras.ops.convert_to_numpy(l.bias).astype("float64"))
-               for l in gamodel.dense_layers(model)]  # fmt: skip
+    weights = [
+        (keras.ops.convert_to_numpy(l.kernel).astype("float64"), keras.ops.convert_to_numpy(l.bias).astype("float64"))
+        for l in gamodel.dense_layers(model)
+    ]
     dz_hand, dw_hand, z_hand, a_hand = hand_backprop(weights, x.astype("float64"), y)
 
     rows = diagnostics.probe(model, spec, x, y).to_dict("records")
@@ -137,7 +144,9 @@ def test_batch_norm_is_probed_on_batch_statistics_and_its_averages_stay():
         spec = make_spec(depth=5, width=64, regularizer=regularizer)
         model = gamodel.build(spec)
         before = [keras.ops.convert_to_numpy(v).copy() for v in model.non_trainable_variables]
-        ratios[regularizer] = diagnostics.run_measures(diagnostics.probe(model, spec, x, y), False)["vanishing_ratio_init"]
+        ratios[regularizer] = diagnostics.run_measures(diagnostics.probe(model, spec, x, y), False)[
+            "vanishing_ratio_init"
+        ]
         after = [keras.ops.convert_to_numpy(v) for v in model.non_trainable_variables]
         assert all(np.array_equal(a, b) for a, b in zip(before, after))  # moving averages untouched
     assert ratios["batch_norm"] > 30 * ratios["none"], ratios
@@ -157,8 +166,10 @@ def test_what_cannot_act_before_the_first_step_leaves_the_initial_probe_unchange
     # catalog.acts_before_first_step: penalties, constraints and dropout leave the probe at step 0 as it is
     x = np.random.default_rng(5).random((64, 784)).astype("float32")
     y = np.arange(64, dtype="int32") % 10
-    probes = {r: diagnostics.probe(gamodel.build(make_spec(regularizer=r)), make_spec(regularizer=r), x, y)
-              for r in ("none", "l2", "l1", "dropout", "max_norm", "batch_norm")}  # fmt: skip
+    probes = {
+        r: diagnostics.probe(gamodel.build(make_spec(regularizer=r)), make_spec(regularizer=r), x, y)
+        for r in ("none", "l2", "l1", "dropout", "max_norm", "batch_norm")
+    }
     for regularizer, rows in probes.items():
         same = rows[diagnostics.STATS].equals(probes["none"][diagnostics.STATS])
         assert same == (not catalog.acts_before_first_step("regularizer", regularizer)), regularizer

@@ -51,7 +51,13 @@ def make_members(root: Path, indices=None) -> list[engine.Member]:
     members = []
     for i in indices if indices is not None else range(len(MEMBERS)):
         initializer, regularizer, seed, changes = MEMBERS[i]
-        cell = {"initializer": initializer, "activation": "relu", "optimizer": "adam", "regularizer": regularizer, "seed": seed}
+        cell = {
+            "initializer": initializer,
+            "activation": "relu",
+            "optimizer": "adam",
+            "regularizer": regularizer,
+            "seed": seed,
+        }
         spec = gaconfig.run_spec(cfg, cell).replace(**changes)
         members.append(engine.Member(spec, cell, root / f"member-{i}"))
     return members
@@ -70,10 +76,14 @@ def trained(split, tmp_path_factory):
     members = make_members(root / "pack")
     assert len({packs.graph_key(m.spec) for m in members}) == 1  # one graph: a real pack
     out = {"pack": engine.train_pack(members, split, root / "pack-state")}
-    out["alone"] = [engine.train_pack(make_members(root / f"alone-{i}", [i]), split, root / f"alone-state-{i}")[0]
-                    for i in range(len(MEMBERS))]  # fmt: skip
+    out["alone"] = [
+        engine.train_pack(make_members(root / f"alone-{i}", [i]), split, root / f"alone-state-{i}")[0]
+        for i in range(len(MEMBERS))
+    ]
     others = [i for i in range(len(MEMBERS)) if i not in (DIVERGING, STOPPING)]
-    out["others"] = dict(zip(others, engine.train_pack(make_members(root / "others", others), split, root / "others-state")))
+    out["others"] = dict(
+        zip(others, engine.train_pack(make_members(root / "others", others), split, root / "others-state"))
+    )
     out["dirs"] = {"pack": root / "pack", "alone": [root / f"alone-{i}" for i in range(len(MEMBERS))]}
     return out
 
@@ -111,7 +121,11 @@ def test_a_diverging_member_is_a_result_and_frozen(trained):
 def test_an_early_stopping_member_stops_alone(trained):
     record = trained["pack"][STOPPING]
     assert record["summary"]["epochs_run"] == 2 < CONFIG["train"]["epochs"]
-    assert all(r["summary"]["epochs_run"] == CONFIG["train"]["epochs"] for i, r in enumerate(trained["pack"]) if i not in (DIVERGING, STOPPING))
+    assert all(
+        r["summary"]["epochs_run"] == CONFIG["train"]["epochs"]
+        for i, r in enumerate(trained["pack"])
+        if i not in (DIVERGING, STOPPING)
+    )
 
 
 def test_diverging_and_stopping_members_leave_the_others_unchanged(trained):
@@ -171,8 +185,14 @@ KILL_POINTS = ["segment-1-31", "backup-rotated-3", "output-model-1"]
 def run_script(root: Path, point: str, mnist_dir: Path, wait_for_flag: bool, backend="jax", members=RESUMABLE):
     script = TRAIN.format(tests=str(REPO / "tests"), members=members, backend=backend)
     env = os.environ | {"PYTHONPATH": str(REPO), "HANG_FLAG": str(root / "hang.flag")}
-    proc = subprocess.Popen([sys.executable, "-c", script, str(root), point, str(mnist_dir)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(root), point, str(mnist_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     if not wait_for_flag:
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, out[-3000:]
@@ -196,7 +216,9 @@ def assert_same_run(a: Path, b: Path) -> None:
     """Run folders `a` and `b` hold the same training, bit for bit (but its timings)."""
     ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
     pd.testing.assert_frame_equal(ha.drop(columns="seconds"), hb.drop(columns="seconds"))
-    pd.testing.assert_frame_equal(pd.read_parquet(a / "diagnostics.parquet"), pd.read_parquet(b / "diagnostics.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(a / "diagnostics.parquet"), pd.read_parquet(b / "diagnostics.parquet")
+    )
     wa = keras.saving.load_model(a / "model.keras").get_weights()
     wb = keras.saving.load_model(b / "model.keras").get_weights()
     assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
@@ -231,7 +253,13 @@ def test_tensorboard_holds_epoch_metrics_per_layer_diagnostics_and_hparams(train
                     hparams = {k: v.string_value or v.number_value for k, v in info.hparams.items()}
                 else:
                     tags.setdefault(value.tag, []).append(event.step)
-    assert hparams == {"initializer": "lecun_normal", "activation": "relu", "optimizer": "adam", "regularizer": "dropout", "seed": 2.0}
+    assert hparams == {
+        "initializer": "lecun_normal",
+        "activation": "relu",
+        "optimizer": "adam",
+        "regularizer": "dropout",
+        "seed": 2.0,
+    }
     diag = pd.read_parquet(run / "diagnostics.parquet")
     assert tags["layer_1/delta_rms"] == sorted(diag["step"].unique())  # every probe, at its optimizer step
     # one step axis: each of the 4 epochs' metrics at the optimizer step that ends it, beside its probe

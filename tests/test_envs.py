@@ -93,11 +93,15 @@ def test_env_pins_match_requirements(path):
 
 
 def names(path: Path) -> set[str]:
-    return {canonicalize_name(GPU_BUILD_OF.get(canonicalize_name(r.name), r.name)) for r in pip_requirements(env_file(path))}
+    return {
+        canonicalize_name(GPU_BUILD_OF.get(canonicalize_name(r.name), r.name)) for r in pip_requirements(env_file(path))
+    }
 
 
 def test_the_tensorflow_env_is_the_cpu_env_plus_tensorflow():
-    assert names(REPO / "envs" / "train-tensorflow.yaml") == names(REPO / "envs" / "train-cpu.yaml") | {"tensorflow-cpu"}
+    assert names(REPO / "envs" / "train-tensorflow.yaml") == names(REPO / "envs" / "train-cpu.yaml") | {
+        "tensorflow-cpu"
+    }
 
 
 def test_cpu_and_cuda_training_envs_pin_the_same_libraries():
@@ -123,7 +127,7 @@ def rule_blocks() -> list[tuple[Path, str, str]]:
         starts = list(RULE_RE.finditer(text))
         for i, m in enumerate(starts):
             end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
-            body = text[m.end():end]
+            body = text[m.end() : end]
             # the rule ends at the first statement at or left of its own indentation
             indent = len(m.group(0)) - len(m.group(0).lstrip())
             top = re.compile(rf"^(?=\s{{0,{indent}}}[^\s#])", re.M).search(body, body.find("\n") + 1)
@@ -228,7 +232,10 @@ def distribution_requires(name: str) -> frozenset[str]:
 
 
 def env_provides(env_path: Path) -> set[str]:
-    pinned = {canonicalize_name(GPU_BUILD_OF.get(canonicalize_name(r.name), r.name)) for r in pip_requirements(env_file(env_path))}
+    pinned = {
+        canonicalize_name(GPU_BUILD_OF.get(canonicalize_name(r.name), r.name))
+        for r in pip_requirements(env_file(env_path))
+    }
     provided = set(pinned)
     for name in pinned:
         provided |= distribution_requires(name)
@@ -298,10 +305,27 @@ def package_install() -> dict:
     with tempfile.TemporaryDirectory() as env_folder:
         Path(env_folder, "requirements.txt").write_text(PACKAGE_LINE + "\n")
         out = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index", "--no-build-isolation",
-             "--quiet", "--report", "-", "-r", "requirements.txt"],
-            cwd=env_folder, env=os.environ | {"GRADATLAS_REPO": str(REPO)}, capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--no-deps",
+                "--no-index",
+                "--no-build-isolation",
+                "--quiet",
+                "--report",
+                "-",
+                "-r",
+                "requirements.txt",
+            ],
+            cwd=env_folder,
+            env=os.environ | {"GRADATLAS_REPO": str(REPO)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     (install,) = json.loads(out.stdout)["install"]
     return install
 

@@ -19,10 +19,16 @@ from gradatlas.outcomes import HEALTH_CLASSES, STATUSES
 def probes(runs: pd.DataFrame, steps=(0, 1, 10), layers=(1, 2)) -> pd.DataFrame:
     """One diagnostics row per run x step x layer (layer 2 = output), values from `runs`' columns."""
     rows = [
-        run | {"step": step, "epoch": step / 10, "phase": "init" if step == 0 else "early", "layer": layer,
-               "layer_kind": "output" if layer == layers[-1] else "hidden"}
+        run
+        | {
+            "step": step,
+            "epoch": step / 10,
+            "phase": "init" if step == 0 else "early",
+            "layer": layer,
+            "layer_kind": "output" if layer == layers[-1] else "hidden",
+        }
         for run, step, layer in product(runs.to_dict("records"), steps, layers)
-    ]  # fmt: skip
+    ]
     return pd.DataFrame(rows)
 
 
@@ -32,8 +38,15 @@ def hex_colors(values) -> set[str]:
 
 # --- what is plotted -----------------------------------------------------------------------------------
 def test_four_exploding_runs_move_neither_the_median_nor_the_band():
-    runs = pd.DataFrame({"initializer": "he_normal", "activation": "relu", "optimizer": "adam",
-                         "regularizer": "none", "seed": range(48)})  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "initializer": "he_normal",
+            "activation": "relu",
+            "optimizer": "adam",
+            "regularizer": "none",
+            "seed": range(48),
+        }
+    )
     runs["act_p05"], runs["act_p50"], runs["act_p95"] = 0.0, 0.5, 1.6
     runs.loc[:3, ["act_p50", "act_p95"]] = [1e7, 2.9e8]  # four exploding runs
     series = figures.percentile_series(probes(runs), "act")
@@ -51,8 +64,9 @@ def test_symlog_only_where_values_span_decades():
     assert not figures.spans_decades([0.0, 0.5, 1.6, 99])
     assert figures.spans_decades([0.5, -250.0])
     assert not figures.spans_decades([np.nan, np.inf])
-    runs = pd.DataFrame({"activation": "relu", "regularizer": "none", "seed": range(4), "act_p05": 0.0,
-                         "act_p50": 1e4, "act_p95": 1e6})  # fmt: skip
+    runs = pd.DataFrame(
+        {"activation": "relu", "regularizer": "none", "seed": range(4), "act_p05": 0.0, "act_p50": 1e4, "act_p95": 1e6}
+    )
     fig = figures.activation_percentiles(probes(runs))
     assert {ax.get_yscale() for ax in fig.axes if ax.get_title()} == {"symlog"}
     plt.close(fig)
@@ -60,8 +74,12 @@ def test_symlog_only_where_values_span_decades():
 
 def test_saturation_of_bn_and_other_runs_are_separate_series():
     runs = pd.DataFrame(list(product(["none", "dropout", "batch_norm"], range(4))), columns=["regularizer", "seed"])
-    runs = runs.assign(activation="sigmoid", initializer="random_normal",
-                       saturated_frac=np.where(runs["regularizer"] == "batch_norm", 0.05, 0.45), dead_frac=0.0)
+    runs = runs.assign(
+        activation="sigmoid",
+        initializer="random_normal",
+        saturated_frac=np.where(runs["regularizer"] == "batch_norm", 0.05, 0.45),
+        dead_frac=0.0,
+    )
     data = probes(runs)
     hidden = data[data["layer_kind"] == "hidden"]
     pooled = figures.pooled(hidden, "saturated_frac", ["activation", "layer"])
@@ -111,8 +129,9 @@ def test_level_colours_are_distinct_within_a_factor_and_never_a_class_or_status_
 
 def test_class_bars_use_the_class_colours_for_every_class_in_the_table():
     shares = {f"share_{c}": 1 / len(HEALTH_CLASSES) for c in HEALTH_CLASSES}
-    flow = pd.DataFrame([{"when": "init", "factor": "activation", "level": lv, "n": 4} | shares
-                         for lv in ("relu", "sigmoid")])  # fmt: skip
+    flow = pd.DataFrame(
+        [{"when": "init", "factor": "activation", "level": lv, "n": 4} | shares for lv in ("relu", "sigmoid")]
+    )
     fig = figures.flow_classes(flow)
     bars = hex_colors(p.get_facecolor() for p in fig.axes[0].patches)
     assert bars == hex_colors(figures.CLASS_COLORS.values())
@@ -120,15 +139,27 @@ def test_class_bars_use_the_class_colours_for_every_class_in_the_table():
     old = flow.drop(columns=["share_saturated", "share_dead", "share_diverged"])  # the table before the verdicts
     fig = figures.flow_classes(old)
     assert hex_colors(p.get_facecolor() for p in fig.axes[0].patches) == hex_colors(
-        [figures.CLASS_COLORS[c] for c in ("healthy", "vanishing", "exploding", "no value")])
+        [figures.CLASS_COLORS[c] for c in ("healthy", "vanishing", "exploding", "no value")]
+    )
     plt.close(fig)
 
 
 def test_accuracy_has_one_colormap_in_the_atlas_and_the_interactions():
-    runs = pd.DataFrame(list(product(["glorot_uniform", "he_normal"], ["relu", "sigmoid"], [0, 1])),
-                        columns=["initializer", "activation", "seed"]).assign(test_accuracy=0.8, status="converged")
-    inter = pd.DataFrame({"factor_a": "initializer", "level_a": ["he_normal", "he_normal"], "factor_b": "activation",
-                          "level_b": ["relu", "sigmoid"], "outcome": "test_accuracy", "mean": [0.9, 0.5], "n": 2})
+    runs = pd.DataFrame(
+        list(product(["glorot_uniform", "he_normal"], ["relu", "sigmoid"], [0, 1])),
+        columns=["initializer", "activation", "seed"],
+    ).assign(test_accuracy=0.8, status="converged")
+    inter = pd.DataFrame(
+        {
+            "factor_a": "initializer",
+            "level_a": ["he_normal", "he_normal"],
+            "factor_b": "activation",
+            "level_b": ["relu", "sigmoid"],
+            "outcome": "test_accuracy",
+            "mean": [0.9, 0.5],
+            "n": 2,
+        }
+    )
     atlas, pairs = figures.accuracy_atlas(runs, facets=()), figures.interaction_heatmaps(inter)
     cmaps = {ax.collections[0].cmap.name for fig in (atlas, pairs) for ax in fig.axes if ax.get_title()}
     assert cmaps == {figures.quantity_cmap("test_accuracy")}
@@ -137,12 +168,22 @@ def test_accuracy_has_one_colormap_in_the_atlas_and_the_interactions():
 
 
 def test_forest_dots_are_neutral():
-    deltas = pd.DataFrame({"factor": "activation", "level": ["sigmoid", "tanh"], "baseline": "relu",
-                           "outcome": "test_accuracy", "mean_delta": [-0.3, 0.1], "ci_low": [-0.4, 0.0],
-                           "ci_high": [-0.2, 0.2], "n_pairs": 4})  # fmt: skip
+    deltas = pd.DataFrame(
+        {
+            "factor": "activation",
+            "level": ["sigmoid", "tanh"],
+            "baseline": "relu",
+            "outcome": "test_accuracy",
+            "mean_delta": [-0.3, 0.1],
+            "ci_low": [-0.4, 0.0],
+            "ci_high": [-0.2, 0.2],
+            "n_pairs": 4,
+        }
+    )
     fig = figures.paired_delta_forest(deltas)
     assert hex_colors(line.get_color() for line in fig.axes[0].lines if line.get_linestyle() != "--") == hex_colors(
-        [figures.NEUTRAL[0]])
+        [figures.NEUTRAL[0]]
+    )
     plt.close(fig)
 
 
@@ -153,13 +194,17 @@ def curves_over(grid: dict, seeds=(0, 1), epochs=3) -> pd.DataFrame:
     rows = []
     for cell in cells.to_dict("records"):
         slow = sum(str(cell[a]) != str(vs[0]) for a, vs in grid.items())
-        rows += [cell | {"epoch": e, "val_accuracy": 0.95 * e / (epochs + slow), "loss": 1.0 / e} for e in range(1, epochs + 1)]
+        rows += [
+            cell | {"epoch": e, "val_accuracy": 0.95 * e / (epochs + slow), "loss": 1.0 / e}
+            for e in range(1, epochs + 1)
+        ]
     return pd.DataFrame(rows)
 
 
 def test_convergence_legends_cover_no_curve():
-    fig = figures.convergence_ecdf(curves_over({"initializer": ["he_normal", "glorot_uniform"],
-                                                "activation": ["relu", "sigmoid", "tanh"]}), [0.5])  # fmt: skip
+    fig = figures.convergence_ecdf(
+        curves_over({"initializer": ["he_normal", "glorot_uniform"], "activation": ["relu", "sigmoid", "tanh"]}), [0.5]
+    )
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     panels = [ax for ax in fig.axes if ax.get_legend()]
@@ -184,8 +229,19 @@ def test_a_learning_rate_axis_keeps_its_runs_apart():
 
 # --- report views --------------------------------------------------------------------------------------
 def test_convergence_view_hides_all_empty_columns():
-    conv = pd.DataFrame({"factor": "activation", "level": ["relu", "sigmoid"], "n": 4, "target": 0.9,
-                         "n_reached": 0, "km_median_epochs": np.nan, "mean_val_auc": [0.8, 0.5],
-                         "ci_low": [0.7, 0.4], "ci_high": [0.9, 0.6], "n_auc": 4})  # fmt: skip
+    conv = pd.DataFrame(
+        {
+            "factor": "activation",
+            "level": ["relu", "sigmoid"],
+            "n": 4,
+            "target": 0.9,
+            "n_reached": 0,
+            "km_median_epochs": np.nan,
+            "mean_val_auc": [0.8, 0.5],
+            "ci_low": [0.7, 0.4],
+            "ci_high": [0.9, 0.6],
+            "n_auc": 4,
+        }
+    )
     view = report.convergence_view(conv)
     assert "km_median_epochs" not in view and "n_reached" in view and "95% CI" in view

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SNAKEMAKE, make_workspace, run_snakemake, write_config
-from gradatlas import config as gaconfig
-from gradatlas import lock
+from gradatlas import config as gaconfig, lock
 
 FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
@@ -35,7 +34,9 @@ def dead_pid() -> int:
 def write_lock(folder: Path, **holder) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / lock.LOCK_NAME
-    path.write_text(json.dumps({"host": socket.gethostname(), "workdir": "/somewhere/else", "since": "earlier"} | holder))
+    path.write_text(
+        json.dumps({"host": socket.gethostname(), "workdir": "/somewhere/else", "since": "earlier"} | holder)
+    )
     return path
 
 
@@ -137,8 +138,12 @@ def test_second_working_folder_on_the_same_results_stops_at_once(tmp_path, slow_
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2", "no_proxy": "127.0.0.1"}
     first = subprocess.Popen(
         [str(SNAKEMAKE), target, "--cores", "1", "--configfile", str(config_a)],
-        cwd=a, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        cwd=a,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -158,7 +163,9 @@ def test_second_working_folder_on_the_same_results_stops_at_once(tmp_path, slow_
         proc = run_snakemake(b, target, "--cores", "1", "--configfile", str(config_b), check=False, timeout=300)
         out = proc.stdout + proc.stderr
         assert proc.returncode != 0, out[-3000:]
-        assert "is in use by another GradAtlas run" in out and f"pid {first.pid}" in out and str(a.resolve()) in out, out[-3000:]
+        assert "is in use by another GradAtlas run" in out and f"pid {first.pid}" in out and str(a.resolve()) in out, (
+            out[-3000:]
+        )
         assert time.time() - started < 120
         assert not (b / "resources").exists(), "the refused run prepared data"
         assert sorted(p.relative_to(shared) for p in shared.rglob("*")) == before
@@ -185,7 +192,11 @@ def test_second_working_folder_on_the_same_results_stops_at_once(tmp_path, slow_
 def write_lease(pack_dir: Path, **holder) -> Path:
     path = pack_dir.parent / f"{pack_dir.name}.lease"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"host": socket.gethostname(), "workdir": "/w/other", "since": "earlier", "token": "theirs"} | holder))
+    path.write_text(
+        json.dumps(
+            {"host": socket.gethostname(), "workdir": "/w/other", "since": "earlier", "token": "theirs"} | holder
+        )
+    )
     return path
 
 
@@ -202,7 +213,9 @@ def test_a_lease_is_held_while_training_and_released(tmp_path, monkeypatch):
 def test_a_live_holder_makes_the_second_wait_then_fail_naming_it(tmp_path):
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
-        path = write_lease(tmp_path / "p0", pid=sleeper.pid, start_time=lock._start_time(sleeper.pid), slurm_job_id="4242")
+        path = write_lease(
+            tmp_path / "p0", pid=sleeper.pid, start_time=lock._start_time(sleeper.pid), slurm_job_id="4242"
+        )
         started = time.monotonic()
         with pytest.raises(lock.PackLeased) as error:
             lock.Lease(tmp_path / "p0", wait_s=2).__enter__()
@@ -250,7 +263,9 @@ def test_a_holder_whose_lease_was_taken_over_stops_at_once(tmp_path):
         "import sys, time\nfrom gradatlas import lock\nlock.HEARTBEAT_S = 0.2\n"
         "with lock.Lease(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "p0")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "p0")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline() == "held\n"
     write_lease(tmp_path / "p0", host="elsewhere", pid=1)  # as a process that found it stale would
     assert proc.wait(timeout=30) == 75
@@ -286,9 +301,13 @@ def test_two_trainings_of_one_pack_never_run_at_once(tmp_path, mnist_dir):
     def job_step(wait_s: int) -> subprocess.Popen:
         return subprocess.Popen(
             [str(SNAKEMAKE), target, "--cores", "1", "--nolock", "--no-hooks", "--configfile", str(config)],
-            cwd=ws, env=env | {"GRADATLAS_LEASE_WAIT_S": str(wait_s)},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        )  # fmt: skip
+            cwd=ws,
+            env=env | {"GRADATLAS_LEASE_WAIT_S": str(wait_s)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
 
     first = job_step(600)
     waiting = None

@@ -26,8 +26,13 @@ def wheel(tmp_path_factory) -> Path:
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(REPO / name, source / name)
     shutil.copytree(REPO / "gradatlas", source / "gradatlas", ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
-                   check=True, capture_output=True, text=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return next(out.glob("gradatlas-*.whl"))
 
 
@@ -38,7 +43,9 @@ def test_the_wheel_holds_every_subpackage_and_the_schema(wheel):
     for package in packages:
         assert f"{package}/__init__.py" in names, package
     assert "gradatlas/schemas/config.schema.yaml" in names
-    assert all(f"gradatlas/{p.relative_to(REPO / 'gradatlas').as_posix()}" in names for p in (REPO / "gradatlas").rglob("*.py"))
+    assert all(
+        f"gradatlas/{p.relative_to(REPO / 'gradatlas').as_posix()}" in names for p in (REPO / "gradatlas").rglob("*.py")
+    )
 
 
 def test_the_wheel_states_its_license_as_a_spdx_expression(wheel):
@@ -66,11 +73,18 @@ def venv(wheel, tmp_path_factory) -> Path:
 
 def run(venv: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    return subprocess.run([str(venv / "bin" / "python"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [str(venv / "bin" / "python"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_the_package_imports_from_the_wheel(venv, tmp_path):
-    proc = run(venv, tmp_path, "-c", "import gradatlas.engine, gradatlas.studies, gradatlas.config as c; print(c.__file__, c.SCHEMA.is_file())")
+    proc = run(
+        venv,
+        tmp_path,
+        "-c",
+        "import gradatlas.engine, gradatlas.studies, gradatlas.config as c; print(c.__file__, c.SCHEMA.is_file())",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     where, schema = proc.stdout.split()
     assert Path(where).is_relative_to(venv) and schema == "True"

@@ -88,8 +88,9 @@ def test_an_alias_bomb_is_refused_at_once(ws, mnist_dir):
 
     bomb = ws / "bomb.yaml"
     bomb.write_text(yaml.safe_dump(tiny_study(mnist_dir)) + "resources:\n  train:\n" + alias_bomb("    "))
-    check = subprocess.run([sys.executable, "-m", "gradatlas.config", "check-file", str(bomb)], capture_output=True,
-                           text=True, timeout=60)  # fmt: skip
+    check = subprocess.run(
+        [sys.executable, "-m", "gradatlas.config", "check-file", str(bomb)], capture_output=True, text=True, timeout=60
+    )
     assert check.returncode == 1 and "aliases (*name) expanded it holds more than 100000 values" in check.stderr
     started = time.monotonic()
     proc = run_snakemake(ws, "-n", "--configfile", str(bomb), check=False, timeout=120)
@@ -133,11 +134,21 @@ def dry_run_fails(ws: Path, overlay: dict, name: str, *expected: str) -> str:
 def test_a_results_path_that_is_a_file_or_a_link_to_nowhere_is_named(ws, mnist_dir):
     """They used to fail with a raw NotADirectoryError (Snakemake's DAG code) or FileExistsError (the lock)."""
     (ws / "a-file").write_text("")
-    dry_run_fails(ws, tiny_study(mnist_dir, results="a-file/study"), "file-results",
-                  "config key results: 'a-file/study'", "a-file is not a folder")  # fmt: skip
+    dry_run_fails(
+        ws,
+        tiny_study(mnist_dir, results="a-file/study"),
+        "file-results",
+        "config key results: 'a-file/study'",
+        "a-file is not a folder",
+    )
     (ws / "gone").symlink_to(ws / "nowhere")
-    dry_run_fails(ws, tiny_study(mnist_dir, results="gone"), "dangling-results",
-                  "config key results: 'gone'", "gone is a link to nowhere")  # fmt: skip
+    dry_run_fails(
+        ws,
+        tiny_study(mnist_dir, results="gone"),
+        "dangling-results",
+        "config key results: 'gone'",
+        "gone is a link to nowhere",
+    )
 
 
 def test_train_subset_beyond_custom_data_is_refused_before_any_job(ws, mnist_dir, tmp_path):
@@ -151,8 +162,9 @@ def test_train_subset_beyond_custom_data_is_refused_before_any_job(ws, mnist_dir
     small.mkdir()
     for key, name in data.FILES.items():
         array = getattr(mnist, key)[: 600 if key.endswith("train") else 100]
-        (small / name).write_bytes(struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-                                   + array.tobytes())  # fmt: skip
+        (small / name).write_bytes(
+            struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+        )
     overlay = tiny_study(mnist_dir)
     overlay["data"] |= {"path": str(small), "train_subset": 1000}
     dry_run_fails(ws, overlay, "subset", "config key data.train_subset: 1000 is too large", "holds 600 training images")

@@ -8,8 +8,8 @@ report in headless Chromium (skipped when Chromium is absent, unless GRADATLAS_R
 from __future__ import annotations
 
 import html
-import json
 import io
+import json
 import os
 import re
 import shutil
@@ -27,11 +27,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from gradatlas import aggregate, analysis, diagnostics, figures, outcomes, registry, report
-
 from conftest import REPO, run_snakemake
-
+from gradatlas import aggregate, analysis, diagnostics, figures, outcomes, registry, report
 from gradatlas.config import FACTORS  # noqa: E402
+
 BASELINES = {"initializer": "glorot_uniform", "activation": "relu", "optimizer": "adam", "regularizer": "none"}
 CONFIG = {
     "study": "synthetic",
@@ -48,12 +47,21 @@ CONFIG = {
     "report": {"baselines": BASELINES, "nuisance": []},
 }
 SECTION_PATTERNS = {  # what /work/shared/checks/report looks for, plus the issue's section list
-    "answer": r"keeps (them|gradients) alive", "budget": r"budget: at most", "convergence": r"converge",
-    "main effects": r"main effect", "variance decomposition": r"variance|η²", "gradient flow": r"gradient flow",
-    "saturation": r"saturat", "dead units": r"dead", "learning curves": r"learning curve",
-    "epochs to target": r"epochs?[- ]to[- ]target", "leaderboard": r"leaderboard", "provenance": r"commit",
-    "atlas": r"atlas", "findings": r"findings",
-}  # fmt: skip
+    "answer": r"keeps (them|gradients) alive",
+    "budget": r"budget: at most",
+    "convergence": r"converge",
+    "main effects": r"main effect",
+    "variance decomposition": r"variance|η²",
+    "gradient flow": r"gradient flow",
+    "saturation": r"saturat",
+    "dead units": r"dead",
+    "learning curves": r"learning curve",
+    "epochs to target": r"epochs?[- ]to[- ]target",
+    "leaderboard": r"leaderboard",
+    "provenance": r"commit",
+    "atlas": r"atlas",
+    "findings": r"findings",
+}
 
 
 def synthetic_tables(extra_axis: dict | None = None, rng_seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -78,39 +86,87 @@ def synthetic_tables(extra_axis: dict | None = None, rng_seed: int = 0) -> dict[
             val = [val[0], np.nan]
         reached = next((e for e, v in zip((1, 2, 3), val) if v >= 0.9), None)
         per_layer = 0.25 if sigmoid else (5.0 if exploding else 0.95)
-        ratio = per_layer ** 3
-        runs.append(row | {
-            "status": "diverged" if diverged else ("converged" if final > 0.5 else "stalled"),
-            "test_accuracy": 0.1 if diverged else final, "test_loss": 1 - final, "best_val_accuracy": np.nanmax(val),
-            "best_epoch": 3, "epochs_run": len(val), "epochs_to_target": reached, "train_seconds": 2.0,
-            "samples_per_second": 1000.0, "vanishing_ratio_init": ratio, "vanishing_ratio_final": np.nan if diverged else ratio,
-            "health_init": "saturated" if sigmoid else ("exploding" if exploding else "healthy"),
-            "health_final": "diverged" if diverged else ("saturated" if sigmoid else ("exploding" if exploding else "healthy")),
-            "saturated_frac_epoch1": 0.3 if sigmoid else np.nan, "inactive_frac_epoch1": np.nan if sigmoid else 0.5,
-            "dead_frac_epoch1": 0.0 if sigmoid else 0.05, "steps_per_epoch": 10.0, "probe_seconds": 0.1,
-        })  # fmt: skip
+        ratio = per_layer**3
+        runs.append(
+            row
+            | {
+                "status": "diverged" if diverged else ("converged" if final > 0.5 else "stalled"),
+                "test_accuracy": 0.1 if diverged else final,
+                "test_loss": 1 - final,
+                "best_val_accuracy": np.nanmax(val),
+                "best_epoch": 3,
+                "epochs_run": len(val),
+                "epochs_to_target": reached,
+                "train_seconds": 2.0,
+                "samples_per_second": 1000.0,
+                "vanishing_ratio_init": ratio,
+                "vanishing_ratio_final": np.nan if diverged else ratio,
+                "health_init": "saturated" if sigmoid else ("exploding" if exploding else "healthy"),
+                "health_final": "diverged"
+                if diverged
+                else ("saturated" if sigmoid else ("exploding" if exploding else "healthy")),
+                "saturated_frac_epoch1": 0.3 if sigmoid else np.nan,
+                "inactive_frac_epoch1": np.nan if sigmoid else 0.5,
+                "dead_frac_epoch1": 0.0 if sigmoid else 0.05,
+                "steps_per_epoch": 10.0,
+                "probe_seconds": 0.1,
+            }
+        )
         for e, v in enumerate(val, start=1):
-            curves.append(row | {"epoch": e, "loss": (1 - v) if np.isfinite(v) else np.nan, "accuracy": v,
-                                 "val_loss": 1 - v, "val_accuracy": v, "lr": 0.01, "seconds": 0.5})  # fmt: skip
-        for step, epoch, phase in [(0, 0.0, "init"), (1, 0.1, "early"), (10, 1.0, "epoch"), (20, 2.0, "epoch"),
-                                   (30, 3.0, "epoch")]:  # fmt: skip
+            curves.append(
+                row
+                | {
+                    "epoch": e,
+                    "loss": (1 - v) if np.isfinite(v) else np.nan,
+                    "accuracy": v,
+                    "val_loss": 1 - v,
+                    "val_accuracy": v,
+                    "lr": 0.01,
+                    "seconds": 0.5,
+                }
+            )
+        for step, epoch, phase in [
+            (0, 0.0, "init"),
+            (1, 0.1, "early"),
+            (10, 1.0, "epoch"),
+            (20, 2.0, "epoch"),
+            (30, 3.0, "epoch"),
+        ]:
             dead_net = diverged and step >= 20
             for layer in range(1, 5):
                 shrink = per_layer ** (4 - layer)
                 stats = {
-                    "grad_w_norm": shrink * (1 + rng.random()), "delta_norm": shrink * (1 + rng.random()),
-                    "delta_rms": shrink, "weight_norm": 3.0, "update_ratio": np.nan if step == 0 else 0.01,
-                    "act_mean": 0.5, "act_std": 0.2, "act_p05": 0.1, "act_p50": 0.5, "act_p95": 0.9,
-                    "delta_p05": shrink / 10, "delta_p50": shrink / 2, "delta_p95": shrink * 2,
+                    "grad_w_norm": shrink * (1 + rng.random()),
+                    "delta_norm": shrink * (1 + rng.random()),
+                    "delta_rms": shrink,
+                    "weight_norm": 3.0,
+                    "update_ratio": np.nan if step == 0 else 0.01,
+                    "act_mean": 0.5,
+                    "act_std": 0.2,
+                    "act_p05": 0.1,
+                    "act_p50": 0.5,
+                    "act_p95": 0.9,
+                    "delta_p05": shrink / 10,
+                    "delta_p50": shrink / 2,
+                    "delta_p95": shrink * 2,
                     "saturated_frac": np.nan if layer == 4 or not sigmoid else 0.3,
                     "inactive_frac": np.nan if layer == 4 or sigmoid else 0.5,
                     "dead_frac": np.nan if layer == 4 else (0.0 if sigmoid else 0.05 * epoch),
-                }  # fmt: skip
+                }
                 if dead_net:
                     stats = {k: np.nan for k in stats}
-                diags.append(row | {"step": step, "epoch": epoch, "phase": phase, "layer": layer,
-                                    "layer_kind": "output" if layer == 4 else "hidden", "units": 8 if layer < 4 else 10}
-                             | stats)  # fmt: skip
+                diags.append(
+                    row
+                    | {
+                        "step": step,
+                        "epoch": epoch,
+                        "phase": phase,
+                        "layer": layer,
+                        "layer_kind": "output" if layer == 4 else "hidden",
+                        "units": 8 if layer < 4 else 10,
+                    }
+                    | stats
+                )
     runs = pd.DataFrame(runs)
     runs["epochs_to_target"] = runs["epochs_to_target"].astype("Float64")
     return {"runs": runs, "curves": pd.DataFrame(curves), "diagnostics": pd.DataFrame(diags)}
@@ -159,7 +215,9 @@ def test_every_figure_is_labelled_and_legible_at_page_width(makers, name):
     fig.savefig(png, format="png", dpi=report.DPI, bbox_inches="tight")
     width_px = plt.imread(io.BytesIO(png.getvalue())).shape[1]
     scale = min(1.0, report.PAGE_WIDTH_PX / width_px)
-    small = sorted({(round(t.get_fontsize() * scale, 1), t.get_text()[:30]) for t in texts if t.get_fontsize() * scale < 9})
+    small = sorted(
+        {(round(t.get_fontsize() * scale, 1), t.get_text()[:30]) for t in texts if t.get_fontsize() * scale < 9}
+    )
     assert not small, f"{name}: text below 9 pt at page width ({width_px} px wide): {small[:5]}"
     _assert_labelled(fig)
 
@@ -277,8 +335,10 @@ def test_a_broken_run_json_names_its_file(tmp_path):
 
 
 def test_a_diverged_probe_gives_no_unit_fractions(tables):
-    one = tables["diagnostics"].query("initializer == 'he_normal' and activation == 'relu' and optimizer == 'adam' "
-                                      "and regularizer == 'none' and seed == 0")[sorted(figures.DIAGNOSTIC_COLUMNS)]
+    one = tables["diagnostics"].query(
+        "initializer == 'he_normal' and activation == 'relu' and optimizer == 'adam' "
+        "and regularizer == 'none' and seed == 0"
+    )[sorted(figures.DIAGNOSTIC_COLUMNS)]
     nan_net = one.copy()
     later = nan_net["step"] >= 20
     nan_net.loc[later, ["grad_w_norm", "delta_rms", "act_std"]] = np.nan
@@ -324,8 +384,14 @@ def test_table_columns_are_documented(tables):
 def _write_tables(tables: dict[str, pd.DataFrame], folder: Path, config: dict) -> Path:
     """The base tables and, as rule analyze writes them, the analysis tables."""
     studied, nuisance = report.study_factors(config, tables["runs"])
-    tables = tables | analysis.study_tables(tables["runs"], studied + nuisance, config["report"]["baselines"], nuisance,
-                                            curves=tables.get("curves"), settings=registry.study_settings(config))  # fmt: skip
+    tables = tables | analysis.study_tables(
+        tables["runs"],
+        studied + nuisance,
+        config["report"]["baselines"],
+        nuisance,
+        curves=tables.get("curves"),
+        settings=registry.study_settings(config),
+    )
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
         frame.to_parquet(folder / f"{name}.parquet", index=False)
@@ -376,16 +442,17 @@ def test_report_from_synthetic_tables(synthetic_report):
     assert "sigmoid" in page and "95% CI" in page
     answer = re.search(r'<div class="answer" id="answer">(.*?)<p class="caveat">', page, flags=re.S).group(1)
     # relu: healthy with glorot_uniform, exploding with he_normal (half and half): not "alive", and never mixed
-    said = re.search(r"Gradients at initialization, activation: no level keeps most runs healthy; the closest is relu "
-                     r"\((\d+) of (\d+) healthy, (\d+) exploding; median", html.unescape(page))  # fmt: skip
+    said = re.search(
+        r"Gradients at initialization, activation: no level keeps most runs healthy; the closest is relu "
+        r"\((\d+) of (\d+) healthy, (\d+) exploding; median",
+        html.unescape(page),
+    )
     healthy, n, exploding = map(int, said.groups())
     assert healthy == exploding and n == 2 * healthy  # distinct networks only: the optimizer cannot act yet
     assert "Budget: at most 3 epochs on 2500 training images, batch 128" in page
     assert "Convergence speed, activation: relu learns fastest" in html.unescape(page) and "Best recipe" in answer
     assert "Most exploding cell at initialization" in page
-    assert sorted(p.stem for p in (out.parent / "figures").glob("*.png")) == sorted(
-        s.name for s in registry.FIGURES
-    )
+    assert sorted(p.stem for p in (out.parent / "figures").glob("*.png")) == sorted(s.name for s in registry.FIGURES)
 
 
 def test_report_with_nuisance_axis_shows_chosen_values(tmp_path):
@@ -394,8 +461,10 @@ def test_report_with_nuisance_axis_shows_chosen_values(tmp_path):
     lr01 = base["runs"]["learning_rate"] == 0.1
     base["runs"].loc[lr01, "best_val_accuracy"] += 0.1
     base["runs"].loc[lr01, "test_accuracy"] -= 0.1
-    config = CONFIG | {"grid": CONFIG["grid"] | {"learning_rate": [0.1, 0.01]},
-                       "report": CONFIG["report"] | {"nuisance": ["learning_rate"]}}  # fmt: skip
+    config = CONFIG | {
+        "grid": CONFIG["grid"] | {"learning_rate": [0.1, 0.01]},
+        "report": CONFIG["report"] | {"nuisance": ["learning_rate"]},
+    }
     tables_dir = _write_tables(base, tmp_path / "tables", config)
     out = tmp_path / "index.html"
     report.build(tables_dir, config, out)
@@ -416,17 +485,29 @@ def test_report_size_stays_small_for_the_default_grid(tmp_path):
     n = len(keys)
     acc = rng.uniform(0.1, 0.98, n)
     runs = keys.assign(
-        status=np.where(acc < 0.5, "stalled", "converged"), test_accuracy=acc, test_loss=1 - acc,
-        best_val_accuracy=acc, best_epoch=5.0, epochs_run=10,
-        epochs_to_target=pd.array(np.where(acc > 0.95, 4, np.nan), dtype="Float64"), train_seconds=60.0,
-        samples_per_second=3000.0, vanishing_ratio_init=10 ** rng.normal(-1, 1, n),
-        vanishing_ratio_final=10 ** rng.normal(-1, 1, n), saturated_frac_epoch1=rng.random(n),
-        inactive_frac_epoch1=rng.random(n), dead_frac_epoch1=rng.random(n) / 5, probe_seconds=1.0, steps_per_epoch=430,
-        health_init=rng.choice(outcomes.HEALTH_CLASSES, n), health_final=rng.choice(outcomes.HEALTH_CLASSES, n),
-    )  # fmt: skip
+        status=np.where(acc < 0.5, "stalled", "converged"),
+        test_accuracy=acc,
+        test_loss=1 - acc,
+        best_val_accuracy=acc,
+        best_epoch=5.0,
+        epochs_run=10,
+        epochs_to_target=pd.array(np.where(acc > 0.95, 4, np.nan), dtype="Float64"),
+        train_seconds=60.0,
+        samples_per_second=3000.0,
+        vanishing_ratio_init=10 ** rng.normal(-1, 1, n),
+        vanishing_ratio_final=10 ** rng.normal(-1, 1, n),
+        saturated_frac_epoch1=rng.random(n),
+        inactive_frac_epoch1=rng.random(n),
+        dead_frac_epoch1=rng.random(n) / 5,
+        probe_seconds=1.0,
+        steps_per_epoch=430,
+        health_init=rng.choice(outcomes.HEALTH_CLASSES, n),
+        health_final=rng.choice(outcomes.HEALTH_CLASSES, n),
+    )
     epochs = np.arange(1, 11)
-    curves = keys.loc[keys.index.repeat(10)].assign(epoch=np.tile(epochs, n), val_accuracy=rng.random(n * 10),
-                                                    loss=rng.random(n * 10))  # fmt: skip
+    curves = keys.loc[keys.index.repeat(10)].assign(
+        epoch=np.tile(epochs, n), val_accuracy=rng.random(n * 10), loss=rng.random(n * 10)
+    )
     probes = [(0, 0.0, "init"), (1, 0.0, "early"), (10, 0.02, "early"), (100, 0.2, "early")] + [
         (430 * e, float(e), "epoch") for e in epochs
     ]
@@ -434,14 +515,27 @@ def test_report_size_stays_small_for_the_default_grid(tmp_path):
     d = keys.loc[keys.index.repeat(len(probes) * 6)].reset_index(drop=True)
     m = len(d)
     d = d.assign(
-        step=np.tile(np.repeat([p[0] for p in probes], 6), n), epoch=np.tile(np.repeat([p[1] for p in probes], 6), n),
-        phase=np.tile(np.repeat([p[2] for p in probes], 6), n), layer=np.tile(layers, n * len(probes)),
-        layer_kind=np.tile(["hidden"] * 5 + ["output"], n * len(probes)), grad_w_norm=10 ** rng.normal(-1, 1, m),
-        delta_norm=10 ** rng.normal(-1, 1, m), saturated_frac=rng.random(m), dead_frac=rng.random(m) / 5,
-        delta_rms=10 ** rng.normal(-1, 1, m), update_ratio=10 ** rng.normal(-3, 1, m), act_mean=rng.random(m),
-        act_std=rng.random(m), act_p05=rng.random(m), act_p50=rng.random(m), act_p95=rng.random(m),
-        delta_p05=rng.random(m), delta_p50=rng.random(m), delta_p95=rng.random(m), inactive_frac=rng.random(m),
-    )  # fmt: skip
+        step=np.tile(np.repeat([p[0] for p in probes], 6), n),
+        epoch=np.tile(np.repeat([p[1] for p in probes], 6), n),
+        phase=np.tile(np.repeat([p[2] for p in probes], 6), n),
+        layer=np.tile(layers, n * len(probes)),
+        layer_kind=np.tile(["hidden"] * 5 + ["output"], n * len(probes)),
+        grad_w_norm=10 ** rng.normal(-1, 1, m),
+        delta_norm=10 ** rng.normal(-1, 1, m),
+        saturated_frac=rng.random(m),
+        dead_frac=rng.random(m) / 5,
+        delta_rms=10 ** rng.normal(-1, 1, m),
+        update_ratio=10 ** rng.normal(-3, 1, m),
+        act_mean=rng.random(m),
+        act_std=rng.random(m),
+        act_p05=rng.random(m),
+        act_p50=rng.random(m),
+        act_p95=rng.random(m),
+        delta_p05=rng.random(m),
+        delta_p50=rng.random(m),
+        delta_p95=rng.random(m),
+        inactive_frac=rng.random(m),
+    )
     config = default | {"report": default["report"]}
     tables_dir = _write_tables({"runs": runs, "curves": curves, "diagnostics": d}, tmp_path / "tables", config)
     out = tmp_path / "index.html"
@@ -454,9 +548,17 @@ def test_report_size_stays_small_for_the_default_grid(tmp_path):
 
 # --- headless Chromium -----------------------------------------------------------------------------
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--window-size=1200,3000", "--enable-logging=stderr", "--v=0",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1200,3000",
+    "--enable-logging=stderr",
+    "--v=0",
+]
 
 
 def chromium() -> str:
@@ -476,8 +578,10 @@ def screenshot(page: Path, png: Path, profile: Path) -> str:
     """Render `page` to `png` in headless Chromium; returns its log, fails on a page error."""
     proc = subprocess.run(
         [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={png}", page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     # the console, network and renderer errors of the page (dbus/GPU noise of the headless host is not)
@@ -531,8 +635,11 @@ def test_study_preset_page_uses_the_shared_autoescaped_layer(tmp_path, monkeypat
     from gradatlas.studies import report as study_report
 
     def section(config, inputs):
-        body = page.render("<p>What was run: {{ what }}</p>{{ table }}", what="<script>x</script> & more",
-                           table=page.table(pd.DataFrame({"a": [np.float64(0.123456), np.nan]})))  # fmt: skip
+        body = page.render(
+            "<p>What was run: {{ what }}</p>{{ table }}",
+            what="<script>x</script> & more",
+            table=page.table(pd.DataFrame({"a": [np.float64(0.123456), np.nan]})),
+        )
         return body, {"reproduced": np.bool_(True), "ratio": np.float64(2.5), "rows": pd.DataFrame({"k": [1]})}
 
     monkeypatch.setitem(study_report.SECTIONS, "depth_init", ("Init at depth <He>", section))
@@ -574,12 +681,18 @@ def test_a_study_over_optional_axes_with_nulls_and_a_nuisance_axis_reports_end_t
         "model": {"depth": 2, "width": 16},
         "train": {"epochs": 2, "threads": 1},
         "diagnostics": {"probe_size": 200, "early_steps": [1]},
-        "grid": {"initializer": ["he_normal"], "activation": ["sigmoid", "relu"], "optimizer": ["sgd"],
-                 "regularizer": ["none"], "learning_rate": [0.01, 0.1], "lr_schedule": ["constant", "inverse_time"],
-                 "clipnorm": [None, 0.5]},
+        "grid": {
+            "initializer": ["he_normal"],
+            "activation": ["sigmoid", "relu"],
+            "optimizer": ["sgd"],
+            "regularizer": ["none"],
+            "learning_rate": [0.01, 0.1],
+            "lr_schedule": ["constant", "inverse_time"],
+            "clipnorm": [None, 0.5],
+        },
         "seeds": [0],
         "report": {"nuisance": ["learning_rate"]},
-    }  # fmt: skip
+    }
     config = write_config(ws, overlay)
     run_snakemake(ws, "--cores", "2", "--configfile", str(config), timeout=1200)
     page = (ws / "results/report/index.html").read_text(encoding="utf-8")

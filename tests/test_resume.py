@@ -35,8 +35,12 @@ def tiny_study(mnist_dir: Path, results: str) -> dict:
         "model": {"depth": 3, "width": 32},
         "train": {"epochs": 6, "patience": 10, "threads": 1},
         "diagnostics": {"probe_size": 200, "early_steps": [1, 10]},
-        "grid": {"initializer": ["he_normal", "glorot_uniform"], "activation": ["relu"], "optimizer": ["adam"],
-                 "regularizer": ["dropout", "none"]},  # fmt: skip
+        "grid": {
+            "initializer": ["he_normal", "glorot_uniform"],
+            "activation": ["relu"],
+            "optimizer": ["adam"],
+            "regularizer": ["dropout", "none"],
+        },
         "seeds": [0],
     }
 
@@ -127,9 +131,12 @@ def assert_bit_identical(base: Path, other: Path) -> list[dict]:
         wb = keras.saving.load_model(b / "model.keras", safe_mode=True).get_weights()
         assert all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(wa, wb, strict=True))
         pd.testing.assert_frame_equal(
-            pd.read_csv(a / "history.csv").drop(columns="seconds"), pd.read_csv(b / "history.csv").drop(columns="seconds")
+            pd.read_csv(a / "history.csv").drop(columns="seconds"),
+            pd.read_csv(b / "history.csv").drop(columns="seconds"),
         )
-        pd.testing.assert_frame_equal(pd.read_parquet(a / "diagnostics.parquet"), pd.read_parquet(b / "diagnostics.parquet"))
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(a / "diagnostics.parquet"), pd.read_parquet(b / "diagnostics.parquet")
+        )
         ra, rb = (json.loads((r / "run.json").read_text()) for r in (a, b))
         assert {k: v for k, v in ra["summary"].items() if k not in TIMINGS} == {
             k: v for k, v in rb["summary"].items() if k not in TIMINGS
@@ -156,7 +163,13 @@ def test_a_kill_or_ctrl_c_while_writing_outputs_resumes_the_same_pack(killed_whi
 def test_finished_run_folders_are_clean(resumed):
     _, killed = resumed
     for run in run_folders(killed):
-        assert sorted(p.name for p in run.iterdir()) == ["diagnostics.parquet", "history.csv", "model.keras", "run.json", "tensorboard"]
+        assert sorted(p.name for p in run.iterdir()) == [
+            "diagnostics.parquet",
+            "history.csv",
+            "model.keras",
+            "run.json",
+            "tensorboard",
+        ]
     assert not list(killed.parent.glob("packs/*/state.npz"))  # backups go with a complete pack
     umask = os.umask(0)
     os.umask(umask)

@@ -289,6 +289,7 @@ def test_a_lost_main_snakemake_leaves_one_job_per_pack(local_slurm, mnist_dir, t
         (new,) = [c for c in re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", output) if c != orphan]
         logs = "".join(p.read_text() for p in (ws / ".snakemake" / "slurm_logs").rglob(f"{new}.log"))
         assert f"is being trained by SLURM job {orphan}, pid" in logs, logs[-5000:]
+
         # the orphan trains on alone: still running, still holding the lease, its checkpoint replaced
         # again at its next epoch end (its log is not watched: the rerun's job may have taken its path)
         def checkpoint_time():

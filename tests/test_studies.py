@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from conftest import MNIST, REPO, SNAKEMAKE, make_workspace, run_snakemake, write_config
-
 from gradatlas import backend
 
 if "keras" not in sys.modules:  # the engine's default backend, when this module decides
@@ -39,9 +38,17 @@ def test_every_preset_plans(tmp_path, offline):
     ws = make_workspace(tmp_path / "ws")
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}
     extra = [str(write_config(ws, {"data": {"source": "idx", "path": str(MNIST)}}, "data.yaml"))] if offline else []
-    procs = {p: subprocess.Popen([str(SNAKEMAKE), "-n", "--cores", "1", "--configfile", f"studies/{p}", *extra, "--nolock"],
-                                 cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-             for p in PRESETS}  # fmt: skip
+    procs = {
+        p: subprocess.Popen(
+            [str(SNAKEMAKE), "-n", "--cores", "1", "--configfile", f"studies/{p}", *extra, "--nolock"],
+            cwd=ws,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for p in PRESETS
+    }
     for preset, proc in procs.items():
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, f"{preset}:\n{out[-3000:]}"
@@ -91,8 +98,12 @@ def test_nielsen_verdict_uses_the_tolerance():
     from gradatlas.studies import nielsen
 
     def table(norms):
-        return pd.DataFrame([{"hidden_layers": len(norms), "seed": 0, "head": "nielsen", "layer": i + 1, "norm": n}
-                             for i, n in enumerate(norms)])  # fmt: skip
+        return pd.DataFrame(
+            [
+                {"hidden_layers": len(norms), "seed": 0, "head": "nielsen", "layer": i + 1, "norm": n}
+                for i, n in enumerate(norms)
+            ]
+        )
 
     assert nielsen.assess(table([0.07, 0.31]))["reproduced"].item()
     assert not nielsen.assess(table([0.07, 0.8]))["reproduced"].item()  # ratio 11x: outside 3-7x
@@ -119,8 +130,15 @@ def _tiny_spec():
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["data"].update(source="idx", path="unused")
     gaconfig.validate_schema(cfg)
-    cell = {"initializer": "he_normal", "activation": "elu", "optimizer": "adam", "regularizer": "none", "seed": 0,
-            "depth": 3, "width": 16}  # fmt: skip
+    cell = {
+        "initializer": "he_normal",
+        "activation": "elu",
+        "optimizer": "adam",
+        "regularizer": "none",
+        "seed": 0,
+        "depth": 3,
+        "width": 16,
+    }
     return gaconfig.run_spec(cfg, cell).replace(batch_size=64, backend=backend.name())
 
 
@@ -128,8 +146,13 @@ def test_transfer_variants_set_trainable_flags_and_reuse_weights(pretrained):
     from gradatlas.studies import transfer
 
     path, original = pretrained
-    expected = {"frozen_all": [False] * 3, "frozen_cached": [False] * 3, "frozen_all_but_top1": [False, False, True],
-                "frozen_all_but_top2": [False, True, True], "fine_tuned": [True] * 3}  # fmt: skip
+    expected = {
+        "frozen_all": [False] * 3,
+        "frozen_cached": [False] * 3,
+        "frozen_all_but_top1": [False, False, True],
+        "frozen_all_but_top2": [False, True, True],
+        "fine_tuned": [True] * 3,
+    }
     frozen_dense = transfer.frozen_dense_class()
     for variant, flags in expected.items():
         model = transfer.variant_model(variant, path, _tiny_spec(), 5)
@@ -139,7 +162,8 @@ def test_transfer_variants_set_trainable_flags_and_reuse_weights(pretrained):
         for reused, source in zip(dense, transfer.hidden_dense(original)):
             np.testing.assert_array_equal(np.asarray(reused.kernel), np.asarray(source.kernel))
         assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == (
-            16 * 5 + 5 + sum(d.kernel.shape[0] * 16 + 16 for d, f in zip(dense, flags) if f))
+            16 * 5 + 5 + sum(d.kernel.shape[0] * 16 + 16 for d, f in zip(dense, flags) if f)
+        )
         # what the engine trains: the frozen Dense layers as FrozenDense, same names and weights
         packed = transfer.packed_variant_model(variant, path, _tiny_spec(), 5)
         packed_dense = transfer.hidden_dense(packed)
@@ -149,7 +173,9 @@ def test_transfer_variants_set_trainable_flags_and_reuse_weights(pretrained):
             np.testing.assert_array_equal(np.asarray(a.kernel), np.asarray(b.kernel))
     scratch = transfer.variant_model("scratch", path, _tiny_spec(), 5)
     assert all(d.trainable for d in transfer.hidden_dense(scratch))
-    assert not np.array_equal(np.asarray(transfer.hidden_dense(scratch)[0].kernel), np.asarray(transfer.hidden_dense(original)[0].kernel))
+    assert not np.array_equal(
+        np.asarray(transfer.hidden_dense(scratch)[0].kernel), np.asarray(transfer.hidden_dense(original)[0].kernel)
+    )
 
 
 def test_frozen_dense_gets_no_gradient():
@@ -176,12 +202,21 @@ def test_transfer_variants_train_through_the_engine(pretrained, mnist_split, tmp
 
     path, original = pretrained
     # 100 images in batches of 64: 2 steps per epoch, so 6 steps = 3 epochs
-    table = transfer.run_variants(_tiny_spec(), mnist_split, path, per_class=20, max_steps=6, patience_steps=6,
-                                  variants=("scratch", "frozen_all", "frozen_all_but_top1", "frozen_cached"),
-                                  runs_dir=tmp_path)  # fmt: skip
+    table = transfer.run_variants(
+        _tiny_spec(),
+        mnist_split,
+        path,
+        per_class=20,
+        max_steps=6,
+        patience_steps=6,
+        variants=("scratch", "frozen_all", "frozen_all_but_top1", "frozen_cached"),
+        runs_dir=tmp_path,
+    )
     acc = table.set_index("variant")["test_accuracy"]
     assert acc["frozen_cached"] == pytest.approx(acc["frozen_all"], abs=0.01)  # cached = recomputed
-    assert (table["train_images"] == 100).all() and table.loc[table["variant"] == "frozen_cached", "cache_seconds"].item() > 0
+    assert (table["train_images"] == 100).all() and table.loc[
+        table["variant"] == "frozen_cached", "cache_seconds"
+    ].item() > 0
     assert (table["epochs_run"] == 3).all() and (table["max_epochs"] == 3).all()
     source = [np.asarray(d.kernel) for d in transfer.hidden_dense(original)]
     for variant, trained_top in (("frozen_all", 0), ("frozen_cached", 0), ("frozen_all_but_top1", 1)):
@@ -206,8 +241,16 @@ def test_batch_norm_tracks_accuracy_and_the_sigmoid_input(mnist_split, tmp_path)
     for variant in batch_norm.VARIANTS:
         specs = [batch_norm.spec_for(_tiny_spec().replace(seed=s), variant, settings) for s in seeds]
         run_dirs = [tmp_path / variant / f"seed~{s}" for s in seeds]
-        got, records = batch_norm.run(specs, mnist_split, steps=60, eval_every=20, unit=0, fixed_images=200,
-                                      run_dirs=run_dirs, pack_dir=tmp_path / variant / ".pack")  # fmt: skip
+        got, records = batch_norm.run(
+            specs,
+            mnist_split,
+            steps=60,
+            eval_every=20,
+            unit=0,
+            fixed_images=200,
+            run_dirs=run_dirs,
+            pack_dir=tmp_path / variant / ".pack",
+        )
         for seed, curve, record, run_dir in zip(seeds, got, records, run_dirs):
             assert list(curve["step"]) == [0, 20, 40, 60] and record["steps"] == 60
             assert record["pack_size"] == len(seeds) and (run_dir / "diagnostics.parquet").exists()
@@ -242,7 +285,9 @@ def test_batch_norm_curve_survives_a_killed_job(mnist_split, tmp_path):
     with pytest.raises(Killed):
         batch_norm.run([spec], mnist_split, **args, run_dirs=[tmp_path / "b"], pack_dir=tmp_path / "pb", hooks=[Kill()])
     assert (tmp_path / "pb" / batch_norm.ROWS_FILE).exists()
-    (resumed,), (record,) = batch_norm.run([spec], mnist_split, **args, run_dirs=[tmp_path / "b"], pack_dir=tmp_path / "pb")
+    (resumed,), (record,) = batch_norm.run(
+        [spec], mnist_split, **args, run_dirs=[tmp_path / "b"], pack_dir=tmp_path / "pb"
+    )
     assert json.loads((tmp_path / "b" / "run.json").read_text())["resumed_from_epoch"] == 1
     assert list(resumed["step"]) == [0, 50, 100, 150]
     pd.testing.assert_frame_equal(resumed, whole, rtol=1e-5)
@@ -253,7 +298,9 @@ def _planted_curve(p50, spread, accuracy=0.9):
     15-85 spread (symmetric percentiles), after a step-0 row with a wild spread."""
     steps = np.arange(500, 10_001, 500)
     p50, spread = np.broadcast_to(p50, len(steps)), np.broadcast_to(spread, len(steps))
-    curve = pd.DataFrame({"step": steps, "test_accuracy": accuracy, "p15": p50 - spread / 2, "p50": p50, "p85": p50 + spread / 2})
+    curve = pd.DataFrame(
+        {"step": steps, "test_accuracy": accuracy, "p15": p50 - spread / 2, "p50": p50, "p85": p50 + spread / 2}
+    )
     # step 0 (BN's moving averages not yet set) is never counted: a wild value there changes nothing
     return pd.concat([pd.DataFrame([{"step": 0, "test_accuracy": 0.1, "p15": -50.0, "p50": 9.0, "p85": 50.0}]), curve])
 
@@ -276,8 +323,10 @@ def test_batch_norm_drift_separates_location_and_scale_on_planted_curves():
     assert batch_norm.location_drift(early) == pytest.approx(2.5 / 2.8)
 
     def curves(plain, bn, bn_accuracy=0.95):
-        return pd.concat([plain.assign(variant="plain", seed=s) for s in (0, 1)]
-                         + [bn.assign(variant="batch_norm", seed=s, test_accuracy=bn_accuracy) for s in (0, 1)])  # fmt: skip
+        return pd.concat(
+            [plain.assign(variant="plain", seed=s) for s in (0, 1)]
+            + [bn.assign(variant="batch_norm", seed=s, test_accuracy=bn_accuracy) for s in (0, 1)]
+        )
 
     res = batch_norm.assess(curves(early, gamma))
     assert res["reproduced"] and res["location_drift"]["batch_norm"] == 0.0
@@ -308,13 +357,31 @@ def test_transfer_verdict_within_noise_or_ranking_on_planted_numbers():
     assert transfer.compare(pd.Series([0.05]))["outcome"] == "within noise"  # one seed: no spread, no ranking
 
     def table(fine_tuned):
-        acc = {"scratch": [0.90, 0.91, 0.905], "fine_tuned": fine_tuned, "frozen_all": [0.83, 0.84, 0.826],
-               "frozen_all_but_top1": [0.86, 0.87, 0.865], "frozen_all_but_top2": [0.88, 0.88, 0.877],
-               "frozen_cached": [0.83, 0.84, 0.826]}  # fmt: skip
-        return pd.DataFrame([{"variant": v, "seed": s, "test_accuracy": a[s], "epochs_run": 40, "best_epoch": 20,
-                              "max_epochs": 200, "train_seconds": 1.0, "trainable_params": 1,
-                              "seconds_per_epoch": 0.001 if v == "frozen_cached" else 0.01}
-                             for v, a in acc.items() for s in range(3)])  # fmt: skip
+        acc = {
+            "scratch": [0.90, 0.91, 0.905],
+            "fine_tuned": fine_tuned,
+            "frozen_all": [0.83, 0.84, 0.826],
+            "frozen_all_but_top1": [0.86, 0.87, 0.865],
+            "frozen_all_but_top2": [0.88, 0.88, 0.877],
+            "frozen_cached": [0.83, 0.84, 0.826],
+        }
+        return pd.DataFrame(
+            [
+                {
+                    "variant": v,
+                    "seed": s,
+                    "test_accuracy": a[s],
+                    "epochs_run": 40,
+                    "best_epoch": 20,
+                    "max_epochs": 200,
+                    "train_seconds": 1.0,
+                    "trainable_params": 1,
+                    "seconds_per_epoch": 0.001 if v == "frozen_cached" else 0.01,
+                }
+                for v, a in acc.items()
+                for s in range(3)
+            ]
+        )
 
     noisy = transfer.assess(table([0.891, 0.927, 0.909]))  # scratch + the issue's per-seed differences
     assert noisy["best_reused"] == "fine_tuned" and noisy["gain_over_scratch"]["outcome"] == "within noise"
@@ -328,16 +395,44 @@ def test_depth_init_verdict_from_tables():
     from gradatlas.studies import depth_init
 
     depth = 10
-    diag = pd.DataFrame([{"initializer": init, "seed": s, "layer": l, "layer_kind": "hidden", "step": 0,
-                          "act_std": (1.0 if init == "he_normal" else 2 ** (-(l - 1) / 2)) * (1 + 0.05 * s)}
-                         for init in ("he_normal", "glorot_uniform") for s in (0, 1) for l in range(1, depth + 1)])  # fmt: skip
-    runs = pd.DataFrame([{"initializer": i, "seed": s, "test_accuracy": a, "best_val_accuracy": a, "status": st,
-                          "train_seconds": 1.0, "epochs_run": 5, "epochs_to_target": e}
-                         for i, a, st, e in (("he_normal", 0.95, "converged", 2), ("glorot_uniform", 0.11, "stalled", None))
-                         for s in (0, 1)])  # fmt: skip
+    diag = pd.DataFrame(
+        [
+            {
+                "initializer": init,
+                "seed": s,
+                "layer": l,
+                "layer_kind": "hidden",
+                "step": 0,
+                "act_std": (1.0 if init == "he_normal" else 2 ** (-(l - 1) / 2)) * (1 + 0.05 * s),
+            }
+            for init in ("he_normal", "glorot_uniform")
+            for s in (0, 1)
+            for l in range(1, depth + 1)
+        ]
+    )
+    runs = pd.DataFrame(
+        [
+            {
+                "initializer": i,
+                "seed": s,
+                "test_accuracy": a,
+                "best_val_accuracy": a,
+                "status": st,
+                "train_seconds": 1.0,
+                "epochs_run": 5,
+                "epochs_to_target": e,
+            }
+            for i, a, st, e in (("he_normal", 0.95, "converged", 2), ("glorot_uniform", 0.11, "stalled", None))
+            for s in (0, 1)
+        ]
+    )
     res = depth_init.assess(runs, diag)
-    assert res["reproduced"] and res["forward"]["glorot_uniform"]["predicted"] == pytest.approx(2 ** -4.5)
-    runs.loc[runs["initializer"] == "glorot_uniform", ["test_accuracy", "status", "epochs_to_target"]] = [0.94, "converged", 2]
+    assert res["reproduced"] and res["forward"]["glorot_uniform"]["predicted"] == pytest.approx(2**-4.5)
+    runs.loc[runs["initializer"] == "glorot_uniform", ["test_accuracy", "status", "epochs_to_target"]] = [
+        0.94,
+        "converged",
+        2,
+    ]
     assert not depth_init.assess(runs, diag)["reproduced"]
 
 
@@ -345,16 +440,33 @@ def test_depth_init_verdict_from_tables():
 def test_transfer_preset_end_to_end(tmp_path, mnist_dir):
     """The transfer preset, shrunk by an overlay, through the real snakemake CLI to its page and verdict."""
     ws = make_workspace(tmp_path / "ws")
-    tiny = {"data": {"source": "idx", "path": str(mnist_dir), "train_subset": 6000, "validation_size": 1000},
-            "preset": {"name": "transfer", "transfer": {"depth": 2, "width": 16, "pretrain_epochs": 1, "per_class": 10,
-                                                        "max_steps": 6, "patience_steps": 6}},
-            "seeds": [0]}  # fmt: skip
+    tiny = {
+        "data": {"source": "idx", "path": str(mnist_dir), "train_subset": 6000, "validation_size": 1000},
+        "preset": {
+            "name": "transfer",
+            "transfer": {
+                "depth": 2,
+                "width": 16,
+                "pretrain_epochs": 1,
+                "per_class": 10,
+                "max_steps": 6,
+                "patience_steps": 6,
+            },
+        },
+        "seeds": [0],
+    }
     overlay = write_config(ws, tiny, "tiny.yaml")
     run_snakemake(ws, "--cores", "2", "--configfile", "studies/transfer.yaml", str(overlay), timeout=600)
     verdict = json.loads((ws / "results/transfer/report/study.json").read_text())
     assert verdict["preset"] == "transfer" and verdict["verdict"] in ("reproduced", "not reproduced")
     assert {row["variant"] for row in verdict["summary"]} == {
-        "scratch", "frozen_all", "frozen_all_but_top1", "frozen_all_but_top2", "fine_tuned", "frozen_cached"}
+        "scratch",
+        "frozen_all",
+        "frozen_all_but_top1",
+        "frozen_all_but_top2",
+        "fine_tuned",
+        "frozen_cached",
+    }
     page = (ws / "results/transfer/report/study.html").read_text()
     assert "Verdict:" in page and "data:image/png;base64," in page
     assert not (ws / "results/transfer/report/index.html").exists()  # the preset does not train the grid

@@ -49,19 +49,34 @@ def test_thresholds_are_the_documented_ones():
 def planted_diag(delta_first, delta_last, saturated=(0.0, 0.0), nan_last=False) -> pd.DataFrame:
     """Three probes (init, epoch 1, final) of a 2-hidden-layer network."""
     rows = []
-    for step, phase, epoch, delta, sat in ((0, "init", 0.0, delta_first, saturated[0]), (10, "epoch", 1.0, delta_first, saturated[0]),
-                                           (20, "epoch", 2.0, delta_last, saturated[1])):  # fmt: skip
+    for step, phase, epoch, delta, sat in (
+        (0, "init", 0.0, delta_first, saturated[0]),
+        (10, "epoch", 1.0, delta_first, saturated[0]),
+        (20, "epoch", 2.0, delta_last, saturated[1]),
+    ):
         for layer, kind in ((1, "hidden"), (2, "hidden"), (3, "output")):
             bad = nan_last and step == 20
-            rows.append({"step": step, "epoch": epoch, "phase": phase, "layer": layer, "layer_kind": kind, "units": 8,
-                         "delta_rms": math.nan if bad else (delta[layer - 1]),
-                         "saturated_frac": math.nan if bad or kind == "output" else sat, "inactive_frac": math.nan,
-                         "dead_frac": math.nan if bad or kind == "output" else 0.0})  # fmt: skip
+            rows.append(
+                {
+                    "step": step,
+                    "epoch": epoch,
+                    "phase": phase,
+                    "layer": layer,
+                    "layer_kind": kind,
+                    "units": 8,
+                    "delta_rms": math.nan if bad else (delta[layer - 1]),
+                    "saturated_frac": math.nan if bad or kind == "output" else sat,
+                    "inactive_frac": math.nan,
+                    "dead_frac": math.nan if bad or kind == "output" else 0.0,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def test_run_measures_derive_ratio_shares_and_verdicts_once():
-    m = diagnostics.run_measures(planted_diag((0.001, 0.01, 1.0), (0.5, 0.8, 1.0), saturated=(0.0, 0.3)), diverged=False)
+    m = diagnostics.run_measures(
+        planted_diag((0.001, 0.01, 1.0), (0.5, 0.8, 1.0), saturated=(0.0, 0.3)), diverged=False
+    )
     assert list(m) == list(outcomes.RUN_MEASURES)
     assert m["vanishing_ratio_init"] == pytest.approx(0.001) and m["health_init"] == "vanishing"
     assert m["vanishing_ratio_final"] == pytest.approx(0.5) and m["saturated_frac_final"] == pytest.approx(0.3)
@@ -75,14 +90,29 @@ def test_run_measures_derive_ratio_shares_and_verdicts_once():
 def twin_runs() -> pd.DataFrame:
     """2 initializers x 2 optimizers x 3 regularizers x 3 seeds; the optimizer, l2 and dropout cannot act at
     init, so their runs carry the very same init values (as real runs do); batch_norm is a different network."""
-    grid = pd.DataFrame(list(product(["glorot_uniform", "he_normal"], ["sigmoid"], ["adam", "sgd"],
-                                     ["none", "l2", "batch_norm"], range(3))), columns=[*FACTORS, "seed"])  # fmt: skip
+    grid = pd.DataFrame(
+        list(
+            product(
+                ["glorot_uniform", "he_normal"], ["sigmoid"], ["adam", "sgd"], ["none", "l2", "batch_norm"], range(3)
+            )
+        ),
+        columns=[*FACTORS, "seed"],
+    )
     rng = np.random.default_rng(0)
     net = {key: rng.normal(0, 0.1) for key in product(["glorot_uniform", "he_normal"], [False, True], range(3))}
-    log_init = [(-3.0 if not bn else 0.0) + net[(i, bn, s)]
-                for i, bn, s in zip(grid["initializer"], grid["regularizer"] == "batch_norm", grid["seed"])]  # fmt: skip
-    out = grid.assign(vanishing_ratio_init=10.0 ** np.array(log_init), vanishing_ratio_final=0.5, test_accuracy=0.9,
-                      best_val_accuracy=0.9, status="converged", epochs_run=2, epochs_to_target=np.nan)  # fmt: skip
+    log_init = [
+        (-3.0 if not bn else 0.0) + net[(i, bn, s)]
+        for i, bn, s in zip(grid["initializer"], grid["regularizer"] == "batch_norm", grid["seed"])
+    ]
+    out = grid.assign(
+        vanishing_ratio_init=10.0 ** np.array(log_init),
+        vanishing_ratio_final=0.5,
+        test_accuracy=0.9,
+        best_val_accuracy=0.9,
+        status="converged",
+        epochs_run=2,
+        epochs_to_target=np.nan,
+    )
     for when in outcomes.HEALTH_WHEN:
         out[f"health_{when}"] = [outcomes.health_class(r) for r in out[f"vanishing_ratio_{when}"]]
     return out
@@ -127,7 +157,9 @@ def test_bn_runs_too_short_for_their_momentum_get_a_caveat():
     runs = twin_runs().assign(steps_per_epoch=100)
     text = " ".join(analysis.findings(runs, FACTORS, {}, {"bn_momentum": 0.99})["sentence"])
     assert "batch-norm runs trained fewer than 299 steps (the fewest 200)" in text and "13%" in text
-    quiet = " ".join(analysis.findings(runs.assign(steps_per_epoch=200), FACTORS, {}, {"bn_momentum": 0.99})["sentence"])
+    quiet = " ".join(
+        analysis.findings(runs.assign(steps_per_epoch=200), FACTORS, {}, {"bn_momentum": 0.99})["sentence"]
+    )
     assert "moving averages" not in quiet
     assert "moving averages" not in " ".join(analysis.findings(runs, FACTORS, {}, {"bn_momentum": 0.9})["sentence"])
 
@@ -139,35 +171,60 @@ PANEL = {
     "model": {"width": 64},
     "train": {"epochs": 2},
     "diagnostics": {"probe_size": 500, "early_steps": [1, 10]},
-    "grid": {"initializer": ["random_normal", "glorot_uniform", "he_normal", "lecun_normal"],
-             "activation": ["sigmoid", "relu", "selu"], "optimizer": ["sgd"], "regularizer": ["none", "batch_norm"],
-             "depth": [5, 16]},
+    "grid": {
+        "initializer": ["random_normal", "glorot_uniform", "he_normal", "lecun_normal"],
+        "activation": ["sigmoid", "relu", "selu"],
+        "optimizer": ["sgd"],
+        "regularizer": ["none", "batch_norm"],
+        "depth": [5, 16],
+    },
     "seeds": [0],
-}  # fmt: skip
+}
 LEARNING_RATES = {
     "study": "panel-lr",
     "data": {"train_subset": 4000, "validation_size": 1000},
     "model": {"width": 64, "depth": 5},
     "train": {"epochs": 2},
     "diagnostics": {"probe_size": 500, "early_steps": [1, 10]},
-    "grid": {"initializer": ["he_normal"], "activation": ["relu"], "optimizer": ["adam"], "regularizer": ["none"],
-             "learning_rate": [0.01, 0.1, 10.0]},
+    "grid": {
+        "initializer": ["he_normal"],
+        "activation": ["relu"],
+        "optimizer": ["adam"],
+        "regularizer": ["none"],
+        "learning_rate": [0.01, 0.1, 10.0],
+    },
     "seeds": [0],
-}  # fmt: skip
+}
 # (cell, when, expected verdict): docs/verdicts.md has the measured values
 KNOWN_ANSWERS = [
     ({"initializer": "he_normal", "activation": "relu", "regularizer": "none", "depth": 5}, "init", "healthy"),
-    ({"initializer": "glorot_uniform", "activation": "sigmoid", "regularizer": "none", "depth": 5}, "init", "vanishing"),
-    ({"initializer": "glorot_uniform", "activation": "sigmoid", "regularizer": "none", "depth": 16}, "init", "vanishing"),
+    (
+        {"initializer": "glorot_uniform", "activation": "sigmoid", "regularizer": "none", "depth": 5},
+        "init",
+        "vanishing",
+    ),
+    (
+        {"initializer": "glorot_uniform", "activation": "sigmoid", "regularizer": "none", "depth": 16},
+        "init",
+        "vanishing",
+    ),
     ({"initializer": "random_normal", "activation": "relu", "regularizer": "none", "depth": 5}, "init", "exploding"),
     ({"initializer": "random_normal", "activation": "sigmoid", "regularizer": "none", "depth": 5}, "init", "saturated"),
-    ({"initializer": "glorot_uniform", "activation": "sigmoid", "regularizer": "batch_norm", "depth": 5}, "init", "healthy"),
-    ({"initializer": "glorot_uniform", "activation": "sigmoid", "regularizer": "batch_norm", "depth": 16}, "init", "healthy"),
+    (
+        {"initializer": "glorot_uniform", "activation": "sigmoid", "regularizer": "batch_norm", "depth": 5},
+        "init",
+        "healthy",
+    ),
+    (
+        {"initializer": "glorot_uniform", "activation": "sigmoid", "regularizer": "batch_norm", "depth": 16},
+        "init",
+        "healthy",
+    ),
     ({"initializer": "lecun_normal", "activation": "selu", "regularizer": "none", "depth": 16}, "init", "healthy"),
     ({"learning_rate": 0.01}, "final", "healthy"),
     ({"learning_rate": 0.1}, "final", "dead"),  # dying ReLU under a too-high Adam rate
     ({"learning_rate": 10.0}, "final", "diverged"),
-]  # fmt: skip
+]
 MARGIN = 1.5  # every measure sits at least this factor beyond (or inside) its threshold
 
 
@@ -193,8 +250,15 @@ def test_known_answers_panel_through_the_real_pipeline(tmp_path, mnist_dir):
     ws = make_workspace(tmp_path / "panel")
     runs = []
     for study in (PANEL, LEARNING_RATES):
-        config = write_config(ws, study | {"results": f"results/{study['study']}",
-                                           "data": study["data"] | {"source": "idx", "path": str(mnist_dir)}}, f"{study['study']}.yaml")  # fmt: skip
+        config = write_config(
+            ws,
+            study
+            | {
+                "results": f"results/{study['study']}",
+                "data": study["data"] | {"source": "idx", "path": str(mnist_dir)},
+            },
+            f"{study['study']}.yaml",
+        )
         run_snakemake(ws, f"results/{study['study']}/tables/runs.parquet", "--cores", "2", "--configfile", str(config))
         runs.append(pd.read_parquet(ws / f"results/{study['study']}/tables/runs.parquet"))
     measured = []
@@ -209,7 +273,9 @@ def test_known_answers_panel_through_the_real_pipeline(tmp_path, mnist_dir):
     assert all(m >= MARGIN for *_, m in measured), report
     # batch norm moves deep sigmoid from vanishing to healthy
     panel = runs[0]
-    sigmoid = panel[(panel["initializer"] == "glorot_uniform") & (panel["activation"] == "sigmoid") & (panel["depth"] == 16)]
+    sigmoid = panel[
+        (panel["initializer"] == "glorot_uniform") & (panel["activation"] == "sigmoid") & (panel["depth"] == 16)
+    ]
     assert sigmoid.set_index("regularizer")["health_init"].to_dict() == {"none": "vanishing", "batch_norm": "healthy"}
     # a pack's wall-clock time is shared among its members, so the runs add up to the packs' time
     assert (panel["pack_size"] > 1).any()

@@ -141,32 +141,59 @@ def spec_for(base_spec, variant: str, settings: dict):
     """The variant's run spec (a `RunSpec`): the paper's network and SGD, on the base spec's data."""
     regularizer = VARIANTS[variant]
     return base_spec.replace(
-        regularizer=regularizer, initializer="random_normal", activation="sigmoid", optimizer="sgd",
-        initializer_params={"stddev": settings["init_stddev"]}, optimizer_params=catalog.params("optimizer", "sgd"),
-        activation_params=catalog.params("activation", "sigmoid"), lr_schedule="constant",
-        lr_schedule_params=catalog.params("lr_schedule", "constant"), learning_rate=settings["learning_rate"],
-        depth=3, width=100, batch_size=settings["batch_size"], clipnorm=None, clipvalue=None,
-        regularizer_params=catalog.params("regularizer", regularizer,
-                                          {"momentum": settings["bn_momentum"]} if variant == "batch_norm" else None),
-    )  # fmt: skip
+        regularizer=regularizer,
+        initializer="random_normal",
+        activation="sigmoid",
+        optimizer="sgd",
+        initializer_params={"stddev": settings["init_stddev"]},
+        optimizer_params=catalog.params("optimizer", "sgd"),
+        activation_params=catalog.params("activation", "sigmoid"),
+        lr_schedule="constant",
+        lr_schedule_params=catalog.params("lr_schedule", "constant"),
+        learning_rate=settings["learning_rate"],
+        depth=3,
+        width=100,
+        batch_size=settings["batch_size"],
+        clipnorm=None,
+        clipvalue=None,
+        regularizer_params=catalog.params(
+            "regularizer", regularizer, {"momentum": settings["bn_momentum"]} if variant == "batch_norm" else None
+        ),
+    )
 
 
-def run(specs: list, split: data.Split, steps: int, eval_every: int, unit: int, fixed_images: int,
-        run_dirs: list, pack_dir: Path, threads: int = 1, hooks=()) -> tuple[list[pd.DataFrame], list[dict]]:  # fmt: skip
+def run(
+    specs: list,
+    split: data.Split,
+    steps: int,
+    eval_every: int,
+    unit: int,
+    fixed_images: int,
+    run_dirs: list,
+    pack_dir: Path,
+    threads: int = 1,
+    hooks=(),
+) -> tuple[list[pd.DataFrame], list[dict]]:
     """Train one variant's seeds (`specs`, one graph) for `steps` steps through the engine; per seed
     the tracked curve and a summary. The engine writes each seed's run folder to `run_dirs`;
     `hooks`: more `engine.Hooks` (tests). A pack killed mid-way resumes from `pack_dir`."""
     from gradatlas import backend
 
     if not backend.packs(backend.name()) and len(specs) > 1:  # TensorFlow trains packs of one
-        out = [run([s], split, steps, eval_every, unit, fixed_images, [d], Path(pack_dir) / str(i), threads, hooks)
-               for i, (s, d) in enumerate(zip(specs, run_dirs))]  # fmt: skip
+        out = [
+            run([s], split, steps, eval_every, unit, fixed_images, [d], Path(pack_dir) / str(i), threads, hooks)
+            for i, (s, d) in enumerate(zip(specs, run_dirs))
+        ]
         return [c for o in out for c in o[0]], [r for o in out for r in o[1]]
     batch = specs[0].batch_size
     n_train = (len(split.x_train) // batch) * batch  # whole batches only: every step sees `batch` images
     if n_train == 0:
-        raise ValueError(f"preset.batch_norm.batch_size = {batch}: larger than the {len(split.x_train)} training images")
-    split = data.Split(split.x_train[:n_train], split.y_train[:n_train], split.x_val, split.y_val, split.x_test, split.y_test)
+        raise ValueError(
+            f"preset.batch_norm.batch_size = {batch}: larger than the {len(split.x_train)} training images"
+        )
+    split = data.Split(
+        split.x_train[:n_train], split.y_train[:n_train], split.x_val, split.y_val, split.x_test, split.y_test
+    )
     per_pass = n_train // batch
     passes = math.ceil(steps / per_pass)
     targets = list(range(eval_every, steps + 1, eval_every))
@@ -183,11 +210,19 @@ def run(specs: list, split: data.Split, steps: int, eval_every: int, unit: int, 
         curve = pd.DataFrame(track.rows[k])
         curve = curve[curve["step"] <= steps].sort_values("step").reset_index(drop=True)
         curves.append(curve)
-        summaries.append({
-            "seconds": seconds, "pack_size": len(members), "steps": steps, "steps_trained": passes * per_pass,
-            "train_images": n_train, "final_test_accuracy": float(curve["test_accuracy"].iloc[-1]),
-            "engine_summary": record["summary"], "spec": record["spec"], "run_dir": str(members[k].run_dir),
-        })  # fmt: skip
+        summaries.append(
+            {
+                "seconds": seconds,
+                "pack_size": len(members),
+                "steps": steps,
+                "steps_trained": passes * per_pass,
+                "train_images": n_train,
+                "final_test_accuracy": float(curve["test_accuracy"].iloc[-1]),
+                "engine_summary": record["summary"],
+                "spec": record["spec"],
+                "run_dir": str(members[k].run_dir),
+            }
+        )
     return curves, summaries
 
 
@@ -225,14 +260,26 @@ def assess(curves: pd.DataFrame, ahead_share: float = 1.0, drift_factor: float =
     later = mean[mean.index > 0]
     share = float((later["batch_norm"] > later["plain"]).mean())
     groups = curves.groupby(["variant", "seed"])
-    per_seed = pd.DataFrame({"location_drift": groups.apply(location_drift, include_groups=False),
-                             "scale_drift": groups.apply(scale_drift, include_groups=False)})  # fmt: skip
+    per_seed = pd.DataFrame(
+        {
+            "location_drift": groups.apply(location_drift, include_groups=False),
+            "scale_drift": groups.apply(scale_drift, include_groups=False),
+        }
+    )
     location = per_seed["location_drift"].groupby("variant").mean()
     scale = np.exp(np.log(per_seed["scale_drift"]).groupby("variant").mean())
     ahead_ok = share >= ahead_share
     location_ok = bool(location["batch_norm"] <= drift_factor * location["plain"])
     scale_ok = bool(np.log(scale["batch_norm"]) <= drift_factor * np.log(scale["plain"]))
-    return {"ahead_share": share, "location_drift": location.to_dict(), "scale_drift": scale.to_dict(),
-            "ahead_ok": bool(ahead_ok), "location_ok": location_ok, "scale_ok": scale_ok,
-            "reproduced": bool(ahead_ok and location_ok and scale_ok), "mean_accuracy": mean,
-            "per_seed": per_seed.reset_index(), "seeds": int(curves["seed"].nunique())}  # fmt: skip
+    return {
+        "ahead_share": share,
+        "location_drift": location.to_dict(),
+        "scale_drift": scale.to_dict(),
+        "ahead_ok": bool(ahead_ok),
+        "location_ok": location_ok,
+        "scale_ok": scale_ok,
+        "reproduced": bool(ahead_ok and location_ok and scale_ok),
+        "mean_accuracy": mean,
+        "per_seed": per_seed.reset_index(),
+        "seeds": int(curves["seed"].nunique()),
+    }

@@ -13,17 +13,31 @@ import math
 import numpy as np
 import pandas as pd
 
-PREDICTED_GAIN = {"he_normal": 1.0, "he_uniform": 1.0, "glorot_uniform": 0.5, "glorot_normal": 0.5}  # variance per layer
+PREDICTED_GAIN = {
+    "he_normal": 1.0,
+    "he_uniform": 1.0,
+    "glorot_uniform": 0.5,
+    "glorot_normal": 0.5,
+}  # variance per layer
 
 
 def std_profile(diagnostics: pd.DataFrame) -> pd.DataFrame:
     """Forward activation std per hidden layer at init (step 0), one row per (initializer, seed, layer)."""
     d = diagnostics[(diagnostics["step"] == 0) & (diagnostics["layer_kind"] == "hidden")]
-    return d[["initializer", "seed", "layer", "act_std"]].drop_duplicates(["initializer", "seed", "layer"]).reset_index(drop=True)
+    return (
+        d[["initializer", "seed", "layer", "act_std"]]
+        .drop_duplicates(["initializer", "seed", "layer"])
+        .reset_index(drop=True)
+    )
 
 
-def assess(runs: pd.DataFrame, diagnostics: pd.DataFrame, ratio_factor: float = 3.0, slower_factor: float = 2.0,
-           accuracy_gap: float = 0.1) -> dict:  # fmt: skip
+def assess(
+    runs: pd.DataFrame,
+    diagnostics: pd.DataFrame,
+    ratio_factor: float = 3.0,
+    slower_factor: float = 2.0,
+    accuracy_gap: float = 0.1,
+) -> dict:
     """Verdict: (1) per initializer, std(layer L)/std(layer 1) at init (geometric mean over seeds)
     is within `ratio_factor` of (predicted variance gain)^((L-1)/2); (2) He trains (status
     converged for every seed) while Glorot stalls, or is far slower: it needs >= `slower_factor` times
@@ -36,13 +50,20 @@ def assess(runs: pd.DataFrame, diagnostics: pd.DataFrame, ratio_factor: float = 
         per_seed = g.pivot_table(index="seed", columns="layer", values="act_std")
         ratio = float(np.exp(np.mean(np.log(per_seed[depth] / per_seed[1]))))
         predicted = PREDICTED_GAIN.get(init, math.nan) ** ((depth - 1) / 2)
-        forward[init] = {"ratio": ratio, "predicted": predicted,
-                         "ok": bool(abs(math.log(ratio / predicted)) <= math.log(ratio_factor))}  # fmt: skip
+        forward[init] = {
+            "ratio": ratio,
+            "predicted": predicted,
+            "ok": bool(abs(math.log(ratio / predicted)) <= math.log(ratio_factor)),
+        }
     by = runs.groupby("initializer")
-    training = by.agg(test_accuracy=("test_accuracy", "mean"), test_accuracy_sd=("test_accuracy", "std"),
-                      best_val_accuracy=("best_val_accuracy", "mean"),
-                      converged=("status", lambda s: int((s == "converged").sum())), seeds=("seed", "nunique"),
-                      train_seconds=("train_seconds", "mean")).reset_index()  # fmt: skip
+    training = by.agg(
+        test_accuracy=("test_accuracy", "mean"),
+        test_accuracy_sd=("test_accuracy", "std"),
+        best_val_accuracy=("best_val_accuracy", "mean"),
+        converged=("status", lambda s: int((s == "converged").sum())),
+        seeds=("seed", "nunique"),
+        train_seconds=("train_seconds", "mean"),
+    ).reset_index()
     epochs_cap = runs["epochs_run"].max() + 1
     runs = runs.assign(_ett=runs["epochs_to_target"].astype(float).fillna(epochs_cap))
     training["epochs_to_target"] = training["initializer"].map(runs.groupby("initializer")["_ett"].mean())
@@ -51,11 +72,24 @@ def assess(runs: pd.DataFrame, diagnostics: pd.DataFrame, ratio_factor: float = 
     glorot = next(i for i in t.index if i.startswith("glorot_"))
     he_trains = bool(t.loc[he, "converged"] == t.loc[he, "seeds"])
     glorot_stalls = bool(t.loc[glorot, "converged"] == 0)
-    glorot_slower = bool(t.loc[glorot, "epochs_to_target"] >= slower_factor * t.loc[he, "epochs_to_target"]
-                         or t.loc[he, "test_accuracy"] - t.loc[glorot, "test_accuracy"] > accuracy_gap)  # fmt: skip
+    glorot_slower = bool(
+        t.loc[glorot, "epochs_to_target"] >= slower_factor * t.loc[he, "epochs_to_target"]
+        or t.loc[he, "test_accuracy"] - t.loc[glorot, "test_accuracy"] > accuracy_gap
+    )
     training_ok = he_trains and (glorot_stalls or glorot_slower)
     forward_ok = all(v["ok"] for v in forward.values())
-    return {"depth": depth, "forward": forward, "training": training, "he": he, "glorot": glorot,
-            "he_trains": he_trains, "glorot_stalls": glorot_stalls, "glorot_slower": glorot_slower,
-            "training_ok": training_ok, "forward_ok": forward_ok, "reproduced": training_ok and forward_ok,
-            "profile": prof, "seeds": int(runs["seed"].nunique())}  # fmt: skip
+    return {
+        "depth": depth,
+        "forward": forward,
+        "training": training,
+        "he": he,
+        "glorot": glorot,
+        "he_trains": he_trains,
+        "glorot_stalls": glorot_stalls,
+        "glorot_slower": glorot_slower,
+        "training_ok": training_ok,
+        "forward_ok": forward_ok,
+        "reproduced": training_ok and forward_ok,
+        "profile": prof,
+        "seeds": int(runs["seed"].nunique()),
+    }

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gradatlas import backend, data
-from gradatlas import config as gaconfig
+from gradatlas import backend, config as gaconfig, data
 from gradatlas.files import atomic_write, write_json
 from gradatlas.studies import settings
 
@@ -36,8 +35,15 @@ def nielsen(config: dict, prepared, out: Path) -> pd.DataFrame:
 
 def transfer_spec(config: dict, seed: int):
     s = settings(config)
-    cell = {"initializer": s["initializer"], "activation": s["activation"], "optimizer": s["optimizer"],
-            "regularizer": "none", "seed": seed, "depth": s["depth"], "width": s["width"]}  # fmt: skip
+    cell = {
+        "initializer": s["initializer"],
+        "activation": s["activation"],
+        "optimizer": s["optimizer"],
+        "regularizer": "none",
+        "seed": seed,
+        "depth": s["depth"],
+        "width": s["width"],
+    }
     return gaconfig.run_spec(config, cell).replace(batch_size=s["batch_size"])
 
 
@@ -49,8 +55,9 @@ def transfer_pretrain(config: dict, prepared, seed: int, model_out: Path, record
     s = settings(config)
     spec = transfer_spec(config, seed)
     run_dir = Path(model_out).parent / "pretrain"
-    model_path, record = study.pretrain(spec, _split(config, prepared), s["pretrain_epochs"], s["pretrain_patience"], run_dir,
-                                        threads)  # fmt: skip
+    model_path, record = study.pretrain(
+        spec, _split(config, prepared), s["pretrain_epochs"], s["pretrain_patience"], run_dir, threads
+    )
     atomic_write(Path(model_out), lambda p: shutil.copyfile(model_path, p))
     write_json(Path(record_out), record | {"spec": spec.as_dict()})
     return record
@@ -63,14 +70,23 @@ def transfer_variants(config: dict, prepared, seed: int, pretrained: Path, out: 
 
     s = settings(config)
     spec = transfer_spec(config, seed).replace(learning_rate=s["learning_rate"])  # task B's rate, every variant
-    table = study.run_variants(spec, _split(config, prepared), pretrained, s["per_class"], s["max_steps"], s["patience_steps"],
-                               runs_dir=Path(out).parent / "variants", threads=threads)  # fmt: skip
+    table = study.run_variants(
+        spec,
+        _split(config, prepared),
+        pretrained,
+        s["per_class"],
+        s["max_steps"],
+        s["patience_steps"],
+        runs_dir=Path(out).parent / "variants",
+        threads=threads,
+    )
     atomic_write(Path(out), lambda p: table.to_parquet(p, index=False))
     return table
 
 
-def batch_norm(config: dict, prepared, variant: str, seeds: list[int], curve_outs: list, record_outs: list,
-               threads: int = 1) -> pd.DataFrame:  # fmt: skip
+def batch_norm(
+    config: dict, prepared, variant: str, seeds: list[int], curve_outs: list, record_outs: list, threads: int = 1
+) -> pd.DataFrame:
     """One variant, every seed as one pack of the engine; per seed its curve and record."""
     backend.select(config["train"]["backend"], threads)
     from gradatlas.studies import batch_norm as study
@@ -79,9 +95,17 @@ def batch_norm(config: dict, prepared, variant: str, seeds: list[int], curve_out
     cell = {"initializer": "random_normal", "activation": "sigmoid", "optimizer": "sgd", "regularizer": "none"}
     specs = [study.spec_for(gaconfig.run_spec(config, cell | {"seed": seed}), variant, s) for seed in seeds]
     folder = Path(curve_outs[0]).parent.parent  # {STUDY}/batch_norm/<variant>
-    curves, records = study.run(specs, _split(config, prepared), s["steps"], s["eval_every"], s["unit"], s["fixed_images"],
-                                run_dirs=[Path(c).parent / "run" for c in curve_outs], pack_dir=folder / ".pack",
-                                threads=threads)  # fmt: skip
+    curves, records = study.run(
+        specs,
+        _split(config, prepared),
+        s["steps"],
+        s["eval_every"],
+        s["unit"],
+        s["fixed_images"],
+        run_dirs=[Path(c).parent / "run" for c in curve_outs],
+        pack_dir=folder / ".pack",
+        threads=threads,
+    )
     for seed, curve, record, curve_out, record_out in zip(seeds, curves, records, curve_outs, record_outs):
         curve.insert(0, "variant", variant)
         curve.insert(1, "seed", seed)

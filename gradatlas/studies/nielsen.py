@@ -62,8 +62,11 @@ def mean_bias_gradients(model, x: np.ndarray, y: np.ndarray, head: str) -> list[
     import keras
 
     from gradatlas.model import dense_layers
-    params = [(keras.ops.convert_to_numpy(d.kernel).astype(np.float64), keras.ops.convert_to_numpy(d.bias).astype(np.float64))
-              for d in dense_layers(model)]  # fmt: skip
+
+    params = [
+        (keras.ops.convert_to_numpy(d.kernel).astype(np.float64), keras.ops.convert_to_numpy(d.bias).astype(np.float64))
+        for d in dense_layers(model)
+    ]
     a, zs = x.astype(np.float64), []
     for w, b in params:
         z = a @ w + b
@@ -107,8 +110,10 @@ def probe_norms(models: list, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     out = []
     for start in range(0, len(models), at_once):
         pack = models[start : start + at_once]
-        tv = [ops.convert_to_tensor(np.stack([ops.convert_to_numpy(m.trainable_variables[i]) for m in pack]))
-              for i in range(len(variables))]  # fmt: skip
+        tv = [
+            ops.convert_to_tensor(np.stack([ops.convert_to_numpy(m.trainable_variables[i]) for m in pack]))
+            for i in range(len(variables))
+        ]
         stats, _ = probe(tv, [], [tv[i] for i in kernels], x, y)  # (stats, spreads for the percentiles)
         out.append(ops.convert_to_numpy(stats["delta_norm"]))
     return np.concatenate(out)
@@ -124,10 +129,16 @@ def gradient_norms(x: np.ndarray, y: np.ndarray, depths, width: int, seeds) -> p
             for head in HEADS:
                 norms = [float(np.linalg.norm(g)) for g in mean_bias_gradients(model, x, y, head)]
                 for layer in range(1, k + 1):
-                    rows.append({
-                        "hidden_layers": k, "seed": seed, "head": head, "layer": layer,
-                        "norm": norms[layer - 1], "probe_norm": float(probe[layer - 1]) if head == "gradatlas" else math.nan,
-                    })  # fmt: skip
+                    rows.append(
+                        {
+                            "hidden_layers": k,
+                            "seed": seed,
+                            "head": head,
+                            "layer": layer,
+                            "norm": norms[layer - 1],
+                            "probe_norm": float(probe[layer - 1]) if head == "gradatlas" else math.nan,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -153,17 +164,29 @@ def assess(norms: pd.DataFrame, adjacent=(3.0, 7.0), first_last_factor=3.0) -> p
         for _, s in g.groupby("seed"):
             n = s.sort_values("layer")["norm"].to_numpy()
             r = n[1:] / n[:-1]
-            per_seed.append(bool(np.all((r >= adjacent[0]) & (r <= adjacent[1]))
-                                 and abs(math.log((n[0] / n[-1]) / his_first_last)) <= math.log(first_last_factor)))  # fmt: skip
+            per_seed.append(
+                bool(
+                    np.all((r >= adjacent[0]) & (r <= adjacent[1]))
+                    and abs(math.log((n[0] / n[-1]) / his_first_last)) <= math.log(first_last_factor)
+                )
+            )
         ok_adjacent = bool(np.all((ratios >= adjacent[0]) & (ratios <= adjacent[1])))
         ok_first_last = bool(abs(math.log(first_last / his_first_last)) <= math.log(first_last_factor))
-        out.append({
-            "head": head, "hidden_layers": k, "seeds": g["seed"].nunique(),
-            "ours": [float(v) for v in ours], "published": [float(v) for v in his] if his is not None else None,
-            "adjacent_ratios": [float(v) for v in ratios],
-            "published_adjacent_ratios": [float(v) for v in his[1:] / his[:-1]] if his is not None else None,
-            "first_last": float(first_last), "published_first_last": float(his_first_last),
-            "adjacent_ok": ok_adjacent, "first_last_ok": ok_first_last, "reproduced": ok_adjacent and ok_first_last,
-            "seeds_reproduced": int(sum(per_seed)),
-        })  # fmt: skip
+        out.append(
+            {
+                "head": head,
+                "hidden_layers": k,
+                "seeds": g["seed"].nunique(),
+                "ours": [float(v) for v in ours],
+                "published": [float(v) for v in his] if his is not None else None,
+                "adjacent_ratios": [float(v) for v in ratios],
+                "published_adjacent_ratios": [float(v) for v in his[1:] / his[:-1]] if his is not None else None,
+                "first_last": float(first_last),
+                "published_first_last": float(his_first_last),
+                "adjacent_ok": ok_adjacent,
+                "first_last_ok": ok_first_last,
+                "reproduced": ok_adjacent and ok_first_last,
+                "seeds_reproduced": int(sum(per_seed)),
+            }
+        )
     return pd.DataFrame(out)

@@ -37,8 +37,12 @@ def _table(df: pd.DataFrame, digits: int = 4):
 
 
 def _verdict(ok: bool, why: str):
-    return page.render('<p class="verdict {{ cls }}"><b>Verdict: {{ word }}</b> — {{ why }}</p>',
-                       cls="ok" if ok else "no", word=verdict_word(ok), why=why)  # fmt: skip
+    return page.render(
+        '<p class="verdict {{ cls }}"><b>Verdict: {{ word }}</b> — {{ why }}</p>',
+        cls="ok" if ok else "no",
+        word=verdict_word(ok),
+        why=why,
+    )
 
 
 def _fmt(values) -> str:
@@ -54,11 +58,23 @@ def nielsen_section(config, inputs) -> tuple[str, dict]:
     res = nielsen.assess(norms)
     rows = []
     for r in res.itertuples():
-        rows.append({"head": r.head, "k": r.hidden_layers, "ours (geo. mean)": _fmt(r.ours), "Nielsen": _fmt(r.published),
-                     "our adjacent ratios": _fmt(r.adjacent_ratios), "his": _fmt(r.published_adjacent_ratios),
-                     "our first/last": r.first_last, "his first/last": r.published_first_last,
-                     "verdict": verdict_word(r.reproduced), "seeds reproduced": f"{r.seeds_reproduced}/{r.seeds}"})  # fmt: skip
-    fig, axes = plt.subplots(1, len(res["hidden_layers"].unique()), figsize=(4 * res["hidden_layers"].nunique(), 3.2), squeeze=False)
+        rows.append(
+            {
+                "head": r.head,
+                "k": r.hidden_layers,
+                "ours (geo. mean)": _fmt(r.ours),
+                "Nielsen": _fmt(r.published),
+                "our adjacent ratios": _fmt(r.adjacent_ratios),
+                "his": _fmt(r.published_adjacent_ratios),
+                "our first/last": r.first_last,
+                "his first/last": r.published_first_last,
+                "verdict": verdict_word(r.reproduced),
+                "seeds reproduced": f"{r.seeds_reproduced}/{r.seeds}",
+            }
+        )
+    fig, axes = plt.subplots(
+        1, len(res["hidden_layers"].unique()), figsize=(4 * res["hidden_layers"].nunique(), 3.2), squeeze=False
+    )
     for ax, (k, g) in zip(axes[0], norms.groupby("hidden_layers")):
         for head, h in g.groupby("head"):
             m = h.groupby("layer")["norm"].apply(nielsen.geometric_mean)
@@ -84,13 +100,15 @@ on the geometric mean over seeds (per-seed count shown).</p>
 {{ figure }}
 {{ verdict }}
 """,
-        width=s['width'],
-        depths=', '.join(map(str, s['hidden_layers'])),
-        seeds=config['seeds'],
-        images=s['images'],
+        width=s["width"],
+        depths=", ".join(map(str, s["hidden_layers"])),
+        seeds=config["seeds"],
+        images=s["images"],
         table=_table(pd.DataFrame(rows)),
         figure=_figure(fig),
-        verdict=_verdict(ok, "all depths and both heads within tolerance" if ok else "see the rows marked not reproduced"),
+        verdict=_verdict(
+            ok, "all depths and both heads within tolerance" if ok else "see the rows marked not reproduced"
+        ),
     )
     return body, {"reproduced": ok, "rows": res.to_dict("records")}
 
@@ -111,12 +129,14 @@ def transfer_section(config, inputs) -> tuple[str, dict]:
     ax.tick_params(axis="x", rotation=20)
     ok, gain = res["reproduced"], res["gain_over_scratch"]
     low, high = gain["interval"]
-    why = (f"{gain['outcome']}: the best reused variant, {res['best_reused']}, minus scratch is {gain['mean']:+.3f} "
-           f"(SE {gain['se']:.4f}; per seed {', '.join(f'{v:+.3f}' for v in gain['per_seed'].values())}; "
-           f"{gain['level']:.0%} t-interval [{low:+.3f}, {high:+.3f}]"
-           f"{', which covers 0' if gain['outcome'] == 'within noise' else ''}); ranking by mean test accuracy: "
-           f"{' > '.join(res['ranking'])}. Caching speeds an epoch up {res['speedup_per_epoch']:.2f}x with an accuracy "
-           f"gap of {res['cached_vs_recomputed_accuracy_gap']:.4f} to recomputing")  # fmt: skip
+    why = (
+        f"{gain['outcome']}: the best reused variant, {res['best_reused']}, minus scratch is {gain['mean']:+.3f} "
+        f"(SE {gain['se']:.4f}; per seed {', '.join(f'{v:+.3f}' for v in gain['per_seed'].values())}; "
+        f"{gain['level']:.0%} t-interval [{low:+.3f}, {high:+.3f}]"
+        f"{', which covers 0' if gain['outcome'] == 'within noise' else ''}); ranking by mean test accuracy: "
+        f"{' > '.join(res['ranking'])}. Caching speeds an epoch up {res['speedup_per_epoch']:.2f}x with an accuracy "
+        f"gap of {res['cached_vs_recomputed_accuracy_gap']:.4f} to recomputing"
+    )
     body = page.render(
         """
 <p><b>What was run.</b> A {{ depth }}&times;{{ width }} MLP ({{ initializer }}, {{ activation }}, {{ optimizer }},
@@ -142,20 +162,20 @@ at most 200 epochs) are this preset's defaults.</p>
 <p>Per run:</p>{{ table }}
 {{ verdict }}
 """,
-        depth=s['depth'],
-        width=s['width'],
-        initializer=s['initializer'],
-        activation=s['activation'],
-        optimizer=s['optimizer'],
-        batch_size=s['batch_size'],
-        pretrain_epochs=s['pretrain_epochs'],
-        pretrain_accuracy=', '.join(f"{p['test_accuracy_a']:.4f}" for p in pre),
-        per_class=s['per_class'],
-        pretrain_patience=s['pretrain_patience'],
-        learning_rate=s['learning_rate'],
-        patience_steps=s['patience_steps'],
-        max_steps=s['max_steps'],
-        seeds=config['seeds'],
+        depth=s["depth"],
+        width=s["width"],
+        initializer=s["initializer"],
+        activation=s["activation"],
+        optimizer=s["optimizer"],
+        batch_size=s["batch_size"],
+        pretrain_epochs=s["pretrain_epochs"],
+        pretrain_accuracy=", ".join(f"{p['test_accuracy_a']:.4f}" for p in pre),
+        per_class=s["per_class"],
+        pretrain_patience=s["pretrain_patience"],
+        learning_rate=s["learning_rate"],
+        patience_steps=s["patience_steps"],
+        max_steps=s["max_steps"],
+        seeds=config["seeds"],
         summary=_table(summ),
         figure=_figure(fig),
         table=_table(table),
@@ -175,7 +195,9 @@ def batch_norm_section(config, inputs) -> tuple[str, dict]:
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.2))
     for v in mean.columns:
         axes[0].plot(mean.index, mean[v], label=v)
-    axes[0].set(xlabel="step", ylabel="test accuracy (mean over seeds)", ylim=(max(0, mean.iloc[1:].min().min() - 0.02), 1))
+    axes[0].set(
+        xlabel="step", ylabel="test accuracy (mean over seeds)", ylim=(max(0, mean.iloc[1:].min().min() - 0.02), 1)
+    )
     axes[0].legend()
     first_seed = curves["seed"].min()
     for ax, v in zip(axes[1:3], ["plain", "batch_norm"]):
@@ -185,18 +207,29 @@ def batch_norm_section(config, inputs) -> tuple[str, dict]:
         ax.set(title=f"{v}: sigmoid input (layer 3, unit {s['unit']})", xlabel="step")
         ax.legend(fontsize=7)
     for (v, seed), c in curves[curves["step"] > 0].groupby(["variant", "seed"]):
-        axes[3].plot(c["step"], c["p85"] - c["p15"], color=f"C{list(mean.columns).index(v)}", alpha=0.7,
-                     label=v if seed == first_seed else None)  # fmt: skip
+        axes[3].plot(
+            c["step"],
+            c["p85"] - c["p15"],
+            color=f"C{list(mean.columns).index(v)}",
+            alpha=0.7,
+            label=v if seed == first_seed else None,
+        )
     axes[3].set(yscale="log", title="15-85 percentile spread", xlabel="step")
     axes[3].legend(fontsize=7)
-    final = curves[curves["step"] == curves["step"].max()].groupby("variant")["test_accuracy"].agg(["mean", "std", "count"])
-    checkpoints = mean.loc[[i for i in mean.index if i in {s["eval_every"], 5000, 10000, 20000, 50000} or i == mean.index.max()]]
+    final = (
+        curves[curves["step"] == curves["step"].max()].groupby("variant")["test_accuracy"].agg(["mean", "std", "count"])
+    )
+    checkpoints = mean.loc[
+        [i for i in mean.index if i in {s["eval_every"], 5000, 10000, 20000, 50000} or i == mean.index.max()]
+    ]
     ok = res["reproduced"]
     loc, scale = res["location_drift"], res["scale_drift"]
-    why = (f"BN ahead at {res['ahead_share']:.0%} of evaluation points (needed 100%); over the whole run the sigmoid "
-           f"input's median moves {loc['batch_norm']:.2f} spreads with BN vs {loc['plain']:.2f} without (needed <= 0.5x), "
-           f"and its 15-85 percentile spread changes {scale['batch_norm']:.1f}x with BN vs {scale['plain']:.0f}x without "
-           f"(needed: at most the square root of the factor without)")
+    why = (
+        f"BN ahead at {res['ahead_share']:.0%} of evaluation points (needed 100%); over the whole run the sigmoid "
+        f"input's median moves {loc['batch_norm']:.2f} spreads with BN vs {loc['plain']:.2f} without (needed <= 0.5x), "
+        f"and its 15-85 percentile spread changes {scale['batch_norm']:.1f}x with BN vs {scale['plain']:.0f}x without "
+        f"(needed: at most the square root of the factor without)"
+    )
     body = page.render(
         """
 <p><b>What was run.</b> 784-100-100-100-10 sigmoid MLP, weights N(0, {{ init_stddev }}&sup2;), SGD learning rate
@@ -219,15 +252,15 @@ a change of BN's learned scale &gamma; is scale, not location, and the early ste
 {{ figure }}
 {{ verdict }}
 """,
-        init_stddev=s['init_stddev'],
-        learning_rate=s['learning_rate'],
-        batch_size=s['batch_size'],
-        steps=s['steps'],
-        bn_momentum=s['bn_momentum'],
-        eval_every=s['eval_every'],
-        unit=s['unit'],
-        fixed_images=s['fixed_images'],
-        seeds=config['seeds'],
+        init_stddev=s["init_stddev"],
+        learning_rate=s["learning_rate"],
+        batch_size=s["batch_size"],
+        steps=s["steps"],
+        bn_momentum=s["bn_momentum"],
+        eval_every=s["eval_every"],
+        unit=s["unit"],
+        fixed_images=s["fixed_images"],
+        seeds=config["seeds"],
         checkpoints=_table(checkpoints.reset_index()),
         final=_table(final.reset_index()),
         drifts=_table(res["per_seed"], digits=3),
@@ -250,22 +283,41 @@ def depth_init_section(config, inputs) -> tuple[str, dict]:
         m = g.groupby("layer")["act_std"].apply(lambda v: float(np.exp(np.log(v).mean())))
         line = axes[0].plot(m.index, m.values, "o-", ms=3, label=f"{init} (measured)")[0]
         gain = depth_init.PREDICTED_GAIN.get(init, np.nan)
-        axes[0].plot(m.index, m.iloc[0] * gain ** ((m.index - 1) / 2), "--", color=line.get_color(), label=f"{init} predicted")
+        axes[0].plot(
+            m.index, m.iloc[0] * gain ** ((m.index - 1) / 2), "--", color=line.get_color(), label=f"{init} predicted"
+        )
     axes[0].set(yscale="log", xlabel="hidden layer", ylabel="activation std at init", title="forward signal at init")
     axes[0].legend(fontsize=7)
     for (init, seed), g in curves.groupby(["initializer", "seed"]):
-        axes[1].plot(g["epoch"], g["val_accuracy"], color="C0" if init == res["glorot"] else "C1", alpha=0.7,
-                     label=init if seed == curves["seed"].min() else None)  # fmt: skip
+        axes[1].plot(
+            g["epoch"],
+            g["val_accuracy"],
+            color="C0" if init == res["glorot"] else "C1",
+            alpha=0.7,
+            label=init if seed == curves["seed"].min() else None,
+        )
     axes[1].set(xlabel="epoch", ylabel="validation accuracy", title="training")
     axes[1].legend(fontsize=7)
-    fwd = pd.DataFrame([{"initializer": k, "std(L)/std(1) measured": v["ratio"], "predicted": v["predicted"],
-                         "within factor": s["ratio_factor"], "ok": v["ok"]} for k, v in res["forward"].items()])  # fmt: skip
+    fwd = pd.DataFrame(
+        [
+            {
+                "initializer": k,
+                "std(L)/std(1) measured": v["ratio"],
+                "predicted": v["predicted"],
+                "within factor": s["ratio_factor"],
+                "ok": v["ok"],
+            }
+            for k, v in res["forward"].items()
+        ]
+    )
     ok = res["reproduced"]
     t = res["training"].set_index("initializer")
-    why = (f"{res['he']}: {t.loc[res['he'], 'converged']}/{t.loc[res['he'], 'seeds']} seeds converged, test accuracy "
-           f"{t.loc[res['he'], 'test_accuracy']:.3f}; {res['glorot']}: {t.loc[res['glorot'], 'converged']} converged, "
-           f"test accuracy {t.loc[res['glorot'], 'test_accuracy']:.3f}; forward std ratios "
-           + "; ".join(f"{k} {v['ratio']:.2e} vs predicted {v['predicted']:.2e}" for k, v in res["forward"].items()))
+    why = (
+        f"{res['he']}: {t.loc[res['he'], 'converged']}/{t.loc[res['he'], 'seeds']} seeds converged, test accuracy "
+        f"{t.loc[res['he'], 'test_accuracy']:.3f}; {res['glorot']}: {t.loc[res['glorot'], 'converged']} converged, "
+        f"test accuracy {t.loc[res['glorot'], 'test_accuracy']:.3f}; forward std ratios "
+        + "; ".join(f"{k} {v['ratio']:.2e} vs predicted {v['predicted']:.2e}" for k, v in res["forward"].items())
+    )
     g = config["grid"]
     body = page.render(
         """
@@ -283,23 +335,25 @@ the epochs to {{ target }} validation accuracy, or ends &gt;{{ accuracy_gap }} l
 {{ figure }}
 {{ verdict }}
 """,
-        depth=res['depth'],
-        width=g['width'][0] if 'width' in g else config['model']['width'],
-        activations=', '.join(g['activation']),
-        initializers=', '.join(g['initializer']),
-        optimizers=', '.join(g['optimizer']),
-        epochs=config['train']['epochs'],
-        seeds=config['seeds'],
-        ratio_factor=s['ratio_factor'],
-        slower_factor=s['slower_factor'],
-        target=config['train']['target_accuracy'],
-        accuracy_gap=s['accuracy_gap'],
+        depth=res["depth"],
+        width=g["width"][0] if "width" in g else config["model"]["width"],
+        activations=", ".join(g["activation"]),
+        initializers=", ".join(g["initializer"]),
+        optimizers=", ".join(g["optimizer"]),
+        epochs=config["train"]["epochs"],
+        seeds=config["seeds"],
+        ratio_factor=s["ratio_factor"],
+        slower_factor=s["slower_factor"],
+        target=config["train"]["target_accuracy"],
+        accuracy_gap=s["accuracy_gap"],
         forward=_table(fwd),
-        training=_table(res['training']),
+        training=_table(res["training"]),
         figure=_figure(fig),
         verdict=_verdict(ok, why),
     )
-    out = {k: v for k, v in res.items() if k not in ("training", "profile")} | {"training": res["training"].to_dict("records")}
+    out = {k: v for k, v in res.items() if k not in ("training", "profile")} | {
+        "training": res["training"].to_dict("records")
+    }
     return body, out
 
 
@@ -322,12 +376,26 @@ def render(config: dict, inputs: dict, html_out: Path, verdict_out: Path) -> dic
     intro = page.render(
         "<p>Study <code>{{ study }}</code>; reproduce with <code>{{ command }}</code> (plus "
         "<code>--config 'data={source: idx, path: ...}'</code> offline). Generated {{ when }} UTC.</p>",
-        study=config.get("study", ""), command=COMMANDS[name], when=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}",
-    )  # fmt: skip
-    html_text = page.page(title, f"Study preset: {title}", [{"key": name, "title": "", "blocks": [body]}],
-                          intro=[intro], nav=False, css=STYLE)  # fmt: skip
+        study=config.get("study", ""),
+        command=COMMANDS[name],
+        when=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}",
+    )
+    html_text = page.page(
+        title,
+        f"Study preset: {title}",
+        [{"key": name, "title": "", "blocks": [body]}],
+        intro=[intro],
+        nav=False,
+        css=STYLE,
+    )
     Path(html_out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(Path(html_out), lambda p: p.write_text(html_text))
-    record = {"preset": name, "title": title, "verdict": verdict_word(result["reproduced"]), "seeds": config["seeds"], **result}
+    record = {
+        "preset": name,
+        "title": title,
+        "verdict": verdict_word(result["reproduced"]),
+        "seeds": config["seeds"],
+        **result,
+    }
     write_json(Path(verdict_out), json.loads(json.dumps(record, default=jsonable)))
     return {"preset": name, "verdict": record["verdict"]}

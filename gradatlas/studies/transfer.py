@@ -84,7 +84,9 @@ def frozen_dense_class():
 def head(n_classes: int, seed: int):
     import keras
 
-    return keras.layers.Dense(n_classes, kernel_initializer=keras.initializers.GlorotUniform(seed=seed), name="output_b")
+    return keras.layers.Dense(
+        n_classes, kernel_initializer=keras.initializers.GlorotUniform(seed=seed), name="output_b"
+    )
 
 
 def with_new_head(network, n_classes: int, seed: int):
@@ -93,7 +95,9 @@ def with_new_head(network, n_classes: int, seed: int):
 
     # a fixed model name: Keras puts it in the head's variable paths, by which the engine matches a
     # run's own model to the network it trained
-    return keras.Sequential([keras.Input((784,), name="pixels"), *network.layers[:-1], head(n_classes, seed)], name=MODEL_NAME)
+    return keras.Sequential(
+        [keras.Input((784,), name="pixels"), *network.layers[:-1], head(n_classes, seed)], name=MODEL_NAME
+    )
 
 
 def hidden_dense(model) -> list:
@@ -171,7 +175,9 @@ def _train(spec, split: data.Split, run_dir: Path, build, threads: int) -> tuple
 
     member = engine.Member(spec, {"seed": spec.seed}, Path(run_dir))
     start = time.perf_counter()
-    (record,) = engine.train_pack([member], split, Path(run_dir).parent / f".{Path(run_dir).name}.pack", threads, build=build)
+    (record,) = engine.train_pack(
+        [member], split, Path(run_dir).parent / f".{Path(run_dir).name}.pack", threads, build=build
+    )
     return record, time.perf_counter() - start
 
 
@@ -196,10 +202,14 @@ def pretrain(spec, split: data.Split, epochs: int, patience: int, run_dir: Path,
     record, seconds = _train(spec, split_a, run_dir, build, threads)
     summary = record["summary"]
     return Path(run_dir) / "model.keras", {
-        "seed": spec.seed, "train_images": len(split_a.x_train), "epochs_run": summary["epochs_run"],
-        "test_accuracy_a": summary["test_accuracy"], "train_seconds": summary["train_seconds"], "wall_seconds": seconds,
+        "seed": spec.seed,
+        "train_images": len(split_a.x_train),
+        "epochs_run": summary["epochs_run"],
+        "test_accuracy_a": summary["test_accuracy"],
+        "train_seconds": summary["train_seconds"],
+        "wall_seconds": seconds,
         "status": summary["status"],
-    }  # fmt: skip
+    }
 
 
 def step_budget(n_train: int, batch_size: int, max_steps: int, patience_steps: int) -> tuple[int, int]:
@@ -209,8 +219,17 @@ def step_budget(n_train: int, batch_size: int, max_steps: int, patience_steps: i
     return math.ceil(max_steps / per_epoch), math.ceil(patience_steps / per_epoch)
 
 
-def run_variants(spec, split: data.Split, pretrained_path, per_class: int, max_steps: int, patience_steps: int,
-                 variants=VARIANTS, runs_dir: Path | None = None, threads: int = 1) -> pd.DataFrame:  # fmt: skip
+def run_variants(
+    spec,
+    split: data.Split,
+    pretrained_path,
+    per_class: int,
+    max_steps: int,
+    patience_steps: int,
+    variants=VARIANTS,
+    runs_dir: Path | None = None,
+    threads: int = 1,
+) -> pd.DataFrame:
     """Train every variant on task B (same data, seed, batch order, head init, learning rate and
     step budget) through the engine; one row per variant. Each variant's run folder is
     `<runs_dir>/<variant>`."""
@@ -255,14 +274,24 @@ def run_variants(spec, split: data.Split, pretrained_path, per_class: int, max_s
         record, wall = _train(spec, source, Path(runs_dir) / variant, build, threads)
         n_epochs, per_epoch = _steady_seconds(Path(runs_dir) / variant)
         summary = record["summary"]
-        rows.append({
-            "variant": variant, "seed": spec.seed, "train_images": len(split_b.x_train),
-            "test_accuracy": float(summary["test_accuracy"]), "best_val_accuracy": float(summary["best_val_accuracy"]),
-            "epochs_run": n_epochs, "best_epoch": summary["best_epoch"], "max_epochs": epochs,
-            "trainable_params": trainable, "cache_seconds": cache_seconds,
-            "fit_seconds": float(summary["train_seconds"]), "train_seconds": cache_seconds + float(summary["train_seconds"]),
-            "seconds_per_epoch": per_epoch, "engine_wall_seconds": wall,
-        })  # fmt: skip
+        rows.append(
+            {
+                "variant": variant,
+                "seed": spec.seed,
+                "train_images": len(split_b.x_train),
+                "test_accuracy": float(summary["test_accuracy"]),
+                "best_val_accuracy": float(summary["best_val_accuracy"]),
+                "epochs_run": n_epochs,
+                "best_epoch": summary["best_epoch"],
+                "max_epochs": epochs,
+                "trainable_params": trainable,
+                "cache_seconds": cache_seconds,
+                "fit_seconds": float(summary["train_seconds"]),
+                "train_seconds": cache_seconds + float(summary["train_seconds"]),
+                "seconds_per_epoch": per_epoch,
+                "engine_wall_seconds": wall,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -277,8 +306,14 @@ def compare(diff: pd.Series, level: float = 0.95) -> dict:
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se if n > 1 else math.inf
     low, high = mean - half, mean + half
     outcome = "reused ahead" if low > 0 else "scratch ahead" if high < 0 else "within noise"
-    return {"mean": mean, "se": se, "interval": [low, high], "level": level, "outcome": outcome,
-            "per_seed": {int(k): float(v) for k, v in diff.items()}}  # fmt: skip
+    return {
+        "mean": mean,
+        "se": se,
+        "interval": [low, high],
+        "level": level,
+        "outcome": outcome,
+        "per_seed": {int(k): float(v) for k, v in diff.items()},
+    }
 
 
 def assess(table: pd.DataFrame, speedup_min: float = 1.0, same_accuracy: float = 0.01, level: float = 0.95) -> dict:
@@ -290,12 +325,20 @@ def assess(table: pd.DataFrame, speedup_min: float = 1.0, same_accuracy: float =
     (speed-up > `speedup_min`) with the same accuracy as recomputing them (mean difference <= `same_accuracy`).
     """
     acc = table.pivot_table(index="seed", columns="variant", values="test_accuracy")
-    summary = table.groupby("variant").agg(
-        test_accuracy=("test_accuracy", "mean"), test_accuracy_sd=("test_accuracy", "std"),
-        epochs_run=("epochs_run", "mean"), best_epoch=("best_epoch", "mean"), max_epochs=("max_epochs", "first"),
-        train_seconds=("train_seconds", "mean"), seconds_per_epoch=("seconds_per_epoch", "mean"),
-        trainable_params=("trainable_params", "first"),
-    ).reindex([v for v in VARIANTS if v in set(table["variant"])])  # fmt: skip
+    summary = (
+        table.groupby("variant")
+        .agg(
+            test_accuracy=("test_accuracy", "mean"),
+            test_accuracy_sd=("test_accuracy", "std"),
+            epochs_run=("epochs_run", "mean"),
+            best_epoch=("best_epoch", "mean"),
+            max_epochs=("max_epochs", "first"),
+            train_seconds=("train_seconds", "mean"),
+            seconds_per_epoch=("seconds_per_epoch", "mean"),
+            trainable_params=("trainable_params", "first"),
+        )
+        .reindex([v for v in VARIANTS if v in set(table["variant"])])
+    )
     reused = [v for v in summary.index if v != "scratch"]
     best = max(reused, key=lambda v: summary.loc[v, "test_accuracy"])
     gain = compare(acc[best] - acc["scratch"], level)
@@ -303,8 +346,14 @@ def assess(table: pd.DataFrame, speedup_min: float = 1.0, same_accuracy: float =
     same = float((acc["frozen_cached"] - acc["frozen_all"]).abs().mean())
     cached_ok = speedup > speedup_min and same <= same_accuracy
     return {
-        "summary": summary, "ranking": list(summary["test_accuracy"].sort_values(ascending=False).index),
-        "best_reused": best, "gain_over_scratch": gain, "beats_scratch": gain["outcome"] == "reused ahead",
-        "speedup_per_epoch": speedup, "cached_vs_recomputed_accuracy_gap": same, "cached_ok": bool(cached_ok),
-        "reproduced": gain["outcome"] == "reused ahead" and bool(cached_ok), "seeds": int(table["seed"].nunique()),
-    }  # fmt: skip
+        "summary": summary,
+        "ranking": list(summary["test_accuracy"].sort_values(ascending=False).index),
+        "best_reused": best,
+        "gain_over_scratch": gain,
+        "beats_scratch": gain["outcome"] == "reused ahead",
+        "speedup_per_epoch": speedup,
+        "cached_vs_recomputed_accuracy_gap": same,
+        "cached_ok": bool(cached_ok),
+        "reproduced": gain["outcome"] == "reused ahead" and bool(cached_ok),
+        "seeds": int(table["seed"].nunique()),
+    }
