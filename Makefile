@@ -60,3 +60,4 @@ lint: install
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile workflow
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .

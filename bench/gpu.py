@@ -185,7 +185,8 @@ def train_keras(cfg, prepared: Path, cell_tokens: dict, log) -> dict:
     wall = time.perf_counter() - start
     steady = seconds[1:] or seconds
     log(
-        f"keras fit {cell_tokens}: {len(seconds)} epochs, {wall:.1f} s, val_accuracy {hist.history['val_accuracy'][-1]:.4f}"
+        f"keras fit {cell_tokens}: {len(seconds)} epochs, {wall:.1f} s, "
+        f"val_accuracy {hist.history['val_accuracy'][-1]:.4f}"
     )
     return {
         "cell": cell_tokens,
@@ -253,10 +254,12 @@ def main(argv=None) -> None:
         "",
         "| figure | value |",
         "|---|---|",
-        f"| packs trained (fraction {args.fraction:g}) | {eng['packs_trained']} of {eng['packs_in_grid']} ({eng['runs_trained']} runs, {eng['member_epochs']} member-epochs) |",
+        f"| packs trained (fraction {args.fraction:g}) | {eng['packs_trained']} of {eng['packs_in_grid']} "
+        f"({eng['runs_trained']} runs, {eng['member_epochs']} member-epochs) |",
         f"| packed engine wall time | {eng['wall_seconds']:.1f} s |",
         f"| packed engine trainings/hour (the packs trained) | {eng['trainings_per_hour']:,.0f} |",
-        f"| whole grid, packed engine (extrapolated per pack size when fraction < 1) | {eng['grid_seconds'] / 60:.1f} min |",
+        "| whole grid, packed engine (extrapolated per pack size when fraction < 1) "
+        f"| {eng['grid_seconds'] / 60:.1f} min |",
         f"| packed engine trainings/hour (whole grid) | {eng['grid_trainings_per_hour']:,.0f} |",
     ]
     if ker:
@@ -264,8 +267,10 @@ def main(argv=None) -> None:
             f"| plain Keras fit, one run ({ker['epochs']} epochs) | {ker['wall_seconds']:.1f} s |",
             f"| plain Keras fit trainings/hour (one at a time) | {ker['trainings_per_hour']:,.0f} |",
             f"| plain Keras fit samples/s (steady epochs) | {ker['samples_per_second']:,.0f} |",
-            f"| whole grid, plain Keras fit one at a time (extrapolated) | {eng['runs_in_grid'] / ker['trainings_per_hour'] * 60:.1f} min |",
-            f"| packed engine (whole grid) / Keras fit, trainings/hour | {eng['grid_trainings_per_hour'] / ker['trainings_per_hour']:.1f}x |",
+            "| whole grid, plain Keras fit one at a time (extrapolated) "
+            f"| {eng['runs_in_grid'] / ker['trainings_per_hour'] * 60:.1f} min |",
+            "| packed engine (whole grid) / Keras fit, trainings/hour "
+            f"| {eng['grid_trainings_per_hour'] / ker['trainings_per_hour']:.1f}x |",
         ]
     out += ["", "per pack: " + json.dumps(eng["per_pack"])]
     text = "\n".join(out)

@@ -302,7 +302,8 @@ def main(argv=None) -> None:
             fixed[name] = min(tries, key=lambda r: r["wall"] - sum(r["epoch_seconds"]))
             log(
                 f"fixed cost ({name}): {fixed_cost(fixed[name]):.2f} s (wall {fixed[name]['wall']:.2f} s, "
-                f"epoch {sum(fixed[name]['epoch_seconds']):.2f} s), tensorflow imported: {fixed[name]['tensorflow_imported']}, "
+                f"epoch {sum(fixed[name]['epoch_seconds']):.2f} s), "
+                f"tensorflow imported: {fixed[name]['tensorflow_imported']}, "
                 f"RSS {fixed[name]['peak_rss_gb']:.2f} GB"
             )
         # the TensorFlow backend trains one run per job: K=1 only
@@ -347,7 +348,8 @@ def projection(rows, fixed, tf) -> list[str]:
         "|---|---|---|---|---|",
         f"| jax (packs, pack_size from config.yaml) | {len(sizes)} | {fixed_cost(fixed['jax']):.2f} "
         f"| {n_runs * images / (jax_s - len(sizes) * fixed_cost(fixed['jax'])):,.0f} | {jax_s / 60:,.0f} min |",
-        f"| tensorflow (one run per job) | {n_runs} | {fixed_cost(fixed['tensorflow']):.2f} | {steady_engine(tf, 1):,.0f} "
+        f"| tensorflow (one run per job) | {n_runs} | {fixed_cost(fixed['tensorflow']):.2f} "
+        f"| {steady_engine(tf, 1):,.0f} "
         f"| {tf_s / 60:,.0f} min |",
         "",
         f"fastest: {best} ({max(jax_s, tf_s) / min(jax_s, tf_s):.1f}x); results are equal across backends "
@@ -359,19 +361,23 @@ def table(rows, fixed, tf, args, subset, validation, epochs, seconds, diagnostic
     any_engine = next(iter(rows.values()))[0]
     n = any_engine["n_train"]
     out = [
-        f"GradAtlas benchmark{' (--quick)' if args.quick else ''}: 784-100x5-10 ELU, He normal, Adam, batch {BATCH}, "
-        f"{n:,} training images x {epochs} epochs per K (steady state: epochs 2-{epochs}), JAX on {any_engine['device']}, "
+        f"GradAtlas benchmark{' (--quick)' if args.quick else ''}: 784-100x5-10 ELU, He normal, Adam, "
+        f"batch {BATCH}, {n:,} training images x {epochs} epochs per K (steady state: epochs 2-{epochs}), "
+        f"JAX on {any_engine['device']}, "
         f"{args.threads} threads per worker; diagnostics "
         + (
-            f"lighter for --quick: probe_size {diagnostics['probe_size']}, no early probes (a sanity run, not the measurement)"
+            f"lighter for --quick: probe_size {diagnostics['probe_size']}, no early probes "
+            "(a sanity run, not the measurement)"
             if diagnostics
             else "as config.yaml: probe_size 1000, early probes at steps 1/10/100, a probe every epoch end"
         ),
         f"machine: {platform.node()}, {os.cpu_count()} CPUs visible, load average at the end "
-        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; Python {platform.python_version()}; wall time {seconds:.0f} s",
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; Python {platform.python_version()}; "
+        f"wall time {seconds:.0f} s",
         "",
-        "| K | packed engine, diagnostics on (model-samples/s) | bare vmap+scan JAX (model-samples/s) | packed / bare | goal >= 0.8 "
-        "| engine steps only (history.csv) / bare | engine peak RSS (GB) | bare peak RSS (GB) | TF imported (engine) |",
+        "| K | packed engine, diagnostics on (model-samples/s) | bare vmap+scan JAX (model-samples/s) "
+        "| packed / bare | goal >= 0.8 | engine steps only (history.csv) / bare | engine peak RSS (GB) "
+        "| bare peak RSS (GB) | TF imported (engine) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for k, (e, b) in rows.items():
@@ -383,7 +389,8 @@ def table(rows, fixed, tf, args, subset, validation, epochs, seconds, diagnostic
         )
     out.append("")
     out.append(
-        "| per-job fixed cost (pack of 1; process start → exit minus the engine's epoch seconds) | seconds | goal ≤ 3 s | TF imported | peak RSS (GB) |"
+        "| per-job fixed cost (pack of 1; process start → exit minus the engine's epoch seconds) "
+        "| seconds | goal ≤ 3 s | TF imported | peak RSS (GB) |"
     )
     out.append("|---|---|---|---|---|")
     for name, r in fixed.items():

@@ -148,7 +148,8 @@ def main() -> None:
     for r in rows:
         floor = r["flops"] / (gflops * 1e9)
         lines.append(
-            f"| {r['name']} | {r['runs']} | {r['shape']} | {floor:.1f} s | {r['train']:.0f} s | {r['train'] / floor:.2f} "
+            f"| {r['name']} | {r['runs']} | {r['shape']} | {floor:.1f} s | {r['train']:.0f} s "
+            f"| {r['train'] / floor:.2f} "
             f"| {r['wall']:.0f} s |"
         )
     lines += [

@@ -481,7 +481,8 @@ def _delta_finding(deltas: pd.DataFrame) -> list[str]:
     )
     return [
         f"The largest paired effect on test accuracy: {top['factor']}={top['level']} instead of {top['baseline']} "
-        f"changes it by {format_estimate(top['mean_delta'], top['ci_low'], top['ci_high'], top['n_pairs'], unit='pairs')}; "
+        "changes it by "
+        f"{format_estimate(top['mean_delta'], top['ci_low'], top['ci_high'], top['n_pairs'], unit='pairs')}; "
         f"{verdict}."
     ]
 
@@ -490,7 +491,8 @@ def _best_level_findings(deltas: pd.DataFrame) -> list[str]:
     sentences = []
     for factor, group in deltas.groupby("factor", sort=False):
         top = group.loc[group["mean_delta"].idxmax()]
-        numbers = f"{format_estimate(top['mean_delta'], top['ci_low'], top['ci_high'], top['n_pairs'], unit='pairs')} test accuracy"
+        estimate = format_estimate(top["mean_delta"], top["ci_low"], top["ci_high"], top["n_pairs"], unit="pairs")
+        numbers = f"{estimate} test accuracy"
         if top["mean_delta"] > 0 and top["ci_low"] > 0:
             sentences.append(f"Best {factor} against the baseline {top['baseline']}: {top['level']}, {numbers}.")
         elif top["mean_delta"] > 0:
@@ -531,7 +533,8 @@ def _flow_extremes(data: pd.DataFrame, factors: list[str], when: str) -> list[st
     if len(healthy):
         cell = healthy["mean"].abs().idxmin()
         out.append(
-            f"Healthiest cell {moment}: {describe(cell)}, delta ratio {power_of_ten(cells.loc[[cell], 'mean'].iloc[0])} "
+            f"Healthiest cell {moment}: {describe(cell)}, "
+            f"delta ratio {power_of_ten(cells.loc[[cell], 'mean'].iloc[0])} "
             f"({cells.loc[[cell], 'health'].iloc[0]})."
         )
     for name, pick, beyond in (

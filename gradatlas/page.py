@@ -28,7 +28,8 @@ table{max-width:100%}table.sortable th{cursor:pointer}
 .scroll{overflow-x:auto;max-width:100%}.answer td,.answer th{white-space:normal;text-align:left}
 td:first-child,th:first-child{text-align:left}
 .facts td{text-align:left}.note{color:#555;font-size:.92em}
-nav ol{columns:2;list-style:none;padding-left:1em}details{margin:.5em 0}details pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}
+nav ol{columns:2;list-style:none;padding-left:1em}details{margin:.5em 0}\
+details pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}
 ul.findings li{margin:.35em 0}ul.first li{margin:.5em 0;font-size:1.02em}
 .answer{background:#f3f8fc;border:1px solid #b9d3ea;border-radius:6px;padding:.6em 1.2em;margin:1em 0}
 .answer h3{margin:.5em 0 .2em 0}.caveat{background:#fff7e0;border-left:4px solid #de8f05;padding:.5em .8em}
@@ -42,7 +43,8 @@ _PAGE = ENV.from_string(
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{{ css }}</style></head><body>
 <h1>{{ heading }}</h1>
 {% for block in intro %}{{ block }}{% endfor %}
-{% if nav %}<nav><ol>{% for s in sections %}<li><a href="#{{ s.key }}">{{ s.title }}</a></li>{% endfor %}</ol></nav>{% endif %}
+{% if nav %}<nav><ol>{% for s in sections %}\
+<li><a href="#{{ s.key }}">{{ s.title }}</a></li>{% endfor %}</ol></nav>{% endif %}
 {% for s in sections %}<section id="{{ s.key }}">{% if s.title %}<h2>{{ s.title }}</h2>{% endif %}
 {% for block in s.blocks %}{{ block }}
 {% endfor %}</section>
@@ -54,7 +56,8 @@ _FIGURE = ENV.from_string(
     "<figcaption><b>{{ title }}.</b> {{ caption }}</figcaption></figure>"
 )
 _TABLE = ENV.from_string(
-    """<div class="scroll"><table{% if cls %} class="{{ cls }}"{% endif %}><thead><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
+    """<div class="scroll"><table{% if cls %} class="{{ cls }}"{% endif %}><thead><tr>{% for c in columns %}\
+<th>{{ c }}</th>{% endfor %}</tr></thead>
 <tbody>{% for row in rows %}<tr>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</tbody></table></div>
 {% if more %}<p class="note">{{ more }} more rows in the CSV.</p>{% endif %}"""
 )

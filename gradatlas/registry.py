@@ -64,13 +64,17 @@ TABLES: dict[str, Table] = {
             "measure": "outcome behind the comparison (flow_distance_<when> lower is better; val_auc higher)",
             "best_value": "the best level's mean of the measure",
             "runner_up_value": "the runner-up's mean",
-            "keeps_alive": "gradient health: True when the best level is untied and more than half its runs are healthy",
+            "keeps_alive": (
+                "gradient health: True when the best level is untied and more than half its runs are healthy"
+            ),
             "effect": "best minus runner-up on the measure, paired on every other axis and the seed when possible",
             "ci_low": _CI,
             "ci_high": "upper end of that interval",
             "n": "matched pairs (paired) or runs (unpaired) behind the interval; at init, pairs of distinct networks",
             "paired": "True when the effect is paired, False for a Welch comparison of unpaired runs",
-            "best_summary": "the best level in numbers (runs per verdict and median delta ratio as 10^x; or area and speed)",
+            "best_summary": (
+                "the best level in numbers (runs per verdict and median delta ratio as 10^x; or area and speed)"
+            ),
             "runner_up_summary": "the same for the runner-up",
             "sentence": "the row in words, as the report shows it",
         },
@@ -85,10 +89,15 @@ TABLES: dict[str, Table] = {
             "n_missing": "runs without one",
             **{f"share_{c}": f"share of those runs whose verdict is {c} ({HEALTH_RULES[c]})" for c in HEALTH_CLASSES},
             "median_log10_ratio": "median log10 delta ratio (layer-1 delta_rms / output-layer delta_rms)",
-            "mean_distance": "mean |log10 ratio|: distance from healthy flow, vanishing and exploding alike (0 = ideal)",
+            "mean_distance": (
+                "mean |log10 ratio|: distance from healthy flow, vanishing and exploding alike (0 = ideal)"
+            ),
             "ci_low": _CI,
             "ci_high": "upper end of that interval",
-            "rank": "1 = keeps gradients alive best: most healthy runs first, then smallest mean distance (ties share a rank)",
+            "rank": (
+                "1 = keeps gradients alive best: most healthy runs first, then smallest mean distance "
+                "(ties share a rank)"
+            ),
             "tied": "True when another level of the factor has the same rank",
             "keeps_alive": "True for an untied rank-1 level with more than half its runs healthy",
         },
@@ -330,7 +339,8 @@ FIGURES: tuple[FigureSpec, ...] = (
         "Two-way interactions, every factor pair",
         "Mean test accuracy (0-1, colour bar per panel) for each pair of levels of two factors, over every "
         "other factor and seed, for every pair of varying factors; rows and columns in the config's order, as "
-        "in the atlas, and the atlas's colormap for accuracy. Rows that are not parallel show an interaction: a technique that helps only together "
+        "in the atlas, and the atlas's colormap for accuracy. Rows that are not parallel show an interaction: "
+        "a technique that helps only together "
         "with another.",
     ),
     FigureSpec(

@@ -270,7 +270,10 @@ def _answer_row(r) -> tuple[str, str]:
     if r.best is None or (isinstance(r.best, float) and np.isnan(r.best)):
         return "no effect possible at initialization (its levels start from the same networks)", "–"
     flow = r.question != analysis.QUESTIONS["speed"]
-    short = lambda text: text.split(";")[0]
+
+    def short(text: str) -> str:
+        return text.split(";")[0]
+
     if r.tied:
         answer = f"tie: {r.best} = {r.runner_up} ({short(r.best_summary)})"
     elif flow:

@@ -1,4 +1,5 @@
-"""Snakemake script: one batch-normalization preset variant, its seeds trained as one pack, tracked every eval_every steps."""
+"""Snakemake script: one batch-normalization preset variant, its seeds trained as one pack, tracked every
+eval_every steps."""
 
 from gradatlas.files import logged
 

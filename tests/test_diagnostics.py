@@ -58,8 +58,11 @@ def test_probe_matches_hand_computed_gradients():
     for layer in gamodel.dense_layers(model):  # non-zero biases, so bias paths are exercised
         layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
     weights = [
-        (keras.ops.convert_to_numpy(l.kernel).astype("float64"), keras.ops.convert_to_numpy(l.bias).astype("float64"))
-        for l in gamodel.dense_layers(model)
+        (
+            keras.ops.convert_to_numpy(layer.kernel).astype("float64"),
+            keras.ops.convert_to_numpy(layer.bias).astype("float64"),
+        )
+        for layer in gamodel.dense_layers(model)
     ]
     dz_hand, dw_hand, z_hand, a_hand = hand_backprop(weights, x.astype("float64"), y)
 
@@ -116,7 +119,7 @@ def test_leaky_relu_units_cannot_die():
 def test_update_ratio_measures_relative_weight_change():
     spec = make_spec()
     model = gamodel.build(spec)
-    before = [keras.ops.convert_to_numpy(l.kernel) / 1.1 for l in gamodel.dense_layers(model)]
+    before = [keras.ops.convert_to_numpy(layer.kernel) / 1.1 for layer in gamodel.dense_layers(model)]
     x = np.random.default_rng(2).random((8, 784)).astype("float32")
     rows = diagnostics.probe(model, spec, x, np.zeros(8, "int32"), previous_kernels=before)
     np.testing.assert_allclose(rows["update_ratio"], 0.1, rtol=1e-4)
@@ -130,7 +133,7 @@ def test_probe_changes_neither_weights_nor_random_streams():
     before = [keras.ops.convert_to_numpy(v).copy() for v in model.variables]
     diagnostics.probe(model, spec, x, y)
     after = [keras.ops.convert_to_numpy(v) for v in model.variables]
-    assert any(isinstance(l, gamodel.MemberDropout) for l in model.layers)
+    assert any(isinstance(layer, gamodel.MemberDropout) for layer in model.layers)
     assert all(np.array_equal(a, b) for a, b in zip(before, after))  # RNG seed states included
 
 

@@ -174,7 +174,10 @@ class Hang(engine.Hooks):
 
 root, point = Path(sys.argv[1]), sys.argv[2]
 split = data.split(data.read_idx_folder(Path(sys.argv[3])), 500, 2500)
-members = [engine.Member(m.spec.replace(backend={backend!r}), m.cell, m.run_dir) for m in make_members(root / "runs", {members})]
+members = [
+    engine.Member(m.spec.replace(backend={backend!r}), m.cell, m.run_dir)
+    for m in make_members(root / "runs", {members})
+]
 engine.train_pack(members, split, root / "state", hooks=[Hang(point)] if point else [])
 """
 # mid-epoch (after epoch 2's 15 full batches: 2,000 images, batch 128), while rotating a backup,

@@ -141,13 +141,14 @@ def transfer_section(config, inputs) -> tuple[str, dict]:
         """
 <p><b>What was run.</b> A {{ depth }}&times;{{ width }} MLP ({{ initializer }}, {{ activation }}, {{ optimizer }},
 batch {{ batch_size }}) trained on digits 0&ndash;4 (up to {{ pretrain_epochs }} epochs, early stopping with patience
-{{ pretrain_patience }}; test accuracy on 0&ndash;4: {{ pretrain_accuracy }}). Then digits 5&ndash;9 from {{ per_class }}
-training images per class (and as many validation images per class for early stopping), every variant with the same
-budget: learning rate {{ learning_rate }}, patience {{ patience_steps }} steps, at most {{ max_steps }} steps (both
-rounded up to whole epochs; a variant that stopped before its max epochs, in the table below, reached its
+{{ pretrain_patience }}; test accuracy on 0&ndash;4: {{ pretrain_accuracy }}). Then digits 5&ndash;9 from
+{{ per_class }} training images per class (and as many validation images per class for early stopping), every variant
+with the same budget: learning rate {{ learning_rate }}, patience {{ patience_steps }} steps, at most {{ max_steps }}
+steps (both rounded up to whole epochs; a variant that stopped before its max epochs, in the table below, reached its
 plateau), with a new 5-unit output layer over the reused hidden layers (Keras layer reuse of the loaded task-A model;
-<code>trainable</code> flags): from scratch; all reused layers frozen; all but the top one / two frozen; all fine-tuned; all frozen with their outputs
-cached once (<code>predict</code>) and the output layer trained on the cache. Seeds {{ seeds }}.</p>
+<code>trainable</code> flags): from scratch; all reused layers frozen; all but the top one / two frozen; all fine-tuned;
+all frozen with their outputs cached once (<code>predict</code>) and the output layer trained on the cache.
+Seeds {{ seeds }}.</p>
 <p><b>Claim</b> (the course's section on reusing layers): with little data, reused pretrained layers beat training from
 scratch, and caching the frozen layers' outputs makes training faster without changing the result.
 <b>Tolerance:</b> the best reused variant (highest mean test accuracy) minus scratch, per seed: reproduced when the
@@ -233,18 +234,19 @@ def batch_norm_section(config, inputs) -> tuple[str, dict]:
     body = page.render(
         """
 <p><b>What was run.</b> 784-100-100-100-10 sigmoid MLP, weights N(0, {{ init_stddev }}&sup2;), SGD learning rate
-{{ learning_rate }}, mini-batches of {{ batch_size }}, {{ steps }} steps, with and without batch normalization (before each
-sigmoid; moving averages, momentum {{ bn_momentum }}, at evaluation). Every {{ eval_every }} steps: test accuracy (10,000 images)
-and the 15th/50th/85th percentiles of unit {{ unit }}'s sigmoid input in the last hidden layer over the first {{ fixed_images }}
-test images (inference mode). Seeds {{ seeds }}.</p>
-<p><b>Published</b> (Ioffe &amp; Szegedy 2015, &sect;4.1, Fig. 1): the BN network is ahead in test accuracy throughout training,
-and the distribution of a sigmoid's input is stable with BN while it drifts without.
-<b>Tolerance:</b> mean test accuracy with BN above without at every evaluation point after step 0; and, over the whole run
-(every evaluation point after step 0), the distribution's location and scale each moving at most half as much with BN
-as without. <i>Location drift</i>: the median's range (max &minus; min) divided by the unit's typical 15&ndash;85 percentile
-spread (its median over the run), mean over seeds. <i>Scale drift</i>: the largest over the smallest spread, as a factor
-(geometric mean over seeds; "half" on a log scale: at most the square root of the factor without BN). Measured this way
-a change of BN's learned scale &gamma; is scale, not location, and the early steps where the input moves most are counted.
+{{ learning_rate }}, mini-batches of {{ batch_size }}, {{ steps }} steps, with and without batch normalization
+(before each sigmoid; moving averages, momentum {{ bn_momentum }}, at evaluation). Every {{ eval_every }} steps: test
+accuracy (10,000 images) and the 15th/50th/85th percentiles of unit {{ unit }}'s sigmoid input in the last hidden layer
+over the first {{ fixed_images }} test images (inference mode). Seeds {{ seeds }}.</p>
+<p><b>Published</b> (Ioffe &amp; Szegedy 2015, &sect;4.1, Fig. 1): the BN network is ahead in test accuracy throughout
+training, and the distribution of a sigmoid's input is stable with BN while it drifts without.
+<b>Tolerance:</b> mean test accuracy with BN above without at every evaluation point after step 0; and, over the whole
+run (every evaluation point after step 0), the distribution's location and scale each moving at most half as much with
+BN as without. <i>Location drift</i>: the median's range (max &minus; min) divided by the unit's typical 15&ndash;85
+percentile spread (its median over the run), mean over seeds. <i>Scale drift</i>: the largest over the smallest spread,
+as a factor (geometric mean over seeds; "half" on a log scale: at most the square root of the factor without BN).
+Measured this way a change of BN's learned scale &gamma; is scale, not location, and the early steps where the input
+moves most are counted.
 (Step 0 is left out: before training, BN's moving averages are still at their initial values.)</p>
 <p>Test accuracy (mean over seeds) at a few steps:</p>{{ checkpoints }}
 <p>Final test accuracy:</p>{{ final }}
@@ -325,11 +327,12 @@ def depth_init_section(config, inputs) -> tuple[str, dict]:
 {{ depth }}&times;{{ width }} MLP, activation
 {{ activations }}, initializers {{ initializers }}, optimizer {{ optimizers }}, {{ epochs }}
 epochs, seeds {{ seeds }}. Forward activation std per hidden layer at init from the diagnostics probe (step 0).</p>
-<p><b>Published</b> (He et al. 2015, for a 30-layer ReLU net): with their init it converges, with Xavier/Glorot it stalls;
-the forward signal under Glorot shrinks by 2<sup>&minus;1/2</sup> per ReLU layer (std ratio 2<sup>&minus;(L&minus;1)/2</sup> from
-layer 1 to L) and stays constant under He. <b>Tolerance:</b> measured std ratio (geometric mean over seeds) within a factor
-{{ ratio_factor }} of the prediction for both; He converges for every seed while Glorot stalls, needs &ge;{{ slower_factor }}&times;
-the epochs to {{ target }} validation accuracy, or ends &gt;{{ accuracy_gap }} lower.</p>
+<p><b>Published</b> (He et al. 2015, for a 30-layer ReLU net): with their init it converges, with Xavier/Glorot it
+stalls; the forward signal under Glorot shrinks by 2<sup>&minus;1/2</sup> per ReLU layer (std ratio
+2<sup>&minus;(L&minus;1)/2</sup> from layer 1 to L) and stays constant under He. <b>Tolerance:</b> measured std ratio
+(geometric mean over seeds) within a factor {{ ratio_factor }} of the prediction for both; He converges for every seed
+while Glorot stalls, needs &ge;{{ slower_factor }}&times; the epochs to {{ target }} validation accuracy, or ends
+&gt;{{ accuracy_gap }} lower.</p>
 {{ forward }}
 {{ training }}
 {{ figure }}
