@@ -5,31 +5,14 @@ selection, and the per-epoch sample order. No timings are asserted: that is benc
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO
-
-TRAIN = """
-import json, sys
-from pathlib import Path
-from gradatlas import backend
-backend.select(sys.argv[1])
-from gradatlas import config as C, engine
-cfg = json.loads(sys.argv[2])
-C.validate_schema(cfg); C.check(cfg)
-cell = C.typed_cell(cfg, C.grid_frame(cfg).iloc[0].to_dict())
-member = engine.Member(C.run_spec(cfg, cell), cell, Path(sys.argv[4]))
-[record] = engine.train_pack([member], Path(sys.argv[3]), Path(sys.argv[4]).parent / "pack", threads=1)
-print(json.dumps({"backend": record["provenance"]["backend"], "summary": record["summary"],
-                  "tensorflow_imported": sys.modules.get("tensorflow") is not None}))
-"""
+from conftest import worker, worker_env
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +35,13 @@ def jax_run(mnist_dir, prepared, tmp_path_factory) -> dict:
         "diagnostics": {"probe_size": 256, "early_steps": [1, 10]},
         "seeds": [3],
     }
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO), GRADATLAS_XLA_CACHE="off")
-    env.pop("KERAS_BACKEND", None)
+    env = worker_env(TF_CPP_MIN_LOG_LEVEL="3", GRADATLAS_XLA_CACHE="off")
     runs, procs = {}, {}
     for name in ("jax",):
         runs[name] = tmp_path_factory.mktemp(name) / "run"
         cfg["train"]["backend"] = name
         procs[name] = subprocess.Popen(
-            [sys.executable, "-c", TRAIN, name, json.dumps(cfg), str(prepared), str(runs[name])],
+            worker("train-one", name, json.dumps(cfg), prepared, runs[name]),
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

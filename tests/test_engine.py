@@ -8,9 +8,7 @@ study's runs. No timings are asserted (bench/run.py measures speed).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -18,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, kill_when
+from conftest import kill_when, worker, worker_env
 from gradatlas import config as gaconfig, data, engine, packs
 
 CONFIG = {
@@ -148,49 +146,15 @@ def test_run_folders_hold_every_output(trained):
 
 # --- resume after SIGKILL ------------------------------------------------------------------------
 RESUMABLE = [3, 2, 6]  # dropout (RNG state), l2, another learning rate
-TRAIN = """
-import json, os, sys, time
-from pathlib import Path
-from gradatlas import backend
-backend.select({backend!r})
-sys.path.insert(0, {tests!r})
-from gradatlas import data, engine
-from test_engine import make_members
-
-class Hang(engine.Hooks):
-    '''Stops (sleeps until killed) at one named point, after creating the flag file.'''
-    def __init__(self, point):
-        self.point = point
-    def _at(self, name):
-        if name == self.point:
-            Path(os.environ["HANG_FLAG"]).write_text(name)
-            time.sleep(3600)
-    def on_segment_end(self, engine, epoch, step):
-        self._at(f"segment-{{epoch}}-{{step}}")
-    def on_backup(self, engine, epoch, stage):
-        self._at(f"backup-{{stage}}-{{epoch}}")
-    def on_output(self, engine, member, stage):
-        self._at(f"output-{{stage}}-{{member}}")
-
-root, point = Path(sys.argv[1]), sys.argv[2]
-split = data.split(data.read_idx_folder(Path(sys.argv[3])), 500, 2500)
-members = [
-    engine.Member(m.spec.replace(backend={backend!r}), m.cell, m.run_dir)
-    for m in make_members(root / "runs", {members})
-]
-engine.train_pack(members, split, root / "state", hooks=[Hang(point)] if point else [])
-"""
 # mid-epoch (after epoch 2's 15 full batches: 2,000 images, batch 128), while rotating a backup,
 # while writing the outputs
 KILL_POINTS = ["segment-1-31", "backup-rotated-3", "output-model-1"]
 
 
 def run_script(root: Path, point: str, mnist_dir: Path, wait_for_flag: bool, backend="jax", members=RESUMABLE):
-    script = TRAIN.format(tests=str(REPO / "tests"), members=members, backend=backend)
-    env = os.environ | {"PYTHONPATH": str(REPO), "HANG_FLAG": str(root / "hang.flag")}
     proc = subprocess.Popen(
-        [sys.executable, "-c", script, str(root), point, str(mnist_dir)],
-        env=env,
+        worker("hang", backend, root, point, mnist_dir, json.dumps(list(members))),
+        env=worker_env(HANG_FLAG=str(root / "hang.flag")),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

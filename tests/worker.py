@@ -1,7 +1,7 @@
 """The programs tests run in a fresh Python process: `python tests/worker.py <command> <arguments>`.
 
 A process of its own is needed where a test wants a Keras backend other than its own (Keras picks
-one per process, at import). Each command selects its backend before
+one per process, at import) or a training it can SIGKILL. Each command selects its backend before
 anything imports Keras; gradatlas comes from the installed package (or PYTHONPATH), and this
 folder is on sys.path because Python runs this file from it.
 
@@ -10,12 +10,18 @@ Commands:
       weights drawn by NumPy (the same on every backend); prints {member: {summary, backend}}
   probe-presets BACKEND MNIST  the Nielsen preset's stacked probe equals its networks' lone probes;
       prints "refused: <why>" when the backend cannot vectorize a stacked pack
+  train-one BACKEND CONFIG_JSON PREPARED RUN_DIR  the config's first cell; prints its record's
+      backend and summary and whether TensorFlow was imported
+  hang BACKEND ROOT POINT MNIST MEMBERS_JSON  test_engine's members in one pack, sleeping at hook
+      point POINT (after writing the file $HANG_FLAG) until killed; no POINT ("") trains through
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -96,9 +102,64 @@ def probe_presets(backend: str, mnist: str) -> None:
         print("refused:", e)
 
 
+def train_one(backend: str, config_json: str, prepared: str, run_dir: str) -> None:
+    _select(backend)
+    from gradatlas import config as C, engine
+
+    cfg = json.loads(config_json)
+    C.validate_schema(cfg)
+    C.check(cfg)
+    cell = C.typed_cell(cfg, C.grid_frame(cfg).iloc[0].to_dict())
+    member = engine.Member(C.run_spec(cfg, cell), cell, Path(run_dir))
+    [record] = engine.train_pack([member], Path(prepared), Path(run_dir).parent / "pack", threads=1)
+    tensorflow_imported = sys.modules.get("tensorflow") is not None
+    print(
+        json.dumps(
+            {
+                "backend": record["provenance"]["backend"],
+                "summary": record["summary"],
+                "tensorflow_imported": tensorflow_imported,
+            }
+        )
+    )
+
+
+def hang(backend: str, root: str, point: str, mnist: str, members_json: str) -> None:
+    _select(backend)
+    from gradatlas import data, engine
+    from test_engine import make_members
+
+    class Hang(engine.Hooks):
+        """Stops (sleeps until killed) at one named point, after creating the flag file."""
+
+        def _at(self, name):
+            if name == point:
+                Path(os.environ["HANG_FLAG"]).write_text(name)
+                time.sleep(3600)
+
+        def on_segment_end(self, engine, epoch, step):
+            self._at(f"segment-{epoch}-{step}")
+
+        def on_backup(self, engine, epoch, stage):
+            self._at(f"backup-{stage}-{epoch}")
+
+        def on_output(self, engine, member, stage):
+            self._at(f"output-{stage}-{member}")
+
+    root_dir = Path(root)
+    split = data.split(data.read_idx_folder(Path(mnist)), 500, 2500)
+    members = [
+        engine.Member(m.spec.replace(backend=backend), m.cell, m.run_dir)
+        for m in make_members(root_dir / "runs", json.loads(members_json))
+    ]
+    engine.train_pack(members, split, root_dir / "state", hooks=[Hang()] if point else [])
+
+
 COMMANDS = {
     "train-same-weights": train_same_weights,
     "probe-presets": probe_presets,
+    "train-one": train_one,
+    "hang": hang,
 }
 
 if __name__ == "__main__":
