@@ -94,6 +94,21 @@ def test_nielsen_norms_probe_and_numpy_agree_and_shrink_toward_the_input(mnist_s
     assert 0.1 < res.loc["nielsen", "ours"][-1] < 0.6
 
 
+def test_nielsen_takes_the_largest_seeds(mnist_split):
+    """Every seed the schema accepts builds Nielsen's networks: their layers' seeds come from
+    `model.layer_seed`. Before, seed * 1000 + layer overflowed Keras' uint32 seeds (2**31 - 1), and
+    the biases' seed * 1000 + 500 + layer did from seed 4,294,967 on."""
+    from gradatlas.studies import nielsen
+
+    x, y = mnist_split.x_train[:50], mnist_split.y_train[:50]
+    norms = nielsen.gradient_norms(x, y, [2], 8, [4_294_967, 2**31 - 1])
+    ga = norms[norms["head"] == "gradatlas"]
+    np.testing.assert_allclose(ga["norm"], ga["probe_norm"], rtol=1e-4)
+    assert (norms["norm"] > 0).all() and np.isfinite(norms["norm"]).all()
+    first, second = (g["norm"].to_numpy() for _, g in norms.groupby("seed"))
+    assert not np.allclose(first, second)  # the two seeds are different networks
+
+
 def test_nielsen_verdict_uses_the_tolerance():
     from gradatlas.studies import nielsen
 

@@ -33,14 +33,21 @@ def build(hidden_layers: int, width: int, seed: int):
     """
     import keras
 
+    from gradatlas.model import LAYER_SLOTS, SEED_LIMIT, layer_seed
+
     layers = [keras.Input((784,), name="pixels")]
     units = [width] * hidden_layers + [10]
     for i, n in enumerate(units, start=1):
+        # the training's per-layer seed (in uint32 range for every seed the schema accepts); the bias
+        # draws LAYER_SLOTS on from it: seed * 1000 + 500 + i, as before, for every seed up to 4,294,966
+        kernel_seed = layer_seed(seed, i)
         layers.append(
             keras.layers.Dense(
                 n,
-                kernel_initializer=catalog.initializer("fan_in_normal", {}, seed * 1000 + i),
-                bias_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=seed * 1000 + 500 + i),
+                kernel_initializer=catalog.initializer("fan_in_normal", {}, kernel_seed),
+                bias_initializer=keras.initializers.RandomNormal(
+                    stddev=1.0, seed=(kernel_seed + LAYER_SLOTS) % SEED_LIMIT
+                ),
                 name="output" if i == len(units) else f"dense_{i}",
             )
         )
