@@ -415,14 +415,14 @@ def test_depth_init_verdict_from_tables():
             {
                 "initializer": init,
                 "seed": s,
-                "layer": l,
+                "layer": layer,
                 "layer_kind": "hidden",
                 "step": 0,
-                "act_std": (1.0 if init == "he_normal" else 2 ** (-(l - 1) / 2)) * (1 + 0.05 * s),
+                "act_std": (1.0 if init == "he_normal" else 2 ** (-(layer - 1) / 2)) * (1 + 0.05 * s),
             }
             for init in ("he_normal", "glorot_uniform")
             for s in (0, 1)
-            for l in range(1, depth + 1)
+            for layer in range(1, depth + 1)
         ]
     )
     runs = pd.DataFrame(
