@@ -2,11 +2,11 @@
 eval_every steps."""
 
 from gradatlas.files import logged
+from gradatlas.studies import jobs
 
-with logged(snakemake.log[0]):
-    from gradatlas.studies import jobs
-
-    out = snakemake.output
+out = snakemake.output
+# one job at a time writes the variant's folder, its log included (an orphaned job and its rerun)
+with jobs.leased(jobs.batch_norm_folder(out.curves)), logged(snakemake.log[0]):
     curves = jobs.batch_norm(
         snakemake.config,
         snakemake.input.prepared,

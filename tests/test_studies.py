@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import subprocess
 import sys
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -449,6 +452,61 @@ def test_depth_init_verdict_from_tables():
         2,
     ]
     assert not depth_init.assess(runs, diag)["reproduced"]
+
+
+# the preset jobs that train: rule -> (script, outputs under the study folder, the folder it leases)
+TRAINING_JOBS = {
+    "study_transfer_pretrain": (
+        "study_transfer.py",
+        {"model": "transfer/seed~0/pretrained.keras", "record": "transfer/seed~0/pretrain.json"},
+        "transfer/seed~0",
+    ),
+    "study_transfer": ("study_transfer.py", {"table": "transfer/seed~0/variants.parquet"}, "transfer/seed~0"),
+    "study_batch_norm": (
+        "study_batch_norm.py",
+        {"curves": ["batch_norm/plain/seed~0/curve.parquet"], "records": ["batch_norm/plain/seed~0/run.json"]},
+        "batch_norm/plain",
+    ),
+}
+
+
+@pytest.mark.parametrize("rule", TRAINING_JOBS)
+def test_a_preset_job_waits_for_its_folders_lease_then_fails_naming_the_holder(tmp_path, monkeypatch, rule):
+    """A preset job that trains (its real script) holds its folder's lease, as a pack's training does:
+    while another process holds it (here this one, as an orphaned job would), the job waits, then
+    fails naming the holder, before it opens its log or writes anything."""
+    from gradatlas import lock
+
+    script, outputs, folder = TRAINING_JOBS[rule]
+    study = tmp_path / "results" / "study"
+    log = tmp_path / "logs" / "job.log"
+    log.parent.mkdir()
+    log.write_text("the holder's log\n")
+    monkeypatch.setenv("GRADATLAS_LEASE_WAIT_S", "1")
+
+    def under_study(paths):
+        return [str(study / p) for p in paths] if isinstance(paths, list) else str(study / paths)
+
+    job = SimpleNamespace(  # what snakemake hands the script
+        rule=rule,
+        config={},
+        threads=1,
+        log=[str(log)],
+        wildcards=SimpleNamespace(seed="0", variant="plain"),
+        params=SimpleNamespace(seeds=[0]),
+        input=SimpleNamespace(
+            prepared=str(tmp_path / "prepared"), model=under_study("transfer/seed~0/pretrained.keras")
+        ),
+        output=SimpleNamespace(**{name: under_study(paths) for name, paths in outputs.items()}),
+    )
+    with lock.Lease(study / folder) as holder:
+        before = sorted(tmp_path.rglob("*"))
+        started = time.monotonic()
+        with pytest.raises(lock.PackLeased, match=f"pid {os.getpid()} on host") as error:
+            runpy.run_path(str(REPO / "scripts" / script), init_globals={"snakemake": job})
+        assert time.monotonic() - started >= 1  # it waited for the lease
+        assert str(holder.path.resolve()) in str(error.value)
+        assert sorted(tmp_path.rglob("*")) == before and log.read_text() == "the holder's log\n"
 
 
 @pytest.mark.integration

@@ -2,18 +2,52 @@
 
 Every job first makes `train.backend` the Keras backend of its process (before anything imports
 keras), as `scripts/train.py` does; the trainings themselves run through `gradatlas.engine`.
+A job that trains holds the lease of its folder (`leased`) for its whole run, as a pack's training does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from gradatlas import backend, config as gaconfig, data
+from gradatlas import backend, config as gaconfig, data, lock
 from gradatlas.files import atomic_write, write_json
 from gradatlas.studies import settings
+
+
+@contextlib.contextmanager
+def leased(folder):
+    """Hold the lease of `folder` (`gradatlas.lock.Lease`, the file `<folder>.lease`): an orphaned job
+    (its main snakemake lost) and its rerun never write the folder at once; the second waits, then
+    fails naming the first. Enter it before `logged`, so that a waiting job leaves the holder's log
+    alone. Waiting for the lease, or losing it, is said on the job's stderr, which snakemake shows."""
+    log = logging.getLogger("gradatlas.lock")
+    with os.fdopen(os.dup(2), "w", buffering=1) as stderr:  # a copy: `logged` sends fd 2 to the log
+        console = logging.StreamHandler(stderr)
+        console.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+        log.addHandler(console)
+        log.setLevel(logging.INFO)
+        try:
+            with lock.Lease(folder):
+                yield
+        finally:
+            log.removeHandler(console)
+
+
+def transfer_folder(out) -> Path:
+    """A transfer job's folder, from any of its outputs: its seed's (`<study>/transfer/seed~N/`), which
+    the pretraining and the task-B variants of the seed both write."""
+    return Path(out).parent
+
+
+def batch_norm_folder(curve_outs) -> Path:
+    """A batch-norm job's folder, from its curves' paths: its variant's (`<study>/batch_norm/<variant>/`)."""
+    return Path(curve_outs[0]).parent.parent
 
 
 def _split(config: dict, prepared) -> data.Split:
@@ -54,7 +88,7 @@ def transfer_pretrain(config: dict, prepared, seed: int, model_out: Path, record
 
     s = settings(config)
     spec = transfer_spec(config, seed)
-    run_dir = Path(model_out).parent / "pretrain"
+    run_dir = transfer_folder(model_out) / "pretrain"
     model_path, record = study.pretrain(
         spec, _split(config, prepared), s["pretrain_epochs"], s["pretrain_patience"], run_dir, threads
     )
@@ -77,7 +111,7 @@ def transfer_variants(config: dict, prepared, seed: int, pretrained: Path, out: 
         s["per_class"],
         s["max_steps"],
         s["patience_steps"],
-        runs_dir=Path(out).parent / "variants",
+        runs_dir=transfer_folder(out) / "variants",
         threads=threads,
     )
     atomic_write(Path(out), lambda p: table.to_parquet(p, index=False))
@@ -94,7 +128,7 @@ def batch_norm(
     s = settings(config)
     cell = {"initializer": "random_normal", "activation": "sigmoid", "optimizer": "sgd", "regularizer": "none"}
     specs = [study.spec_for(gaconfig.run_spec(config, cell | {"seed": seed}), variant, s) for seed in seeds]
-    folder = Path(curve_outs[0]).parent.parent  # {STUDY}/batch_norm/<variant>
+    folder = batch_norm_folder(curve_outs)
     curves, records = study.run(
         specs,
         _split(config, prepared),
