@@ -8,6 +8,7 @@ With GRADATLAS_FAIL_ON_SKIP=1 (.ci/run) a skip other than EXPECTED_SKIPS fails t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -167,6 +168,45 @@ def kill_when(proc, reached, what: str, timeout: float = 300) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+# the members of tests/test_engine.py's MEMBERS a resume test trains: dropout (RNG state), l2,
+# another learning rate
+RESUMABLE = [3, 2, 6]
+
+
+def run_script(root: Path, point: str, mnist_dir: Path, wait_for_flag: bool, backend="jax", members=RESUMABLE):
+    """test_engine's `members` in one pack under `root`, on `backend`, in worker.py's hang command:
+    with `wait_for_flag`, SIGKILLed once it reaches hook point `point`; without, run to the end
+    (`point` "")."""
+    proc = subprocess.Popen(
+        worker("hang", backend, root, point, mnist_dir, json.dumps(list(members))),
+        env=worker_env(HANG_FLAG=str(root / "hang.flag")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    if not wait_for_flag:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+        return
+    kill_when(proc, (root / "hang.flag").exists, point)
+    (root / "hang.flag").unlink()
+
+
+def killed_and_uninterrupted(
+    tmp_path_factory, mnist_dir: Path, kill_points: list[str], prefix: str = "", backend="jax", members=RESUMABLE
+) -> tuple[Path, Path]:
+    """(uninterrupted, killed): the roots of two trainings of the same pack (see run_script), one
+    run to the end, the other SIGKILLed at each of `kill_points` in turn, then rerun to the end."""
+    base = tmp_path_factory.mktemp(f"{prefix}uninterrupted")
+    run_script(base, "", mnist_dir, wait_for_flag=False, backend=backend, members=members)
+    killed = tmp_path_factory.mktemp(f"{prefix}killed")
+    for point in kill_points:
+        run_script(killed, point, mnist_dir, wait_for_flag=True, backend=backend, members=members)
+    run_script(killed, "", mnist_dir, wait_for_flag=False, backend=backend, members=members)
+    return base, killed
 
 
 def committed_epoch(results: Path) -> int:

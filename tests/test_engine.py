@@ -8,7 +8,6 @@ study's runs. No timings are asserted (bench/run.py measures speed).
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import keras
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import kill_when, worker, worker_env
+from conftest import RESUMABLE, killed_and_uninterrupted, run_script as run_script  # run_script: test_tensorflow's
 from gradatlas import config as gaconfig, data, engine, packs
 
 CONFIG = {
@@ -145,38 +144,14 @@ def test_run_folders_hold_every_output(trained):
 
 
 # --- resume after SIGKILL ------------------------------------------------------------------------
-RESUMABLE = [3, 2, 6]  # dropout (RNG state), l2, another learning rate
 # mid-epoch (after epoch 2's 15 full batches: 2,000 images, batch 128), while rotating a backup,
 # while writing the outputs
 KILL_POINTS = ["segment-1-31", "backup-rotated-3", "output-model-1"]
 
 
-def run_script(root: Path, point: str, mnist_dir: Path, wait_for_flag: bool, backend="jax", members=RESUMABLE):
-    proc = subprocess.Popen(
-        worker("hang", backend, root, point, mnist_dir, json.dumps(list(members))),
-        env=worker_env(HANG_FLAG=str(root / "hang.flag")),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    if not wait_for_flag:
-        out, _ = proc.communicate(timeout=600)
-        assert proc.returncode == 0, out[-3000:]
-        return
-    kill_when(proc, (root / "hang.flag").exists, point)
-    (root / "hang.flag").unlink()
-
-
 @pytest.fixture(scope="module")
 def resumed(mnist_dir, tmp_path_factory):
-    base = tmp_path_factory.mktemp("uninterrupted")
-    run_script(base, "", mnist_dir, wait_for_flag=False)
-    killed = tmp_path_factory.mktemp("killed")
-    for point in KILL_POINTS:
-        run_script(killed, point, mnist_dir, wait_for_flag=True)
-    run_script(killed, "", mnist_dir, wait_for_flag=False)
-    return base, killed
+    return killed_and_uninterrupted(tmp_path_factory, mnist_dir, KILL_POINTS)
 
 
 def assert_same_run(a: Path, b: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import metadata
 
-from test_engine import RESUMABLE, run_script
+from conftest import RESUMABLE, killed_and_uninterrupted
 
 # epoch 2's events written but its backup not committed (the rerun resumes after epoch 1, behind
 # the events); mid-epoch 4; after member 0's run folder, with its hparams and summary, is written
@@ -36,12 +36,7 @@ def events(run: Path) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def runs(mnist_dir, tmp_path_factory):
-    base = tmp_path_factory.mktemp("tb-uninterrupted")
-    run_script(base, "", mnist_dir, wait_for_flag=False)
-    killed = tmp_path_factory.mktemp("tb-killed")
-    for point in KILL_POINTS:
-        run_script(killed, point, mnist_dir, wait_for_flag=True)
-    run_script(killed, "", mnist_dir, wait_for_flag=False)
+    base, killed = killed_and_uninterrupted(tmp_path_factory, mnist_dir, KILL_POINTS, prefix="tb-")
     return base / "runs", killed / "runs"
 
 
