@@ -4,7 +4,9 @@ in the same run.
 
     make bench                  # or: .venv/bin/python bench/study.py   (about 5 min on 2 idle cores)
 
-- matmul rate: fp32 2048 x 2048 matmuls through the project's JAX on all cores, best of 3 x 10, GFLOP/s.
+- matmul rate: fp32 2048 x 2048 matmuls through the project's JAX (jit) on all cores, GFLOP/s: after a
+  warm-up, 9 timed repetitions of 3 matmuls each, the fastest repetition counted; measured before and after
+  the studies and the higher of the two used (a rate taken under load is low, never high).
 - FLOP floor of a study: the work its runs did (epochs run x training images x FLOPs per sample, 6 per
   Dense weight: 2 forward, 4 backward; biases, activations and batch norm left out) / the matmul rate.
 - training time: the first training job's start to the last run's end (run.json `started`, `finished`);
@@ -46,20 +48,32 @@ SLICE = {
 }
 
 
-def matmul_gflops(n: int = 2048) -> float:
+# the matmul rate: MATMUL_REPEATS timed repetitions of MATMUL_BATCH n x n matmuls, the fastest counted
+MATMUL_N, MATMUL_REPEATS, MATMUL_BATCH = 2048, 9, 3
+MATMUL_METHOD = (
+    f"fp32 {MATMUL_N}x{MATMUL_N} matmuls through JAX (jit, all cores): after a warm-up, the fastest of "
+    f"{MATMUL_REPEATS} timed repetitions of {MATMUL_BATCH}, measured before and after the studies, the higher kept"
+)
+
+
+def matmul_gflops(n: int = MATMUL_N, repeats: int = MATMUL_REPEATS, batch: int = MATMUL_BATCH) -> float:
+    """This machine's fp32 matmul rate in GFLOP/s: n x n matmuls through the project's JAX (jit, all
+    cores); after a warm-up (the compilation and two untimed matmuls), `repeats` timed repetitions of
+    `batch` matmuls each, the fastest repetition counted, as other load only ever slows one down."""
     import jax
     import jax.numpy as jnp
 
     a = jnp.ones((n, n), jnp.float32)
     f = jax.jit(lambda a, b: a @ b)
-    f(a, a).block_until_ready()
-    best = 0.0
-    for _ in range(3):
+    for _ in range(2):
+        f(a, a).block_until_ready()
+    fastest = float("inf")
+    for _ in range(repeats):
         start = time.perf_counter()
-        for _ in range(10):
+        for _ in range(batch):
             f(a, a).block_until_ready()
-        best = max(best, 2 * n**3 * 10 / (time.perf_counter() - start) / 1e9)
-    return best
+        fastest = min(fastest, time.perf_counter() - start)
+    return 2 * n**3 * batch / fastest / 1e9
 
 
 def flops_per_sample(depth: int, width: int) -> int:
@@ -120,8 +134,8 @@ def cpu_model() -> str:
 
 def main() -> None:
     load_before = os.getloadavg()
-    gflops = matmul_gflops()
-    print(f"fp32 matmul: {gflops:.1f} GFLOP/s", file=sys.stderr, flush=True)
+    gflops_before = matmul_gflops()
+    print(f"fp32 matmul before the studies: {gflops_before:.1f} GFLOP/s", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="gradatlas-bench-") as tmp:
         slice_file = Path(tmp) / "slice.yaml"
         slice_file.write_text(yaml.safe_dump(SLICE))
@@ -130,6 +144,9 @@ def main() -> None:
             rows.append(timed_study(name, files))
             print(f"{name}: {rows[-1]['wall']:.0f} s end to end", file=sys.stderr, flush=True)
     load_after = os.getloadavg()
+    gflops_after = matmul_gflops()
+    print(f"fp32 matmul after the studies: {gflops_after:.1f} GFLOP/s", file=sys.stderr, flush=True)
+    gflops = max(gflops_before, gflops_after)
 
     n_runs, images, _ = default_study()
     slice_row = rows[1]
@@ -140,7 +157,9 @@ def main() -> None:
     ).stdout.strip()
     lines = [
         f"{dt.datetime.now():%Y-%m-%d %H:%M}, commit {commit}: {cpu_model()}, {len(os.sched_getaffinity(0))} cores, "
-        f"fp32 matmul {gflops:.1f} GFLOP/s; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after",
+        f"fp32 matmul {gflops:.1f} GFLOP/s ({gflops_before:.1f} before the studies, {gflops_after:.1f} after); "
+        f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after",
+        f"matmul rate: {MATMUL_METHOD}",
         "",
         "| study | runs | MLP, data | FLOP floor | training | × floor | end to end |",
         "|---|---|---|---|---|---|---|",
