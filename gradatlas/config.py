@@ -1,8 +1,8 @@
 """The study configuration: validation beyond the JSON schema, the grid, and one run's spec.
 
-The JSON schema (gradatlas/schemas/config.schema.yaml, shipped with the package; applied with `snakemake.utils.validate`,
-which also fills in defaults) checks types and ranges. `check` adds what a schema cannot say:
-technique names against the catalog (with the closest valid name) and their parameters' ranges,
+The JSON schema (gradatlas/schemas/config.schema.yaml, shipped with the package; applied with
+`snakemake.utils.validate`, which also fills in defaults) checks types and ranges. `check` adds what a
+schema cannot say: technique names against the catalog (with the closest valid name) and their parameters' ranges,
 whole numbers written as floats (1.0 -> 1), non-finite numbers, cross-key consistency, and
 values that would make unsafe paths or an unsafe results folder. Both run before any job is
 scheduled.

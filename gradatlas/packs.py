@@ -67,14 +67,15 @@ class Pack:
 
 
 def grid_runs(config: dict, root) -> list[Run]:
-    """Every run of a checked config's grid (one per cell and seed), in `root/<axis>~<value>/...`,
-    the folders the workflow's Paramspace gives them (benchmarks and tests plan from this)."""
+    """Every run of a checked config's grid (one per cell and seed), in `root/<axis>~<value>/...`
+    (the workflow's run folders; benchmarks and tests plan from this too)."""
     from gradatlas import config as gaconfig
 
     runs = []
     for row in gaconfig.grid_frame(config).to_dict("records"):
         cell = gaconfig.typed_cell(config, row)
-        runs.append(Run(cell, gaconfig.run_spec(config, cell), str(Path(root, *(f"{k}~{v}" for k, v in row.items())))))
+        run_dir = "/".join([str(root), *(f"{k}~{v}" for k, v in row.items())])
+        runs.append(Run(cell, gaconfig.run_spec(config, cell), run_dir))
     return runs
 
 

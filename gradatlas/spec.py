@@ -7,6 +7,7 @@ presets all take this object. `run.json` records it as a plain dict (`as_dict`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -51,7 +52,9 @@ class RunSpec:
         return cls(**(dict(values) | {"early_steps": tuple(values["early_steps"])}))
 
     def as_dict(self) -> dict:
-        out = dataclasses.asdict(self)
+        # fields are scalars, a tuple and dicts of parameters: copying those dicts makes it deep;
+        # dataclasses.asdict recurses into every value (15 s of planning 100,000 runs)
+        out = {name: copy.deepcopy(value) if isinstance(value, dict) else value for name, value in vars(self).items()}
         out["early_steps"] = list(self.early_steps)
         return out
 

@@ -11,7 +11,7 @@ with logged(snakemake.log[0]):
         dict(snakemake.params.config),  # the config values shown: tracked params, so a change rebuilds
         Path(snakemake.output.html),
         fig_dir=Path(snakemake.params.figure_dir),
-        run_jsons=[Path(p) for p in snakemake.input.runs],
+        run_jsons=[Path(p) for p in snakemake.params.runs],
         findings_out=Path(snakemake.output.findings),
         workers=snakemake.threads,
     )

@@ -1,6 +1,6 @@
 rule aggregate:
     input:
-        runs=RUNS,
+        packs=PACKS_DONE,  # and every run: params.runs
     output:
         tables=TABLES,
     log:
@@ -14,6 +14,7 @@ rule aggregate:
     resources:
         **rule_resources("aggregate", mem_mb=4000, runtime=30),
     params:
+        runs=RUNS,
         out_dir=lambda wildcards, output: os.path.dirname(output.tables[0]),
     script:
         "../../scripts/aggregate.py"

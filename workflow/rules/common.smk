@@ -4,12 +4,11 @@ import os
 from pathlib import Path
 
 from snakemake.logging import logger
-from snakemake.utils import Paramspace, validate
+from snakemake.utils import validate
 
 # gradatlas is the installed package (make install: pip install -e .), for this file and every script
 from gradatlas import config as gaconfig
 from gradatlas import packs as gapacks
-from gradatlas import rundir as garundir
 
 # The conda envs (envs/*.yaml) install this checkout's gradatlas, editable, from ${GRADATLAS_REPO}:
 # set here for the conda and pip processes Snakemake starts to create them (a value this workflow
@@ -26,9 +25,6 @@ gaconfig.check(config)
 RESULTS = config["results"]
 # one prepared copy per data origin, so studies over different data never overwrite each other's
 PREPARED = f"resources/prepared/{gaconfig.data_key(config['data'])}"
-paramspace = Paramspace(gaconfig.grid_frame(config))
-RUN_DIRS = [f"{RESULTS}/runs/{cell}" for cell in paramspace.instance_patterns]
-RUNS = [f"{run}/run.json" for run in RUN_DIRS]
 # Study presets (studies/*.yaml): a config with a `preset:` section adds the preset's page; the
 # grid itself trains only when the preset asks for it (depth_init does)
 PRESET = config.get("preset") or {}
@@ -40,10 +36,6 @@ BN_VARIANTS = ["plain", "batch_norm"]
 TABLE_NAMES = ["runs", "curves", "diagnostics"]
 TABLES = expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLE_NAMES, ext=["parquet", "csv"])
 REPORT = f"{RESULTS}/report/index.html"
-
-
-wildcard_constraints:
-    **{axis: "[^/]+" for axis in paramspace.dataframe.columns},
 
 
 def rule_resources(rule_name, **defaults):
@@ -95,8 +87,6 @@ def study_inputs(wildcards):
 
 PACKS_DIR = f"{RESULTS}/packs"  # a pack's folder (its training state) and the saved plan
 PACK_PLAN = f"{PACKS_DIR}/plan.json"
-# a run folder's files and folders (gradatlas/rundir.py, which writes them)
-RUN_OUTPUTS, RUN_FOLDERS = list(garundir.RUN_OUTPUTS), list(garundir.RUN_FOLDERS)
 
 
 def warn_unreadable_runs(runs):
@@ -114,20 +104,26 @@ def warn_unreadable_runs(runs):
 def plan_packs():
     if not workflow.is_main_process and os.path.exists(PACK_PLAN):
         return gapacks.load(PACK_PLAN)
-    runs = [
-        gapacks.Run(cell, gaconfig.run_spec(config, cell), run_dir)
-        for run_dir, cell in zip(
-            RUN_DIRS, (gaconfig.typed_cell(config, row) for row in paramspace.dataframe.to_dict("records"))
-        )
-    ]
-    warn_unreadable_runs(runs)
-    packs = gapacks.plan(runs, config["train"]["pack_size"], PACKS_DIR)
+    warn_unreadable_runs(GRID_RUNS)
+    packs = gapacks.plan(GRID_RUNS, config["train"]["pack_size"], PACKS_DIR)
     for folder in gapacks.stale(packs, PACKS_DIR):
         logger.warning(
             f"{folder}: the state of an interrupted pack that is no longer planned (train.pack_size or the grid "
             "changed since); it is removed when the run starts, and its runs train afresh in their new packs"
         )
     return packs
+
+
+# Every run of the grid (cell x seed, in <results>/runs/<axis>~<value>/.../seed~<seed>/), and the packs
+# that train them (gradatlas/packs.py says how packs form; train.pack_size caps them): one job per pack.
+# Cluster job steps re-read the plan the main process saved (lock.smk) instead of re-planning.
+GRID_RUNS = gapacks.grid_runs(config, f"{RESULTS}/runs") if RUN_GRID else []
+RUNS = [f"{run.run_dir}/run.json" for run in GRID_RUNS]
+PACKS = plan_packs() if RUN_GRID else []
+# What aggregation waits for: each pack's first run.json. Snakemake matches every input against the
+# rules' outputs one by one, so one input per pack, not per run (the run list is a parameter):
+# planning 10,000 runs takes seconds, not a minute (issue #18). A pack's job writes all its members.
+PACKS_DONE = [f"{pack.runs[0].run_dir}/run.json" for pack in PACKS]
 
 
 def final_targets():

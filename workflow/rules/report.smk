@@ -25,7 +25,6 @@ rule report:
     input:
         tables=TABLES,
         analysis=ANALYSIS_TABLES,
-        runs=RUNS,
     output:
         html=REPORT,
         findings=report(
@@ -56,6 +55,7 @@ rule report:
     resources:
         **rule_resources("report", mem_mb=4000, runtime=30),
     params:
+        runs=RUNS,
         tables_dir=lambda wildcards, input: os.path.dirname(input.tables[0]),
         figure_dir=lambda wildcards, output: os.path.dirname(output.figures[0]),
         settings=registry.study_settings(config),

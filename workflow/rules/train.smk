@@ -1,7 +1,6 @@
-# Training: runs are grouped into packs, one job per pack (gradatlas/packs.py says how packs form; train.pack_size caps
-# them). A pack's outputs are its members' run folders; a finished pack is planned as it was, so it
-# never retrains. Cluster job steps re-read the plan the main process saved instead of re-planning.
-PACKS = plan_packs() if RUN_GRID else []
+# Training: one job per pack (common.smk plans them). A pack's outputs are its members' run.json,
+# each written last in its folder (so a folder with one is complete); a finished pack is planned as
+# it was, so Snakemake finds it complete and it never retrains.
 
 
 for pack in PACKS:
@@ -12,8 +11,9 @@ for pack in PACKS:
         input:
             prepared=PREPARED,
         output:
-            [f"{run.run_dir}/{name}" for run in pack.runs for name in RUN_OUTPUTS],
-            [directory(f"{run.run_dir}/{name}") for run in pack.runs for name in RUN_FOLDERS],
+            # in pack order: aggregation waits for each pack's first run.json (common.smk), which
+            # Snakemake then finds at once (it tries a rule's outputs in order)
+            [f"{run.run_dir}/run.json" for run in pack.runs],
         log:
             f"{RESULTS}/logs/train/{pack.name}.log",
         benchmark:
