@@ -39,6 +39,8 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from gradatlas import grid  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -85,7 +87,7 @@ def prepare(args, where: Path) -> Path:
 def grid_packs(cfg: dict, runs_root: Path):
     from gradatlas import packs
 
-    runs = packs.grid_runs(cfg, runs_root)
+    runs = grid.runs(cfg, runs_root)
     return runs, packs.plan(runs, cfg["train"]["pack_size"])
 
 
@@ -107,7 +109,7 @@ def train_engine(cfg, prepared: Path, root: Path, fraction: float, log) -> dict:
     per_pack = []
     start = time.perf_counter()
     for i, pack in enumerate(chosen):
-        members = [engine.Member(r.spec, r.cell, Path(r.run_dir)) for r in pack.runs]
+        members = list(pack.runs)
         t = time.perf_counter()
         records = engine.train_pack(members, prepared, root / "packs" / pack.name, threads=1)
         seconds = time.perf_counter() - t
@@ -150,11 +152,11 @@ def train_keras(cfg, prepared: Path, cell_tokens: dict, log) -> dict:
     learning rate), validation every epoch, timed per epoch."""
     import keras
 
-    from gradatlas import backend, catalog, config as C, data
+    from gradatlas import backend, catalog, data
     from gradatlas.model import build
 
-    cell = C.typed_cell(cfg, cell_tokens | {"seed": "0"})
-    spec = C.run_spec(cfg, cell)
+    cell = grid.typed_cell(cfg, cell_tokens | {"seed": "0"})
+    spec = grid.run_spec(cfg, cell)
     backend.configure(spec.seed)
     split = data.split(data.open_prepared(prepared), spec.validation_size, spec.train_subset)
     model = build(spec)

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from gradatlas import grid
+
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 SIZES = (10_000, 100_000)
@@ -46,7 +48,7 @@ def plan_once(runs_wanted: int) -> dict:
     with tempfile.TemporaryDirectory() as results:
         start = time.perf_counter()
         checked = gaconfig.check(gaconfig.validate_schema(cfg))
-        runs = packs.grid_runs(checked, Path(results, "runs"))
+        runs = grid.runs(checked, Path(results, "runs"))
         plan = packs.plan(runs, checked["train"]["pack_size"], Path(results, "packs"))
         params = [p.params() for p in plan]  # what each train rule is given
         seconds = time.perf_counter() - start

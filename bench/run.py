@@ -41,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gradatlas import grid
+
 REPO = Path(__file__).resolve().parent.parent
 MNIST = Path(os.environ.get("GRADATLAS_MNIST", REPO.parent / "shared" / "data" / "mnist"))
 DEPTH, WIDTH, BATCH, LR = 5, 100, 128, 0.001
@@ -69,13 +71,12 @@ def bench_config(
 def engine_job(base: dict, k: int, backend: str, where: Path) -> dict:
     """A worker's pack of K members (seeds 0..K-1), resolved here as Snakemake resolves a train
     job's parameters, so the worker starts like scripts/train.py."""
-    from gradatlas import config as C
 
     cfg = bench_config(base["train_subset"], base["validation"], base["epochs"], base["diagnostics"], backend)
     cell = {"initializer": "he_normal", "activation": "elu", "optimizer": "adam", "regularizer": "none"}
     members = [
         {
-            "spec": C.run_spec(cfg, cell | {"seed": s}).as_dict(),
+            "spec": grid.run_spec(cfg, cell | {"seed": s}).as_dict(),
             "cell": cell | {"seed": s},
             "run_dir": str(where / f"run-{s}"),
         }
@@ -96,7 +97,7 @@ def engine_worker(job: dict) -> dict:
     from gradatlas.spec import RunSpec
 
     root = Path(job["dir"])
-    members = [engine.Member(RunSpec.from_dict(m["spec"]), m["cell"], Path(m["run_dir"])) for m in job["members"]]
+    members = [grid.Run(RunSpec.from_dict(m["spec"]), m["cell"], m["run_dir"]) for m in job["members"]]
 
     class Clock(engine.Hooks):
         stamps: list = []
@@ -326,7 +327,7 @@ def default_study() -> tuple[int, int, list[int]]:
     from gradatlas import config as C, packs
 
     cfg = C.check(C.validate_schema(yaml.safe_load((REPO / "config.yaml").read_text())))
-    runs = packs.grid_runs(cfg, "runs")
+    runs = grid.runs(cfg, "runs")
     images = cfg["train"]["epochs"] * ((cfg["data"]["train_subset"] or 60_000) - cfg["data"]["validation_size"])
     return len(runs), images, [len(p.runs) for p in packs.plan(runs, cfg["train"]["pack_size"])]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gradatlas import config as gaconfig
+from gradatlas import grid
 from gradatlas.outcomes import RUN_MEASURES
 
 
@@ -60,7 +60,7 @@ def read_run(run_dir: Path, config: dict) -> tuple[dict, pd.DataFrame, pd.DataFr
     """One complete run: (run.json, history, diagnostics), checked against the config."""
     run_dir = Path(run_dir)
     record = read_record(run_dir / "run.json")
-    expected = gaconfig.run_spec(config, record["cell"]).as_dict()
+    expected = grid.run_spec(config, record["cell"]).as_dict()
     diffs = _differences(json.loads(json.dumps(record["spec"])), json.loads(json.dumps(expected)))
     if diffs:
         raise StaleRunError(
@@ -89,7 +89,7 @@ def steps_per_epoch(diagnostics: pd.DataFrame) -> float:
 
 
 def tables(run_dirs: list[Path], config: dict) -> dict[str, pd.DataFrame]:
-    axes = gaconfig.axes(config)
+    axes = grid.axes(config)
     runs, curves, diags = [], [], []
     for run_dir in run_dirs:
         record, history, diagnostics = read_run(run_dir, config)

@@ -22,10 +22,6 @@ import re
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from gradatlas.spec import RunSpec
-
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 # grid axes whose values are catalog names, and the catalog section each one names
@@ -37,16 +33,6 @@ NAMED_AXES = {
     "lr_schedule": "lr_schedule",
 }
 FACTORS = ["initializer", "activation", "optimizer", "regularizer"]
-# where an optional numeric axis takes its value from when it is not in the grid
-AXIS_DEFAULTS = {
-    "learning_rate": None,  # per optimizer: train.learning_rate.<optimizer>
-    "depth": ("model", "depth"),
-    "width": ("model", "width"),
-    "batch_size": ("train", "batch_size"),
-    "lr_schedule": ("train", "lr_schedule"),
-    "clipnorm": ("train", "clipnorm"),
-    "clipvalue": ("train", "clipvalue"),
-}
 DOWNLOAD_CACHE = "resources/mnist-download"
 PREPARED_ROOT = "resources/prepared"
 SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -438,7 +424,7 @@ def check(config: dict) -> dict:
 _DATA_KEYS: dict = {}
 
 
-def _cached_data_key(data: dict) -> str:
+def cached_data_key(data: dict) -> str:
     """data_key once per data origin and process (it reads the files' checksums)."""
     origin = json.dumps(data, sort_keys=True, default=str)
     if origin not in _DATA_KEYS:
@@ -476,81 +462,6 @@ def data_key(data: dict) -> str:
         return max(made)[1]
     origin = f"{data['source']}|{where}"
     return f"mnist-unread-{hashlib.sha256(origin.encode()).hexdigest()[:16]}"
-
-
-def axes(config: dict) -> list[str]:
-    """The grid's axes in path order: the four factors first, then optional axes as configured."""
-    return FACTORS + [a for a in config["grid"] if a not in FACTORS]
-
-
-def grid_frame(config: dict) -> pd.DataFrame:
-    """One row per run (grid cell x seed), values as path tokens; the Paramspace of the study."""
-    names = axes(config)
-    index = pd.MultiIndex.from_product(
-        [[token(v) for v in config["grid"][a]] for a in names] + [[str(s) for s in config["seeds"]]],
-        names=names + ["seed"],
-    )
-    return index.to_frame(index=False).astype(str)
-
-
-def typed_cell(config: dict, wildcards: dict) -> dict:
-    """Map a run's wildcard tokens back to the typed config values they came from."""
-    cell = {}
-    for axis in axes(config):
-        by_token = {token(v): v for v in config["grid"][axis]}
-        if wildcards[axis] not in by_token:
-            raise ConfigError(f"run {axis}~{wildcards[axis]} is not in config key grid.{axis}")
-        cell[axis] = by_token[wildcards[axis]]
-    cell["seed"] = int(wildcards["seed"])
-    return cell
-
-
-def run_spec(config: dict, cell: dict) -> "RunSpec":
-    """Everything one training needs, fully resolved, with no reference back to the config.
-
-    This is what `run.json` records as the config used; aggregation compares it with the current
-    config to refuse stale runs.
-    """
-    from gradatlas import catalog
-
-    train = config["train"]
-
-    def value(axis):
-        if axis in cell:
-            return cell[axis]
-        section, key = AXIS_DEFAULTS[axis]
-        return config[section][key]
-
-    learning_rate = cell.get("learning_rate", train["learning_rate"].get(cell["optimizer"]))
-    techniques = config["techniques"]
-    spec = {
-        "seed": cell["seed"],
-        "initializer": cell["initializer"],
-        "activation": cell["activation"],
-        "optimizer": cell["optimizer"],
-        "regularizer": cell["regularizer"],
-        "lr_schedule": value("lr_schedule"),
-        "learning_rate": learning_rate,
-        "depth": value("depth"),
-        "width": value("width"),
-        "batch_size": value("batch_size"),
-        "clipnorm": value("clipnorm"),
-        "clipvalue": value("clipvalue"),
-        "epochs": train["epochs"],
-        "patience": train["patience"],
-        "target_accuracy": train["target_accuracy"],
-        "stall_accuracy": train["stall_accuracy"],
-        "backend": train["backend"],
-        "data": _cached_data_key(config["data"]),
-        "validation_size": config["data"]["validation_size"],
-        "train_subset": config["data"]["train_subset"],
-        "probe_size": config["diagnostics"]["probe_size"],
-        "early_steps": list(config["diagnostics"]["early_steps"]),
-    }
-    for kind in ("initializer", "activation", "optimizer", "regularizer", "lr_schedule"):
-        name = spec[kind]
-        spec[f"{kind}_params"] = catalog.params(kind, name, techniques.get(name))
-    return RunSpec.from_dict(spec)
 
 
 # --- config files ----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ uninterrupted one.
 
 Parts: `gradatlas.steps` (the per-member step, evaluation and probe, compiled), `gradatlas.state`
 (the state and its checkpoint), `gradatlas.rundir` (the run folder); here the members, the data
-and `Pack.run`: epochs of segments of steps between probes, validation, early stopping, checkpoint,
+and `Trainer.run`: epochs of segments of steps between probes, validation, early stopping, checkpoint,
 then evaluation and the run folders.
 """
 
@@ -40,9 +40,10 @@ import numpy as np
 from keras import ops
 
 from gradatlas import backend, catalog, data, diagnostics, provenance, rundir, steps
+from gradatlas.grid import Run
 from gradatlas.model import build as build_model, dense_layers
 from gradatlas.outcomes import bn_moving_average_left, bn_steps_needed
-from gradatlas.rundir import RUN_FILES, summarize  # noqa: F401 (RUN_FILES: the run folder's, as before)
+from gradatlas.rundir import summarize
 from gradatlas.spec import RunSpec
 from gradatlas.state import State, Train, Weights, load as load_state, save as save_state
 from gradatlas.steps import EXPLODED_LOSS, member_scalars
@@ -51,15 +52,6 @@ from gradatlas.tensorboard import RunLog
 log = logging.getLogger("gradatlas.engine")
 # one line per pack epoch, short enough for the console (scripts/train.py shows it on the job's stderr)
 progress_log = logging.getLogger("gradatlas.engine.progress")
-
-
-@dataclass(frozen=True)
-class Member:
-    """One run of a pack: its spec, its grid cell (the run folder's keys, seed included) and its folder."""
-
-    spec: RunSpec
-    cell: dict
-    run_dir: Path
 
 
 @dataclass(frozen=True)
@@ -103,10 +95,10 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch, 0x6A7A]).permutation(n).astype(np.int32)
 
 
-class Pack:
-    """K members trained as one program. `run()` trains them and writes their run folders."""
+class Trainer:
+    """A pack: K members trained as one program. `run()` trains them and writes their run folders."""
 
-    def __init__(self, members: list[Member], source, pack_dir: Path, threads: int = 1, hooks=(), build=None):
+    def __init__(self, members: list[Run], source, pack_dir: Path, threads: int = 1, hooks=(), build=None):
         """`source`: the prepared-data folder, or a `data.Split` (study presets that train on other
         inputs); `build(spec, packed=True, dropout=...)`: the members' network (default `model.build`)."""
         self.build = build = build or build_model
@@ -294,7 +286,7 @@ class Pack:
                 p.stopped = p.wait >= self.specs[k].patience and epoch > 0
             log.info(
                 "%s epoch %d/%d loss %.4f val_accuracy %.4f %.1fs ETA %.0fs%s",
-                self.members[k].run_dir.name if len(self.members) == 1 else _label(self.members[k]),
+                Path(self.members[k].run_dir).name if len(self.members) == 1 else _label(self.members[k]),
                 epoch + 1,
                 self.specs[k].epochs,
                 row["loss"],
@@ -372,7 +364,7 @@ class Pack:
         shutil.rmtree(self.pack_dir, ignore_errors=True)
         return records
 
-    def _write(self, k: int, member: Member, test: dict, values) -> dict:
+    def _write(self, k: int, member: Run, test: dict, values) -> dict:
         p, spec = self.state.progress[k], member.spec
         history, diag = rundir.history_frame(p.history), diagnostics.frame(p.diagnostics)
         record = {
@@ -382,7 +374,7 @@ class Pack:
             "probe_seconds": p.probe_seconds,
             "resumed_from_epoch": self.resumed_from,
             # the pack, as gradatlas.packs plans it again once its runs are finished
-            "pack": {"name": self.pack_dir.name, "member": k, "runs": [str(m.run_dir) for m in self.members]},
+            "pack": {"name": self.pack_dir.name, "member": k, "runs": [m.run_dir for m in self.members]},
             "started": self.started,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "provenance": provenance.of_training(self.threads),
@@ -416,7 +408,7 @@ def _assign(model, template, values) -> None:
             variable.assign(by_path[variable.path])
 
 
-def _label(member: Member) -> str:
+def _label(member: Run) -> str:
     return "/".join(f"{k}~{v}" for k, v in member.cell.items())
 
 
@@ -440,12 +432,12 @@ def warn_unsettled_batch_norm(specs: list[RunSpec], steps_per_epoch: int) -> Non
             return  # once per pack: every BN member of a pack shares the momentum and the steps
 
 
-def clean_run_dirs(members: list[Member]) -> None:
+def clean_run_dirs(members: list[Run]) -> None:
     """Remove what a previous, interrupted attempt left of the members' outputs."""
     rundir.clean(m.run_dir for m in members)
 
 
-def train_pack(members: list[Member], source, pack_dir: Path, threads: int = 1, hooks=(), build=None) -> list[dict]:
+def train_pack(members: list[Run], source, pack_dir: Path, threads: int = 1, hooks=(), build=None) -> list[dict]:
     """Train a pack and write every member's complete run folder; returns their run.json records."""
     clean_run_dirs(members)
-    return Pack(members, source, pack_dir, threads, hooks, build).run()
+    return Trainer(members, source, pack_dir, threads, hooks, build).run()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradatlas import backend, catalog
+from gradatlas.grid import Run
 from gradatlas.outcomes import RUN_MEASURES
 from gradatlas.spec import RunSpec
 
@@ -50,13 +51,6 @@ SCALAR_REGULARIZERS = tuple(name for name, entry in catalog.REGULARIZERS.items()
 
 
 @dataclass(frozen=True)
-class Run:
-    cell: dict  # grid axes and seed, as typed config values
-    spec: RunSpec
-    run_dir: str
-
-
-@dataclass(frozen=True)
 class Pack:
     name: str
     runs: tuple[Run, ...]
@@ -64,19 +58,6 @@ class Pack:
     def params(self) -> list[dict]:
         """What the train script needs, as plain values (Snakemake tracks them as params)."""
         return [{"cell": r.cell, "spec": r.spec.as_dict(), "run_dir": r.run_dir} for r in self.runs]
-
-
-def grid_runs(config: dict, root) -> list[Run]:
-    """Every run of a checked config's grid (one per cell and seed), in `root/<axis>~<value>/...`
-    (the workflow's run folders; benchmarks and tests plan from this too)."""
-    from gradatlas import config as gaconfig
-
-    runs = []
-    for row in gaconfig.grid_frame(config).to_dict("records"):
-        cell = gaconfig.typed_cell(config, row)
-        run_dir = "/".join([str(root), *(f"{k}~{v}" for k, v in row.items())])
-        runs.append(Run(cell, gaconfig.run_spec(config, cell), run_dir))
-    return runs
 
 
 def graph_key(spec: RunSpec) -> str:
@@ -182,6 +163,6 @@ def load(path: Path) -> list[Pack]:
     packs than the one it was sent to run."""
     out = []
     for p in json.loads(Path(path).read_text()):
-        runs = tuple(Run(r["cell"], RunSpec.from_dict(r["spec"]), r["run_dir"]) for r in p["runs"])
+        runs = tuple(Run(RunSpec.from_dict(r["spec"]), r["cell"], r["run_dir"]) for r in p["runs"])
         out.append(Pack(p["name"], runs))
     return out

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from gradatlas import analysis, config as gaconfig, figures, page
+from gradatlas import analysis, figures, grid, page
 from gradatlas.files import atomic_write
 from gradatlas.outcomes import HEALTH_CLASSES, HEALTH_RULES
 from gradatlas.provenance import git_commit
@@ -50,17 +50,17 @@ def load_tables(tables_dir: Path) -> dict[str, pd.DataFrame]:
 
 def study_factors(config: dict, runs: pd.DataFrame) -> tuple[list[str], list[str]]:
     """(studied axes, nuisance axes): every grid axis in `runs` (FACTORS first), nuisance ones apart."""
-    axes = [a for a in gaconfig.axes(config) if a in runs.columns]
+    axes = [a for a in grid.axes(config) if a in runs.columns]
     nuisance = [a for a in config.get("report", {}).get("nuisance", []) if a in axes]
     return [a for a in axes if a not in nuisance], nuisance
 
 
 def level_order(config: dict, axes: list[str], runs: pd.DataFrame) -> dict[str, list[str]]:
     """Each axis's levels as labels, in the config's order (then any other level seen in the data)."""
-    grid = config.get("grid", {})
+    values = config.get("grid", {})
     order = {}
     for axis in axes:
-        levels = [analysis.level_label(v) for v in grid.get(axis, [])]
+        levels = [analysis.level_label(v) for v in values.get(axis, [])]
         seen = [analysis.level_label(v) for v in dict.fromkeys(runs[axis])] if axis in runs else []
         order[axis] = list(dict.fromkeys(levels + seen))
     return order
@@ -368,10 +368,10 @@ def render_html(study: Study, figure_paths: dict[str, Path], run_jsons: list[Pat
     status = runs["status"].fillna("unknown").value_counts()
     tables_dir = f"{str(settings.get('results', 'results')).rstrip('/')}/tables"
     seconds = float(pd.to_numeric(runs.get("train_seconds"), errors="coerce").sum())
-    grid = settings.get("grid", {})
+    values = settings.get("grid", {})
     facts = {
         "study": settings.get("study", ""),
-        "grid": " × ".join(f"{len(v)} {a}" for a, v in grid.items()) + f" × {settings.get('n_seeds')} seeds",
+        "grid": " × ".join(f"{len(v)} {a}" for a, v in values.items()) + f" × {settings.get('n_seeds')} seeds",
         "runs (after nuisance selection)": len(runs),
         " / ".join(analysis.STATUSES): " / ".join(str(int(status.get(s, 0))) for s in analysis.STATUSES),
         "training time (wall clock)": f"{seconds / 60:.1f} min ({seconds:.0f} s; runs trained together in a pack "

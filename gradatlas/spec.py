@@ -1,6 +1,6 @@
 """The run spec: everything one training needs, fully resolved, as one typed, frozen object.
 
-`gradatlas.config.run_spec` builds it from the config and a grid cell; the engine, the rules,
+`gradatlas.grid.run_spec` builds it from the config and a grid cell; the engine, the rules,
 aggregation (which compares a run folder's recorded spec with the current one) and the study
 presets all take this object. `run.json` records it as a plain dict (`as_dict`).
 """

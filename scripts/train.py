@@ -25,11 +25,11 @@ with lock.Lease(snakemake.params.pack_dir), logged(snakemake.log[0]):
 
     members = snakemake.params.members
     backend.select(members[0]["spec"]["backend"], snakemake.threads)  # before anything imports keras
-    from gradatlas import engine
+    from gradatlas import engine, grid
     from gradatlas.spec import RunSpec
 
     records = engine.train_pack(
-        [engine.Member(RunSpec.from_dict(m["spec"]), m["cell"], Path(m["run_dir"])) for m in members],
+        [grid.Run(RunSpec.from_dict(m["spec"]), m["cell"], m["run_dir"]) for m in members],
         Path(snakemake.input.prepared),
         Path(snakemake.params.pack_dir),
         threads=snakemake.threads,

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from gradatlas import catalog
+from gradatlas import catalog, grid
 
 FAN_IN, FAN_OUT = 784, 300
 
@@ -173,5 +173,5 @@ def test_packs_and_the_engine_read_per_member_regularizers_from_the_catalog():
         )
     )
     cell = {"initializer": "he_normal", "activation": "relu", "optimizer": "sgd", "regularizer": "l1_l2", "seed": 0}
-    scalars = engine.member_scalars(gaconfig.run_spec(config, cell))
+    scalars = engine.member_scalars(grid.run_spec(config, cell))
     assert scalars == {"l1": 0.25, "l2": 0.5, "max_norm": math.inf, "clipnorm": math.inf, "clipvalue": math.inf}

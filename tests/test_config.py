@@ -7,7 +7,7 @@ import re
 import pytest
 from snakemake.exceptions import WorkflowError
 
-from gradatlas import catalog, config as gaconfig
+from gradatlas import catalog, config as gaconfig, grid
 
 BASE = {
     "data": {"source": "idx", "path": "/data/mnist"},
@@ -41,35 +41,35 @@ def test_defaults_fill_in():
 
 
 def test_grid_has_one_row_per_cell_and_seed_in_path_order():
-    frame = gaconfig.grid_frame(load(grid__learning_rate=[0.1, 0.01]))
+    frame = grid.frame(load(grid__learning_rate=[0.1, 0.01]))
     assert len(frame) == 2 * 1 * 2 * 1 * 2 * 2
     assert list(frame.columns) == ["initializer", "activation", "optimizer", "regularizer", "learning_rate", "seed"]
 
 
 def test_run_spec_takes_the_learning_rate_per_optimizer_or_from_the_axis():
     cfg = load()
-    spec = gaconfig.run_spec(
+    spec = grid.run_spec(
         cfg, {"initializer": "he_normal", "activation": "relu", "optimizer": "sgd", "regularizer": "none", "seed": 1}
     )
     assert spec.learning_rate == 0.01 and spec.depth == 5 and spec.seed == 1
     cfg = load(grid__learning_rate=[0.3])
-    cell = gaconfig.typed_cell(cfg, gaconfig.grid_frame(cfg).iloc[0].to_dict())
-    assert cell["learning_rate"] == 0.3 and gaconfig.run_spec(cfg, cell).learning_rate == 0.3
+    cell = grid.typed_cell(cfg, grid.frame(cfg).iloc[0].to_dict())
+    assert cell["learning_rate"] == 0.3 and grid.run_spec(cfg, cell).learning_rate == 0.3
 
 
 def test_optional_axes_override_model_and_train_settings():
     cfg = load(grid__depth=[2, 20], grid__clipnorm=[None, 1.0], grid__lr_schedule=["inverse_time"])
-    rows = gaconfig.grid_frame(cfg)
+    rows = grid.frame(cfg)
     assert set(rows["clipnorm"]) == {"none", "1.0"}
-    cell = gaconfig.typed_cell(cfg, rows[(rows.depth == "20") & (rows.clipnorm == "none")].iloc[0].to_dict())
-    spec = gaconfig.run_spec(cfg, cell)
+    cell = grid.typed_cell(cfg, rows[(rows.depth == "20") & (rows.clipnorm == "none")].iloc[0].to_dict())
+    spec = grid.run_spec(cfg, cell)
     assert spec.depth == 20 and spec.clipnorm is None and spec.lr_schedule == "inverse_time"
     assert spec.lr_schedule_params == {"k": 0.5}
 
 
 def test_technique_parameters_reach_the_spec():
     cfg = load(techniques={"random_normal": {"stddev": 0.5}})
-    spec = gaconfig.run_spec(
+    spec = grid.run_spec(
         cfg,
         {"initializer": "random_normal", "activation": "relu", "optimizer": "adam", "regularizer": "none", "seed": 0},
     )
@@ -184,7 +184,7 @@ def test_whole_floats_become_integers():
     assert type(cfg["model"]["width"]) is int and type(cfg["train"]["batch_size"]) is int
     assert [type(d) for d in cfg["grid"]["depth"]] == [int, int]
     assert type(cfg["diagnostics"]["early_steps"][0]) is int and type(cfg["data"]["validation_size"]) is int
-    assert set(gaconfig.grid_frame(cfg)["seed"]) == {"1", "2"}  # tokens "1", not "1.0"
+    assert set(grid.frame(cfg)["seed"]) == {"1", "2"}  # tokens "1", not "1.0"
     assert type(cfg["train"]["learning_rate"]["adam"]) is float  # numbers stay numbers
 
 
@@ -393,7 +393,7 @@ def test_removed_train_deterministic_is_refused_with_what_to_do(value):
         load(train__deterministic=value)
     assert (
         "deterministic"
-        not in gaconfig.run_spec(
+        not in grid.run_spec(
             load(),
             {"initializer": "he_normal", "activation": "relu", "optimizer": "sgd", "regularizer": "none", "seed": 0},
         ).as_dict()

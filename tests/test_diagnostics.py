@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from gradatlas import catalog, config as gaconfig, diagnostics, model as gamodel
+from gradatlas import catalog, config as gaconfig, diagnostics, grid, model as gamodel
 
 
 def make_spec(depth=2, width=3, **overrides):
@@ -24,8 +24,8 @@ def make_spec(depth=2, width=3, **overrides):
         cfg["grid"][key] = [value]
     gaconfig.validate_schema(cfg)
     gaconfig.check(cfg)
-    cell = gaconfig.typed_cell(cfg, gaconfig.grid_frame(cfg).iloc[0].to_dict())
-    return gaconfig.run_spec(cfg, cell)
+    cell = grid.typed_cell(cfg, grid.frame(cfg).iloc[0].to_dict())
+    return grid.run_spec(cfg, cell)
 
 
 def sigmoid(v):

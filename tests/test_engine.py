@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from conftest import RESUMABLE, killed_and_uninterrupted, run_script as run_script  # run_script: test_tensorflow's
-from gradatlas import config as gaconfig, data, engine, packs
+from gradatlas import config as gaconfig, data, engine, grid, packs, rundir
 
 CONFIG = {
     "data": {"source": "idx", "path": "unused", "validation_size": 500, "train_subset": 2500},
@@ -43,7 +43,7 @@ MEMBERS = [
 DIVERGING, STOPPING = 8, 9
 
 
-def make_members(root: Path, indices=None) -> list[engine.Member]:
+def make_members(root: Path, indices=None) -> list[grid.Run]:
     cfg = gaconfig.check(gaconfig.validate_schema(json.loads(json.dumps(CONFIG))))
     members = []
     for i in indices if indices is not None else range(len(MEMBERS)):
@@ -55,8 +55,8 @@ def make_members(root: Path, indices=None) -> list[engine.Member]:
             "regularizer": regularizer,
             "seed": seed,
         }
-        spec = gaconfig.run_spec(cfg, cell).replace(**changes)
-        members.append(engine.Member(spec, cell, root / f"member-{i}"))
+        spec = grid.run_spec(cfg, cell).replace(**changes)
+        members.append(grid.Run(spec, cell, root / f"member-{i}"))
     return members
 
 
@@ -135,7 +135,7 @@ def test_diverging_and_stopping_members_leave_the_others_unchanged(trained):
 def test_run_folders_hold_every_output(trained):
     for i in range(len(MEMBERS)):
         run = trained["dirs"]["pack"] / f"member-{i}"
-        assert sorted(p.name for p in run.iterdir()) == sorted(engine.RUN_FILES)
+        assert sorted(p.name for p in run.iterdir()) == sorted(rundir.RUN_FILES)
         assert list((run / "tensorboard").glob("events.out.tfevents.*"))
         model = keras.saving.load_model(run / "model.keras", safe_mode=True)
         assert model.count_params() > 0

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gradatlas import config as gaconfig, packs
+from gradatlas import config as gaconfig, grid, packs
 from gradatlas.outcomes import RUN_MEASURES
 
 
-def study(tmp_path: Path, **grid) -> list[packs.Run]:
+def study(tmp_path: Path, **axes) -> list[grid.Run]:
     cfg = {
         "data": {"source": "idx", "path": "unused"},
         "grid": {
@@ -20,10 +20,10 @@ def study(tmp_path: Path, **grid) -> list[packs.Run]:
             "optimizer": ["adam"],
             "regularizer": ["none", "l2", "batch_norm"],
         }
-        | grid,
+        | axes,
         "seeds": [0, 1],
     }
-    return packs.grid_runs(gaconfig.check(gaconfig.validate_schema(cfg)), tmp_path)
+    return grid.runs(gaconfig.check(gaconfig.validate_schema(cfg)), tmp_path)
 
 
 def finish(pack: packs.Pack, written: int | None = None) -> None:
@@ -65,7 +65,7 @@ def test_a_new_seed_trains_only_new_runs(tmp_path):
         finish(pack)
     grown = study(tmp_path)
     cfg_seed2 = [
-        packs.Run(r.cell | {"seed": 2}, r.spec.replace(seed=2), r.run_dir.replace("seed~0", "seed~2"))
+        grid.Run(r.spec.replace(seed=2), r.cell | {"seed": 2}, r.run_dir.replace("seed~0", "seed~2"))
         for r in grown
         if r.cell["seed"] == 0
     ]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO, make_workspace, pending, planned_runs, run_snakemake, train_runs, write_config
-from gradatlas import config as gaconfig, data, diagnostics, model as gamodel
+from gradatlas import config as gaconfig, data, diagnostics, grid, model as gamodel
 from gradatlas.outcomes import STATUSES
 
 pytestmark = pytest.mark.integration
@@ -112,7 +112,7 @@ def init_statistics(probe_batch, initializer, activation):
         "seeds": [0],
     }
     gaconfig.check(gaconfig.validate_schema(cfg))
-    spec = gaconfig.run_spec(cfg, gaconfig.typed_cell(cfg, gaconfig.grid_frame(cfg).iloc[0].to_dict()))
+    spec = grid.run_spec(cfg, grid.typed_cell(cfg, grid.frame(cfg).iloc[0].to_dict()))
     x, y = probe_batch
     return diagnostics.probe(gamodel.build(spec), spec, x, y)
 

@@ -74,7 +74,7 @@ def resumed(tmp_path_factory, mnist_dir):
     return ws / "results/base/runs", ws / "results/killed/runs"
 
 
-# where a pack writes its outputs after training (gradatlas.engine.Pack._write, members in run
+# where a pack writes its outputs after training (gradatlas.engine.Trainer._write, members in run
 # folder order): the run folder's index and the file just written; the kills and the Ctrl-C follow
 # one another on one study, each rerun resuming what the previous one left
 OUTPUT_POINTS = [(0, "history.csv"), (0, "model.keras"), (0, "run.json"), (2, "run.json")]

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import MNIST, REPO, SNAKEMAKE, make_workspace, run_snakemake, write_config
-from gradatlas import backend
+from gradatlas import backend, grid
 
 if "keras" not in sys.modules:  # the engine's default backend, when this module decides
     backend.select("jax")
@@ -157,7 +157,7 @@ def _tiny_spec():
         "depth": 3,
         "width": 16,
     }
-    return gaconfig.run_spec(cfg, cell).replace(batch_size=64, backend=backend.name())
+    return grid.run_spec(cfg, cell).replace(batch_size=64, backend=backend.name())
 
 
 def test_transfer_variants_set_trainable_flags_and_reuse_weights(pretrained):

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from conftest import make_workspace, run_snakemake, worker, worker_env, write_config
-from gradatlas import config as gaconfig, engine, packs
+from gradatlas import config as gaconfig, engine, grid, packs, rundir
 
 # (activation, optimizer, regularizer, lr_schedule, spec changes): every kind of optimizer step and
 # technique, the divergence guard and early stopping
@@ -59,7 +59,7 @@ def test_the_runs_trained_on_tensorflow(both):
     records, root = both["tensorflow"]
     assert {r["backend"] for r in records.values()} == {"tensorflow"}
     for i in MEMBERS:
-        assert sorted(p.name for p in (root / "runs" / f"member-{i}").iterdir()) == sorted(engine.RUN_FILES)
+        assert sorted(p.name for p in (root / "runs" / f"member-{i}").iterdir()) == sorted(rundir.RUN_FILES)
 
 
 @pytest.mark.integration
@@ -92,11 +92,11 @@ def test_tensorflow_refuses_a_pack_of_several(tmp_path):
     from test_engine import make_members
 
     members = [
-        engine.Member(m.spec.replace(backend="tensorflow"), m.cell, m.run_dir) for m in make_members(tmp_path, [0, 1])
+        grid.Run(m.spec.replace(backend="tensorflow"), m.cell, m.run_dir) for m in make_members(tmp_path, [0, 1])
     ]
     assert not any(p.exists() for p in tmp_path.iterdir())
     with pytest.raises((ValueError, RuntimeError), match="tensorflow"):
-        engine.Pack(members, tmp_path / "nowhere", tmp_path / "pack")
+        engine.Trainer(members, tmp_path / "nowhere", tmp_path / "pack")
 
 
 def test_tensorflow_plans_one_run_per_pack(tmp_path):
@@ -115,7 +115,7 @@ def test_tensorflow_plans_one_run_per_pack(tmp_path):
             }
         )
     )
-    plan = packs.plan(packs.grid_runs(cfg, tmp_path), pack_size=64)
+    plan = packs.plan(grid.runs(cfg, tmp_path), pack_size=64)
     assert [len(p.runs) for p in plan] == [1] * 8
 
 

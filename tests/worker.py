@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from gradatlas import grid
+
 
 def _select(name: str) -> None:
     from gradatlas import backend
@@ -75,8 +77,8 @@ def train_same_weights(backend: str, root: str, mnist: str, runs_json: str) -> N
                 }
             )
         )
-        spec = C.run_spec(cfg, cell).replace(backend=backend, **changes)
-        member = engine.Member(spec, cell, root_dir / "runs" / f"member-{i}")
+        spec = grid.run_spec(cfg, cell).replace(backend=backend, **changes)
+        member = grid.Run(spec, cell, root_dir / "runs" / f"member-{i}")
         [record] = engine.train_pack([member], split, root_dir / f"state-{i}", build=_same_weights_build)
         records[i] = {"summary": record["summary"], "backend": record["provenance"]["backend"]}
     print(json.dumps(records))
@@ -109,8 +111,8 @@ def train_one(backend: str, config_json: str, prepared: str, run_dir: str) -> No
     cfg = json.loads(config_json)
     C.validate_schema(cfg)
     C.check(cfg)
-    cell = C.typed_cell(cfg, C.grid_frame(cfg).iloc[0].to_dict())
-    member = engine.Member(C.run_spec(cfg, cell), cell, Path(run_dir))
+    cell = grid.typed_cell(cfg, grid.frame(cfg).iloc[0].to_dict())
+    member = grid.Run(grid.run_spec(cfg, cell), cell, Path(run_dir))
     [record] = engine.train_pack([member], Path(prepared), Path(run_dir).parent / "pack", threads=1)
     tensorflow_imported = sys.modules.get("tensorflow") is not None
     print(
@@ -149,7 +151,7 @@ def hang(backend: str, root: str, point: str, mnist: str, members_json: str) -> 
     root_dir = Path(root)
     split = data.split(data.read_idx_folder(Path(mnist)), 500, 2500)
     members = [
-        engine.Member(m.spec.replace(backend=backend), m.cell, m.run_dir)
+        grid.Run(m.spec.replace(backend=backend), m.cell, m.run_dir)
         for m in make_members(root_dir / "runs", json.loads(members_json))
     ]
     engine.train_pack(members, split, root_dir / "state", hooks=[Hang()] if point else [])

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gradatlas import catalog, data
+from gradatlas import catalog, data, grid
 
 VARIANTS = {"plain": "none", "batch_norm": "batch_norm"}
 PERCENTILES = (15, 50, 85)
@@ -200,7 +200,7 @@ def run(
     specs = [s.replace(epochs=passes, patience=passes + 1, early_steps=tuple(targets)) for s in specs]
     from gradatlas import engine
 
-    members = [engine.Member(s, {"variant": s.regularizer, "seed": s.seed}, Path(d)) for s, d in zip(specs, run_dirs)]
+    members = [grid.Run(s, {"variant": s.regularizer, "seed": s.seed}, d) for s, d in zip(specs, run_dirs)]
     track = track_class()(split.x_test, split.y_test, split.x_test[:fixed_images], specs[0].depth, unit, targets)
     start = time.perf_counter()
     records = engine.train_pack(members, split, Path(pack_dir), threads, hooks=[track, *hooks])
@@ -220,7 +220,7 @@ def run(
                 "final_test_accuracy": float(curve["test_accuracy"].iloc[-1]),
                 "engine_summary": record["summary"],
                 "spec": record["spec"],
-                "run_dir": str(members[k].run_dir),
+                "run_dir": members[k].run_dir,
             }
         )
     return curves, summaries

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gradatlas import backend, config as gaconfig, data, lock
+from gradatlas import backend, data, grid, lock
 from gradatlas.files import atomic_write, write_json
 from gradatlas.studies import settings
 
@@ -78,7 +78,7 @@ def transfer_spec(config: dict, seed: int):
         "depth": s["depth"],
         "width": s["width"],
     }
-    return gaconfig.run_spec(config, cell).replace(batch_size=s["batch_size"])
+    return grid.run_spec(config, cell).replace(batch_size=s["batch_size"])
 
 
 def transfer_pretrain(config: dict, prepared, seed: int, model_out: Path, record_out: Path, threads: int = 1) -> dict:
@@ -127,7 +127,7 @@ def batch_norm(
 
     s = settings(config)
     cell = {"initializer": "random_normal", "activation": "sigmoid", "optimizer": "sgd", "regularizer": "none"}
-    specs = [study.spec_for(gaconfig.run_spec(config, cell | {"seed": seed}), variant, s) for seed in seeds]
+    specs = [study.spec_for(grid.run_spec(config, cell | {"seed": seed}), variant, s) for seed in seeds]
     folder = batch_norm_folder(curve_outs)
     curves, records = study.run(
         specs,

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gradatlas import data
+from gradatlas import data, grid
 
 TASK_A, TASK_B = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
 VARIANTS = ("scratch", "frozen_all", "frozen_all_but_top1", "frozen_all_but_top2", "fine_tuned", "frozen_cached")
@@ -173,7 +173,7 @@ def _train(spec, split: data.Split, run_dir: Path, build, threads: int) -> tuple
     """One engine training (a pack of one); its run.json record and its wall time."""
     from gradatlas import engine
 
-    member = engine.Member(spec, {"seed": spec.seed}, Path(run_dir))
+    member = grid.Run(spec, {"seed": spec.seed}, run_dir)
     start = time.perf_counter()
     (record,) = engine.train_pack(
         [member], split, Path(run_dir).parent / f".{Path(run_dir).name}.pack", threads, build=build

@@ -31,7 +31,7 @@ rule analyze:
         **rule_resources("analyze", mem_mb=4000, runtime=30),
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
-        factors=gaconfig.axes(config),
+        factors=grid.axes(config),
         baselines=config["report"]["baselines"],
         nuisance=NUISANCE,
         settings=registry.study_settings(config),

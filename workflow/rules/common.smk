@@ -8,6 +8,7 @@ from snakemake.utils import validate
 
 # gradatlas is the installed package (make install: pip install -e .), for this file and every script
 from gradatlas import config as gaconfig
+from gradatlas import grid
 from gradatlas import packs as gapacks
 
 # The conda envs (envs/*.yaml) install this checkout's gradatlas, editable, from ${GRADATLAS_REPO}:
@@ -117,7 +118,7 @@ def plan_packs():
 # Every run of the grid (cell x seed, in <results>/runs/<axis>~<value>/.../seed~<seed>/), and the packs
 # that train them (gradatlas/packs.py says how packs form; train.pack_size caps them): one job per pack.
 # Cluster job steps re-read the plan the main process saved (lock.smk) instead of re-planning.
-GRID_RUNS = gapacks.grid_runs(config, f"{RESULTS}/runs") if RUN_GRID else []
+GRID_RUNS = grid.runs(config, f"{RESULTS}/runs") if RUN_GRID else []
 RUNS = [f"{run.run_dir}/run.json" for run in GRID_RUNS]
 PACKS = plan_packs() if RUN_GRID else []
 # What aggregation waits for: each pack's first run.json. Snakemake matches every input against the
