@@ -123,21 +123,34 @@ def study_tables(
         if any(len(b) for b in boards)
         else pd.DataFrame(columns=board_columns)
     )
+    # computed once: the findings read the headline and test accuracy's ANOVA and paired deltas too
+    head = headline(data, studied, target)
+    anova = {o: variance_decomposition(data, studied, o) for o in outcomes}
+    deltas = {o: paired_deltas(data, studied, o, baselines) for o in outcomes}
     out = {
         "chosen_runs": data.reset_index(drop=True),
         "completed_curves": completed if completed is not None else complete_curves(pd.DataFrame(), data, keys),
-        "headline": headline(data, studied, target),
+        "headline": head,
         "gradient_flow": gradient_flow_table(data, studied),
         "convergence": convergence_table(data, studied, target),
         "main_effects": stack([main_effects(data, studied, o) for o in outcomes], "main_effects"),
-        "paired_deltas": stack([paired_deltas(data, studied, o, baselines) for o in outcomes], "paired_deltas"),
+        "paired_deltas": stack([deltas[o] for o in outcomes], "paired_deltas"),
         "interactions": stack(interactions, "interactions"),
-        "variance_decomposition": stack(
-            [variance_decomposition(data, studied, o).assign(outcome=o) for o in outcomes], "variance_decomposition"
-        )[list(TABLES["variance_decomposition"].columns)],
+        "variance_decomposition": stack([anova[o].assign(outcome=o) for o in outcomes], "variance_decomposition")[
+            list(TABLES["variance_decomposition"].columns)
+        ],
         "status_counts": status_counts(data, studied),
         "leaderboard": board[board_columns],
-        "findings": findings(data, studied, baselines, settings or None, target),
+        "findings": findings(
+            data,
+            studied,
+            baselines,
+            settings or None,
+            target,
+            head=head,
+            anova=anova.get("test_accuracy"),
+            deltas=deltas.get("test_accuracy"),
+        ),
     }
     if nuisance:
         keep = [*studied, "seed", *(f"chosen_{a}" for a in nuisance), "best_val_accuracy", "test_accuracy"]

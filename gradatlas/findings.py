@@ -256,7 +256,14 @@ FIRST_SCREEN = ("gradients", "recipe", "interaction", "caveat")  # the kinds the
 
 
 def findings(
-    runs: pd.DataFrame, factors: list[str], baselines: dict, settings: dict | None = None, target: float | None = None
+    runs: pd.DataFrame,
+    factors: list[str],
+    baselines: dict,
+    settings: dict | None = None,
+    target: float | None = None,
+    head: pd.DataFrame | None = None,
+    anova: pd.DataFrame | None = None,
+    deltas: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Plain-language sentences computed from the numbers, one row each: kind, sentence, figure.
 
@@ -265,6 +272,8 @@ def findings(
     too short for their moving averages), headline (per factor), variance, paired_effect,
     best_level, extremes, divergence, speed. `runs` should come from `convergence_outcomes`; a
     finding whose data is absent is skipped. `figure` names the figure that shows it (or None).
+    `head`, `anova`, `deltas`: the headline table and test accuracy's variance decomposition and
+    paired deltas where the caller has them (analysis.study_tables), else computed here.
     """
     data = outcomes_of(runs)
     settings = settings or {}
@@ -273,12 +282,16 @@ def findings(
         rows.append(("budget", budget_sentence(settings)))
     rows += [("gradients", s) for s in _gradient_answer(data, factors)]
     if "test_accuracy" in data.columns:  # the ANOVA and the paired deltas, once for every finding that reads them
-        anova = variance_decomposition(data, factors, "test_accuracy")
-        deltas = paired_deltas(data, factors, "test_accuracy", baselines).dropna(subset=["mean_delta"])
+        if anova is None:
+            anova = variance_decomposition(data, factors, "test_accuracy")
+        if deltas is None:
+            deltas = paired_deltas(data, factors, "test_accuracy", baselines)
+        deltas = deltas.dropna(subset=["mean_delta"])
         rows += [("recipe", s) for s in _recipe_finding(data, factors)]
         rows += [("interaction", s) for s in _interaction_finding(data, anova, baselines)]
     rows += [("caveat", s) for s in _bn_caveat(data, settings)]
-    head = headline(data, factors, target)
+    if head is None:
+        head = headline(data, factors, target)
     rows += [("headline", s) for s in head["sentence"]]
     if "test_accuracy" in data.columns:
         rows += [("variance", s) for s in _variance_finding(anova)]
