@@ -61,7 +61,7 @@ COLUMNS = ["step", "epoch", "phase", "layer", "layer_kind", "units", *STATS]
 
 
 def probe_program(model, kernels: list[int], spec):
-    """The probe of a whole pack: f(tv, ntv, prev_kernels, x, y) -> (stats, spreads) for
+    """The probe of a whole pack: f(trainable, non_trainable, prev_kernels, x, y) -> (stats, spreads) for
     `backend.jit`, where stats = {stat: (K, layers), "finite": (K,)} and spreads = {"act" |
     "delta": per layer (K, samples x units)}, the values `percentiles` summarizes. `kernels` index
     the Dense kernels in the trainable variables; `spec` gives the activation (one per pack)."""
@@ -74,28 +74,28 @@ def probe_program(model, kernels: list[int], spec):
     params = spec.activation_params
     peak = act.max_derivative(params)
     units = [layer.units for layer in dense_layers(model)]
-    n_tv = len(model.trainable_variables)
+    n_trainable = len(model.trainable_variables)
 
-    def member(tv, ntv, prev, x, y):
+    def member(trainable, non_trainable, prev, x, y):
         n = ops.shape(x)[0]
 
         def loss_fn(values):
-            mapping = list(zip(model.trainable_variables, values[:n_tv])) + list(
-                zip(model.non_trainable_variables, ntv)
+            mapping = list(zip(model.trainable_variables, values[:n_trainable])) + list(
+                zip(model.non_trainable_variables, non_trainable)
             )
             with keras.StatelessScope(state_mapping=mapping):
-                logits, records = probe_forward(model, x, values[n_tv:])
+                logits, records = probe_forward(model, x, values[n_trainable:])
             loss = ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
             return loss, records
 
         zeros = [ops.zeros((n, u)) for u in units]
-        (_, records), grads = backend.value_and_grad(loss_fn)(list(tv) + zeros)
-        dz = grads[n_tv:]
+        (_, records), grads = backend.value_and_grad(loss_fn)(list(trainable) + zeros)
+        dz = grads[n_trainable:]
         out = {name: [] for name in STATS if name not in PERCENTILE_STATS}
         spreads = {"act": [], "delta": []}
         nan = ops.convert_to_tensor(math.nan)
         for j, (rec, delta, i) in enumerate(zip(records, dz, kernels)):
-            w, signal = tv[i], delta * ops.cast(n, delta.dtype)  # the per-sample signal dL_i/dz
+            w, signal = trainable[i], delta * ops.cast(n, delta.dtype)  # the per-sample signal dL_i/dz
             out["grad_w_norm"].append(ops.norm(ops.reshape(grads[i], (-1,))))
             out["delta_norm"].append(ops.norm(ops.sum(delta, axis=0)))
             out["delta_rms"].append(ops.sqrt(ops.mean(ops.square(signal))))
@@ -117,7 +117,7 @@ def probe_program(model, kernels: list[int], spec):
                 for name in ("saturated_frac", "inactive_frac", "dead_frac"):
                     out[name].append(nan)
         stats = {name: ops.stack([ops.cast(v, "float32") for v in values]) for name, values in out.items()}
-        stats["finite"] = ops.all(ops.stack([ops.all(ops.isfinite(v)) for v in tv]))
+        stats["finite"] = ops.all(ops.stack([ops.all(ops.isfinite(v)) for v in trainable]))
         return stats, spreads
 
     return backend.vmap(member, in_axes=(0, 0, 0, None, None))
@@ -182,15 +182,15 @@ def probe(model, spec, x, y, previous_kernels=None) -> pd.DataFrame:
 
     ops = keras.ops
     kernels = kernel_index(model)
-    tv = [ops.expand_dims(v.value, 0) for v in model.trainable_variables]
-    ntv = [ops.expand_dims(v.value, 0) for v in model.non_trainable_variables]
+    trainable = [ops.expand_dims(v.value, 0) for v in model.trainable_variables]
+    non_trainable = [ops.expand_dims(v.value, 0) for v in model.non_trainable_variables]
     prev = (
         [ops.expand_dims(ops.convert_to_tensor(w), 0) for w in previous_kernels]
         if previous_kernels is not None
-        else [tv[i] for i in kernels]
+        else [trainable[i] for i in kernels]
     )
     program = backend.jit(probe_program(model, kernels, spec))
-    stats = percentiles(program(tv, ntv, prev, ops.convert_to_tensor(x), ops.convert_to_tensor(y)))
+    stats = percentiles(program(trainable, non_trainable, prev, ops.convert_to_tensor(x), ops.convert_to_tensor(y)))
     units = [layer.units for layer in dense_layers(model)]
     return frame(rows(stats, 0, 0, 0.0, "init", spec, units, first=previous_kernels is None))
 

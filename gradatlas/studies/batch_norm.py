@@ -92,17 +92,19 @@ def track_class():
 
                 ops, layer = keras.ops, self.layer
 
-                def member(tv, ntv, x_test, y_test, x_fixed):
-                    logits, _ = model.stateless_call(tv, ntv, x_test, training=False)
+                def member(trainable, non_trainable, x_test, y_test, x_fixed):
+                    logits, _ = model.stateless_call(trainable, non_trainable, x_test, training=False)
                     accuracy = ops.mean(ops.cast(ops.cast(ops.argmax(logits, axis=-1), "int32") == y_test, "float32"))
-                    mapping = list(zip(model.trainable_variables, tv)) + list(zip(model.non_trainable_variables, ntv))
+                    mapping = list(zip(model.trainable_variables, trainable)) + list(
+                        zip(model.non_trainable_variables, non_trainable)
+                    )
                     with keras.StatelessScope(state_mapping=mapping):
                         u = activation_input(model, x_fixed, layer)
                     return accuracy, u
 
                 program = backend.jit(backend.vmap(member, in_axes=(0, 0, None, None, None)))
                 data_in = [ops.convert_to_tensor(a) for a in (self.x_test, self.y_test.astype("int32"), self.x_fixed)]
-                self._program = lambda tv, ntv: program(tv, ntv, *data_in)
+                self._program = lambda trainable, non_trainable: program(trainable, non_trainable, *data_in)
             return self._program
 
         def record(self, view, step: int) -> None:
