@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -35,6 +36,14 @@ def jsonable(value):
     if hasattr(value, "to_dict") and type(value).__module__.startswith("pandas"):
         return value.to_dict("records") if hasattr(value, "columns") else value.to_dict()
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def console_handler() -> logging.Handler:
+    """A log handler writing timed lines to this process's stderr as it is now (a copy of fd 2), where
+    snakemake shows a job's output: it stays there after `logged` sends fd 2 to the job's log."""
+    handler = logging.StreamHandler(os.fdopen(os.dup(2), "w", buffering=1))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    return handler
 
 
 @contextmanager

@@ -9,6 +9,7 @@ its axes, seed included), its fully resolved `RunSpec` (`run_spec`) and its fold
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import pandas as pd
@@ -116,10 +117,12 @@ def run_spec(config: dict, cell: dict) -> RunSpec:
 
 
 def runs(config: dict, root) -> list[Run]:
-    """Every run of a checked config's grid, in path order, each in its folder under `root`."""
+    """Every run of a checked config's grid, in path order (`frame`'s), each in its folder under `root`."""
+    names = axes(config) + ["seed"]
+    values = [config["grid"][a] for a in names[:-1]] + [config["seeds"]]
     out = []
-    for tokens in frame(config).to_dict("records"):
-        cell = typed_cell(config, tokens)
-        run_dir = "/".join([str(root), *(f"{axis}~{value}" for axis, value in tokens.items())])
+    for combination in itertools.product(*values):
+        cell = dict(zip(names, combination))
+        run_dir = "/".join([str(root), *(f"{axis}~{token(value)}" for axis, value in cell.items())])
         out.append(Run(run_spec(config, cell), cell, run_dir))
     return out

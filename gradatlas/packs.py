@@ -84,27 +84,36 @@ def recorded(runs: list[Run]) -> list[Run]:
     return [run for run in runs if os.path.normpath(run.run_dir) in found]
 
 
-def finished_record(run: Run) -> dict | None:
+def finished_record(run: Run, warn=None) -> dict | None:
     """`run`'s run.json when its folder is complete and was trained with the spec it has now (a
-    record without today's run measures, from an older GradAtlas, trains again)."""
+    record without today's run measures, from an older GradAtlas, trains again). A record that
+    cannot be read counts as unfinished too; `warn(message)` names the file and the reason."""
+    path = Path(run.run_dir) / "run.json"
     try:
-        record = json.loads((Path(run.run_dir) / "run.json").read_text())
-        current = set(RUN_MEASURES) <= set(record["summary"])
-        return record if current and RunSpec.from_dict(record["spec"]) == run.spec else None
-    except (OSError, ValueError, KeyError, TypeError):
+        record = json.loads(path.read_text())
+        spec, summary = record["spec"], record["summary"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if warn is not None:
+            warn(f"{path}: unreadable ({type(exc).__name__}: {exc}); this run is trained again")
+        return None
+    try:
+        current = set(RUN_MEASURES) <= set(summary)
+        return record if current and RunSpec.from_dict(spec) == run.spec else None
+    except (ValueError, KeyError, TypeError):
         return None
 
 
-def plan(runs: list[Run], pack_size: int, pack_root=None) -> list[Pack]:
+def plan(runs: list[Run], pack_size: int, pack_root=None, warn=None) -> list[Pack]:
     """The packs of `runs`: the packs that trained finished runs, as they were (so Snakemake finds
     their outputs complete and up to date), and new packs for every run still to train.
 
     `pack_root` holds the packs' folders (`<pack_root>/<name>`, their training state): a pack whose
     folder is still there was interrupted while it wrote its members' outputs. It too is planned as
     it was, so it resumes from its final state and writes every member again; a new pack of its
-    members without `run.json` would train them afresh, in another composition, hence differently."""
+    members without `run.json` would train them afresh, in another composition, hence differently.
+    `warn(message)`: told of each run.json that cannot be read (`finished_record`)."""
     by_dir = {run.run_dir: run for run in runs}
-    done = {run.run_dir: record for run in recorded(runs) if (record := finished_record(run)) is not None}
+    done = {run.run_dir: record for run in recorded(runs) if (record := finished_record(run, warn)) is not None}
     packs, kept = [], set()
     for record in done.values():
         pack = record.get("pack", {})

@@ -2,15 +2,13 @@
 
 import gc
 import logging
-import os
 from pathlib import Path
 
 from gradatlas import lock
-from gradatlas.files import logged
+from gradatlas.files import console_handler, logged
 
 # the job's stderr, where snakemake shows it on the console: taken before `logged` sends it to the log
-console = logging.StreamHandler(os.fdopen(os.dup(2), "w", buffering=1))
-console.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+console = console_handler()
 logging.getLogger("gradatlas.lock").addHandler(console)  # waiting for the pack's lease, or losing it
 logging.getLogger("gradatlas.lock").setLevel(logging.INFO)
 # one process trains a pack at a time, its log included: a lost main snakemake's jobs go on while

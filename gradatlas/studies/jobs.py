@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from gradatlas import backend, data, grid, lock
-from gradatlas.files import atomic_write, write_json
+from gradatlas.files import atomic_write, console_handler, write_json
 from gradatlas.studies import settings
 
 
@@ -26,17 +25,15 @@ def leased(folder):
     (its main snakemake lost) and its rerun never write the folder at once; the second waits, then
     fails naming the first. Enter it before `logged`, so that a waiting job leaves the holder's log
     alone. Waiting for the lease, or losing it, is said on the job's stderr, which snakemake shows."""
-    log = logging.getLogger("gradatlas.lock")
-    with os.fdopen(os.dup(2), "w", buffering=1) as stderr:  # a copy: `logged` sends fd 2 to the log
-        console = logging.StreamHandler(stderr)
-        console.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-        log.addHandler(console)
-        log.setLevel(logging.INFO)
-        try:
-            with lock.Lease(folder):
-                yield
-        finally:
-            log.removeHandler(console)
+    log, console = logging.getLogger("gradatlas.lock"), console_handler()
+    log.addHandler(console)
+    log.setLevel(logging.INFO)
+    try:
+        with lock.Lease(folder):
+            yield
+    finally:
+        log.removeHandler(console)
+        console.close()
 
 
 def transfer_folder(out) -> Path:

@@ -117,11 +117,11 @@ def probe_norms(models: list, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     out = []
     for start in range(0, len(models), at_once):
         pack = models[start : start + at_once]
-        tv = [
+        trainable = [
             ops.convert_to_tensor(np.stack([ops.convert_to_numpy(m.trainable_variables[i]) for m in pack]))
             for i in range(len(variables))
         ]
-        stats, _ = probe(tv, [], [tv[i] for i in kernels], x, y)  # (stats, spreads for the percentiles)
+        stats, _ = probe(trainable, [], [trainable[i] for i in kernels], x, y)  # (stats, spreads for the percentiles)
         out.append(ops.convert_to_numpy(stats["delta_norm"]))
     return np.concatenate(out)
 

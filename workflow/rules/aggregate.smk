@@ -1,6 +1,6 @@
 rule aggregate:
     input:
-        packs=PACKS_DONE,  # and every run: params.runs
+        packs=PACK_FIRST_RUNS,  # and every run: params.runs
     output:
         tables=TABLES,
     log:

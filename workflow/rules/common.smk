@@ -1,7 +1,5 @@
 # Config validation and the grid. Runs at parse time, so a bad config stops before any job.
-import json
 import os
-from pathlib import Path
 
 from snakemake.logging import logger
 from snakemake.utils import validate
@@ -90,23 +88,11 @@ PACKS_DIR = f"{RESULTS}/packs"  # a pack's folder (its training state) and the s
 PACK_PLAN = f"{PACKS_DIR}/plan.json"
 
 
-def warn_unreadable_runs(runs):
-    """A run.json that cannot be read counts as unfinished (gradatlas.packs.finished_record), so its
-    run trains again: name the file and the reason instead of retraining silently."""
-    for run in gapacks.recorded(runs):
-        path = f"{run.run_dir}/run.json"
-        try:
-            record = json.loads(Path(path).read_text())
-            record["spec"], record["summary"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning(f"{path}: unreadable ({type(exc).__name__}: {exc}); this run is trained again")
-
-
 def plan_packs():
     if not workflow.is_main_process and os.path.exists(PACK_PLAN):
         return gapacks.load(PACK_PLAN)
-    warn_unreadable_runs(GRID_RUNS)
-    packs = gapacks.plan(GRID_RUNS, config["train"]["pack_size"], PACKS_DIR)
+    # a run.json that cannot be read is trained again, named rather than silently
+    packs = gapacks.plan(GRID_RUNS, config["train"]["pack_size"], PACKS_DIR, warn=logger.warning)
     for folder in gapacks.stale(packs, PACKS_DIR):
         logger.warning(
             f"{folder}: the state of an interrupted pack that is no longer planned (train.pack_size or the grid "
@@ -124,7 +110,7 @@ PACKS = plan_packs() if RUN_GRID else []
 # What aggregation waits for: each pack's first run.json. Snakemake matches every input against the
 # rules' outputs one by one, so one input per pack, not per run (the run list is a parameter):
 # planning 10,000 runs takes seconds, not a minute (issue #18). A pack's job writes all its members.
-PACKS_DONE = [f"{pack.runs[0].run_dir}/run.json" for pack in PACKS]
+PACK_FIRST_RUNS = [f"{pack.runs[0].run_dir}/run.json" for pack in PACKS]
 
 
 def final_targets():
