@@ -127,8 +127,9 @@ def engine_worker(job: dict) -> dict:
 
 def bare_worker(job: dict) -> dict:
     """The same training in plain JAX: vmap over the members, lax.scan over an epoch's steps."""
-    if job["threads"] == 1:
-        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    from gradatlas import backend
+
+    backend.pin(job["threads"])  # as a training job keeps to its cores (before JAX starts)
     import jax
     import jax.numpy as jnp
     import numpy as np

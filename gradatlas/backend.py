@@ -29,9 +29,10 @@ def packs(backend: str) -> bool:
     return backend == "jax"
 
 
-def select(backend: str, threads: int = 1) -> None:
+def select(backend: str, threads: int | None = None) -> None:
     """Make `backend` the Keras backend of this process and import Keras; call before anything
-    else imports keras.
+    else imports keras. `threads`: the job's CPU cores (`pin`); None leaves the process as it is
+    (tests, notebooks).
 
     Raises ValueError for an unknown backend, RuntimeError when keras is already loaded with
     another backend (Keras cannot switch backends in a running process).
@@ -42,19 +43,16 @@ def select(backend: str, threads: int = 1) -> None:
         require(backend)
         return
     os.environ["KERAS_BACKEND"] = backend
+    if threads is not None:
+        pin(threads)
     if backend == "tensorflow":
-        # read when TensorFlow starts its runtime: size its pools to the job's cores
-        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
-        os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(min(2, threads)))
+        if threads is not None:  # read when TensorFlow starts its runtime: size its pools to the job's cores
+            os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
+            os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(min(2, threads)))
         # its C++ start-up chatter (oneDNN notices) is noise in job logs
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         _import_keras()
         return
-    if threads == 1:
-        # XLA:CPU otherwise runs one thread per visible core in every job: N jobs on N cores would
-        # contend. Read when JAX starts its backend, so it is set here, before keras imports jax.
-        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
     # on a GPU, take memory as needed instead of 75% up front, so packs can share one GPU
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if "tensorflow" not in sys.modules:
@@ -63,6 +61,51 @@ def select(backend: str, threads: int = 1) -> None:
         # GPU node need not have it. Blocked, Keras falls back to its plain-Python paths.
         sys.modules["tensorflow"] = None
     _import_keras()
+
+
+_held_cpus: list[int] = []  # the lock files' descriptors: held until the process ends
+
+
+def pin(threads: int) -> list[int] | None:
+    """Keep this process on `threads` of the CPUs it may use that no other GradAtlas job on this
+    machine holds -> those CPUs, or None when nothing was pinned.
+
+    XLA:CPU sizes its thread pool to the process' CPU affinity and ignores its thread flags, so a
+    1-thread job would run a thread per core: N such jobs on N cores contend (two 12-run packs on
+    2 cores: 12% fewer samples/s each than pinned apart). A CPU is held by an flock on
+    `<tmp>/gradatlas-cpus-<uid>/<cpu>`, which the system releases when the process ends, killed
+    or not. Nothing is pinned when the process may use no more than `threads` CPUs already (a
+    SLURM allocation) or fewer than `threads` are free (more jobs than cores: all share them)."""
+    import fcntl
+    import tempfile
+
+    allowed = sorted(os.sched_getaffinity(0))
+    if threads >= len(allowed):
+        return None
+    folder = os.path.join(tempfile.gettempdir(), f"gradatlas-cpus-{os.getuid()}")
+    taken: list[tuple[int, int]] = []
+    try:
+        os.makedirs(folder, exist_ok=True)
+        for cpu in allowed:
+            fd = os.open(os.path.join(folder, str(cpu)), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            taken.append((cpu, fd))
+            if len(taken) == threads:
+                break
+    except OSError:  # an unwritable temporary folder: run unpinned
+        pass
+    if len(taken) < threads:
+        for _, fd in taken:
+            os.close(fd)
+        return None
+    cpus = [cpu for cpu, _ in taken]
+    os.sched_setaffinity(0, cpus)
+    _held_cpus.extend(fd for _, fd in taken)
+    return cpus
 
 
 def _import_keras() -> None:

@@ -5,6 +5,7 @@ selection, and the per-epoch sample order. No timings are asserted: that is benc
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -98,3 +99,31 @@ def test_select_refuses_another_backend():
         backend.select(other)
     with pytest.raises(ValueError, match="train.backend = 'torch'"):
         backend.select("torch")
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs a machine with 2 or more CPUs")
+def test_one_thread_jobs_each_hold_a_core_of_their_own(tmp_path):
+    """XLA:CPU runs a thread per CPU the process may use: a 1-thread job is pinned to one free core
+    (backend.pin), two jobs get two different cores, and a job finding none free shares them all."""
+    cpus = sorted(os.sched_getaffinity(0))
+    env = worker_env(TMPDIR=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="3", GRADATLAS_XLA_CACHE="off")
+    jobs = []
+
+    def start():
+        proc = subprocess.Popen(worker("pinned", 1), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        jobs.append(proc)
+        return json.loads(proc.stdout.readline())
+
+    try:
+        held = [start() for _ in cpus]
+        assert sorted(c for job in held for c in job["cpus"]) == cpus  # one core each, none shared
+        for job in held:
+            assert job["cpu_per_wall"] < 1.3, job  # XLA keeps to its one core
+        assert start()["cpus"] == cpus  # none free: unpinned
+        jobs[0].stdin.close()  # the first job ends: its core is free again
+        jobs[0].wait(timeout=60)
+        assert start()["cpus"] == held[0]["cpus"]
+    finally:
+        for proc in jobs:
+            proc.kill()
+            proc.wait()

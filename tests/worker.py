@@ -12,6 +12,8 @@ Commands:
       prints "refused: <why>" when the backend cannot vectorize a stacked pack
   train-one BACKEND CONFIG_JSON PREPARED RUN_DIR  the config's first cell; prints its record's
       backend and summary and whether TensorFlow was imported
+  pinned THREADS  a training job's start (backend.select("jax", THREADS)); prints its CPU affinity
+      and the CPU seconds per wall second of a matmul loop, then holds its CPUs until stdin closes
   hang BACKEND ROOT POINT MNIST MEMBERS_JSON  test_engine's members in one pack, sleeping at hook
       point POINT (after writing the file $HANG_FLAG) until killed; no POINT ("") trains through
 """
@@ -157,11 +159,30 @@ def hang(backend: str, root: str, point: str, mnist: str, members_json: str) -> 
     engine.train_pack(members, split, root_dir / "state", hooks=[Hang()] if point else [])
 
 
+def pinned(threads: str) -> None:
+    from gradatlas import backend
+
+    backend.select("jax", int(threads))
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((1024, 1024))
+    matmul = jax.jit(lambda a: a @ a)
+    matmul(a).block_until_ready()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(60):
+        matmul(a).block_until_ready()
+    load = (time.process_time() - cpu) / (time.perf_counter() - wall)
+    print(json.dumps({"cpus": sorted(os.sched_getaffinity(0)), "cpu_per_wall": load}), flush=True)
+    sys.stdin.read()  # the CPUs stay held until the test closes stdin
+
+
 COMMANDS = {
     "train-same-weights": train_same_weights,
     "probe-presets": probe_presets,
     "train-one": train_one,
     "hang": hang,
+    "pinned": pinned,
 }
 
 if __name__ == "__main__":
