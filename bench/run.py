@@ -5,7 +5,7 @@
                                                              # lighter probe (250 images, no early probes)
 
 Model (both sides): 784-100x5-10 ELU MLP, He-normal init, Adam (lr 0.001), batch 128, real MNIST
-from $GRADATLAS_MNIST (default ../shared/data/mnist beside the repository), JAX backend.
+from $GRADATLAS_MNIST (default: the copy the project ships in resources/mnist), JAX backend.
 
 - packed engine: `engine.train_pack` on a pack of K members (seeds 0..K-1) with diagnostics on
   (probes at step 0, steps 1/10/100 and every epoch end), validation every epoch, the per-epoch
@@ -44,7 +44,7 @@ from pathlib import Path
 from gradatlas import grid
 
 REPO = Path(__file__).resolve().parent.parent
-MNIST = Path(os.environ.get("GRADATLAS_MNIST", REPO.parent / "shared" / "data" / "mnist"))
+MNIST = Path(os.environ.get("GRADATLAS_MNIST") or REPO / "resources" / "mnist")
 DEPTH, WIDTH, BATCH, LR = 5, 100, 128, 0.001
 PACK_SIZES = (1, 4, 16, 64)
 GOALS = {"ratio": 0.8, "fixed": 3.0}

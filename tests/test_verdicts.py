@@ -221,6 +221,9 @@ KNOWN_ANSWERS = [
         "healthy",
     ),
     ({"initializer": "lecun_normal", "activation": "selu", "regularizer": "none", "depth": 16}, "init", "healthy"),
+    # a Glorot variance halves through each ReLU layer; a sigmoid's slope is at most 1/4
+    ({"initializer": "glorot_uniform", "activation": "relu", "regularizer": "none", "depth": 5}, "init", "vanishing"),
+    ({"initializer": "he_normal", "activation": "sigmoid", "regularizer": "none", "depth": 5}, "init", "vanishing"),
     ({"learning_rate": 0.01}, "final", "healthy"),
     ({"learning_rate": 0.1}, "final", "dead"),  # dying ReLU under a too-high Adam rate
     ({"learning_rate": 10.0}, "final", "diverged"),
