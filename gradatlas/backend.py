@@ -79,6 +79,8 @@ def pin(threads: int) -> list[int] | None:
     import fcntl
     import tempfile
 
+    if not hasattr(os, "sched_setaffinity"):  # macOS has no CPU affinity to set
+        return None
     allowed = sorted(os.sched_getaffinity(0))
     if threads >= len(allowed):
         return None
