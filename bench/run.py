@@ -126,7 +126,8 @@ def engine_worker(job: dict) -> dict:
 
 
 def bare_worker(job: dict) -> dict:
-    """The same training in plain JAX: vmap over the members, lax.scan over an epoch's steps."""
+    """The same training in plain JAX: vmap over the members, lax.scan over an epoch's steps
+    (ELU, or the job's `activation`, a function of jax.nn)."""
     from gradatlas import backend
 
     backend.pin(job["threads"])  # as a training job keeps to its cores (before JAX starts)
@@ -149,10 +150,12 @@ def bare_worker(job: dict) -> dict:
             params.append((jax.random.normal(sub, (fan_in, fan_out)) * jnp.sqrt(2.0 / fan_in), jnp.zeros(fan_out)))
         return params
 
+    activation = getattr(jax.nn, job.get("activation", "elu"))
+
     def loss_fn(params, x, y):
         h = x
         for w, b in params[:-1]:
-            h = jax.nn.elu(h @ w + b)
+            h = activation(h @ w + b)
         logits = h @ params[-1][0] + params[-1][1]
         return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0])
 

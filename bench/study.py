@@ -13,6 +13,12 @@ in the same run.
   its multiple of the floor is the figure that compares across machines. End to end: snakemake's wall time.
 - the slice: 24 runs of the default grid at full size (55,000 images, 10 epochs, 5x100), the workload of
   ../shared/checks/speed; the default study is projected from its multiple of the floor.
+- the slice's steps in plain JAX: bench/run.py's bare loop (jax.vmap over a pack's members, lax.scan over
+  an epoch's full batches, jit; no probes, validation, checkpoints or early stopping) on the slice's two
+  packs of 12 (relu, tanh; Adam, batch 128), both at once, one core each as the slice's two jobs run;
+  its time is the slice's epochs x the slower pack's steady epoch (epochs 2-3; the first compiles). Its
+  multiple of the floor is what XLA's code for these shapes reaches on this CPU with nothing else to do:
+  the part of the slice's multiple that no work on GradAtlas' side of the loop removes.
 
 Each study trains afresh in results/bench/<name>/ (deleted first); the prepared data and the XLA
 compilation cache (~/.cache/gradatlas/xla) are reused, as in any second study on a machine. The
@@ -32,7 +38,7 @@ import time
 from pathlib import Path
 
 import yaml
-from run import default_study  # bench/run.py: config.yaml's runs and training images per run
+from run import BATCH, MNIST, default_study, run_worker  # bench/run.py
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -125,6 +131,35 @@ def timed_study(name: str, configfiles: list[Path]) -> dict:
     }
 
 
+def bare_slice() -> dict:
+    """The slice's training steps in plain JAX: its two packs at once, one core each (see above)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradatlas import data
+
+    epochs, packs = 10, [(act, 12) for act in SLICE["grid"]["activation"]]
+    with tempfile.TemporaryDirectory(prefix="gradatlas-bench-") as tmp:
+        prepared = Path(tmp) / "prepared"
+        data.prepare(data.load("idx", MNIST), prepared, {"source": "idx", "path": str(MNIST)})
+        jobs = [
+            {"kind": "bare", "k": k, "activation": act, "prepared": str(prepared), "validation": 5_000}
+            | {"train_subset": None, "epochs": 3}
+            for act, k in packs
+        ]
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            results = list(pool.map(lambda job: run_worker(job, 1), jobs))
+    steady = max(sum(r["epoch_seconds"][1:]) / len(r["epoch_seconds"][1:]) for r in results)
+    n_train = results[0]["n_train"]  # full batches only
+    return {
+        "name": "slice's steps in plain JAX",
+        "runs": sum(k for _, k in packs),
+        "wall": None,
+        "train": epochs * steady,
+        "flops": sum(k for _, k in packs) * epochs * n_train * flops_per_sample(5, 100),
+        "shape": f"5x100, {n_train:,} images ({n_train // BATCH} batches of {BATCH}), {epochs} epochs",
+    }
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -143,6 +178,8 @@ def main() -> None:
         for name, files in (("demo", [REPO / "studies" / "demo.yaml"]), ("slice", [slice_file])):
             rows.append(timed_study(name, files))
             print(f"{name}: {rows[-1]['wall']:.0f} s end to end", file=sys.stderr, flush=True)
+    rows.append(bare_slice())
+    print(f"the slice's steps in plain JAX: {rows[-1]['train']:.0f} s", file=sys.stderr, flush=True)
     load_after = os.getloadavg()
     gflops_after = matmul_gflops()
     print(f"fp32 matmul after the studies: {gflops_after:.1f} GFLOP/s", file=sys.stderr, flush=True)
@@ -166,16 +203,22 @@ def main() -> None:
     ]
     for r in rows:
         floor = r["flops"] / (gflops * 1e9)
+        wall = "-" if r["wall"] is None else f"{r['wall']:.0f} s"
         lines.append(
             f"| {r['name']} | {r['runs']} | {r['shape']} | {floor:.1f} s | {r['train']:.0f} s "
-            f"| {r['train'] / floor:.2f} "
-            f"| {r['wall']:.0f} s |"
+            f"| {r['train'] / floor:.2f} | {wall} |"
         )
     lines += [
         "",
         f"default study (config.yaml, {n_runs:,} runs) projected at the slice's {ratio:.2f} x its floor of "
         f"{default_floor / 60:.0f} min: {ratio * default_floor / 60:.0f} min of training",
     ]
+    bare = rows[2]["train"] / (rows[2]["flops"] / (gflops * 1e9))
+    lines.append(
+        f"the slice's steps alone, in plain JAX, take {bare:.2f} x their floor on this machine; the slice in "
+        f"GradAtlas {ratio:.2f} x ({ratio / bare:.2f} x the plain loop: starting the jobs, probes, validation, "
+        "checkpoints, run folders)"
+    )
     text = "\n".join(lines)
     print(text)
     (REPO / "bench" / "latest-study.txt").write_text(text + "\n")

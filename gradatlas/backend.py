@@ -146,13 +146,15 @@ def configure(seed: int) -> None:
         import jax
 
         # packs of a study compile the same programs: a persistent cache takes most of the XLA
-        # compile time out of each job's fixed cost ("off" disables it)
+        # compile time out of each job's fixed cost ("off" disables it). Every program is kept, the
+        # small ones too: Keras runs its initializers op by op, ~30 programs of a few ms each that
+        # every job compiled again (cold demo 74 -> 65 s; a job's start 0.5 s shorter)
         cache = os.environ.get(
             "GRADATLAS_XLA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "gradatlas", "xla")
         )
         if cache and cache != "off":
             jax.config.update("jax_compilation_cache_dir", cache)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     else:
         import tensorflow as tf
 

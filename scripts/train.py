@@ -32,8 +32,11 @@ with lock.Lease(snakemake.params.pack_dir), logged(snakemake.log[0]):
         Path(snakemake.params.pack_dir),
         threads=snakemake.threads,
     )
-    for record in records:
-        print(record["cell"], record["spec"]["seed"], record["summary"]["status"], record["summary"]["test_accuracy"])
+    for member, record in zip(members, records):  # the log's last lines: each run's outcome
+        summary = record["summary"]
+        logging.getLogger("gradatlas").info(
+            "%s: %s, test accuracy %.4f", member["run_dir"], summary["status"], summary["test_accuracy"]
+        )
 # every output is written and closed: spare the interpreter's exit a garbage collection of the
 # million objects Keras and JAX leave behind (0.3 s of every job)
 gc.freeze()

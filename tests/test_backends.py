@@ -57,6 +57,35 @@ def jax_run(mnist_dir, prepared, tmp_path_factory) -> dict:
     return out
 
 
+def test_a_second_job_compiles_nothing(mnist_dir, prepared, tmp_path):
+    """Every program a job compiles goes into the compilation cache, Keras' small op-by-op ones
+    included, so the next job with the same programs (the next pack of a study, a rerun) loads them
+    all and compiles none."""
+    cfg = {
+        "data": {"source": "idx", "path": str(mnist_dir), "validation_size": 500, "train_subset": 1500},
+        "model": {"depth": 2, "width": 32},
+        "train": {"epochs": 1},
+        "grid": {"initializer": ["he_normal"], "activation": ["relu"], "optimizer": ["adam"], "regularizer": ["none"]},
+        "diagnostics": {"probe_size": 128, "early_steps": [1]},
+        "seeds": [0],
+    }
+    env = worker_env(TF_CPP_MIN_LOG_LEVEL="3", GRADATLAS_XLA_CACHE=str(tmp_path / "xla"))
+    jobs = []
+    for i in range(2):
+        proc = subprocess.run(
+            worker("train-one", "jax", json.dumps(cfg), prepared, tmp_path / f"job-{i}" / "run"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        jobs.append(json.loads(proc.stdout.strip().splitlines()[-1])["programs"])
+    first, second = jobs
+    assert first["compiled"] > 20  # the training's programs and Keras' initializers, op by op
+    assert second == {"compiled": 0, "loaded": first["compiled"] + first["loaded"]}
+
+
 def test_the_training_ran_on_jax(jax_run):
     run = jax_run["jax"]
     assert run["backend"] == "jax"

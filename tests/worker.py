@@ -11,7 +11,8 @@ Commands:
   probe-presets BACKEND MNIST  the Nielsen preset's stacked probe equals its networks' lone probes;
       prints "refused: <why>" when the backend cannot vectorize a stacked pack
   train-one BACKEND CONFIG_JSON PREPARED RUN_DIR  the config's first cell; prints its record's
-      backend and summary and whether TensorFlow was imported
+      backend and summary, whether TensorFlow was imported and how many XLA programs it compiled
+      and loaded from the compilation cache
   pinned THREADS  a training job's start (backend.select("jax", THREADS)); prints its CPU affinity
       and the CPU seconds per wall second of a matmul loop, then holds its CPUs until stdin closes
   hang BACKEND ROOT POINT MNIST MEMBERS_JSON  test_engine's members in one pack, sleeping at hook
@@ -110,6 +111,19 @@ def train_one(backend: str, config_json: str, prepared: str, run_dir: str) -> No
     _select(backend)
     from gradatlas import config as C, engine
 
+    programs = {"compiled": 0, "loaded": 0}  # XLA programs this process compiled, loaded from the cache
+    if backend == "jax":
+        import jax
+
+        def count(event, **_):
+            if event == "/jax/compilation_cache/compile_requests_use_cache":
+                programs["compiled"] += 1
+            elif event == "/jax/compilation_cache/cache_hits":
+                programs["compiled"] -= 1
+                programs["loaded"] += 1
+
+        jax.monitoring.register_event_listener(count)
+
     cfg = json.loads(config_json)
     C.validate_schema(cfg)
     C.check(cfg)
@@ -123,6 +137,7 @@ def train_one(backend: str, config_json: str, prepared: str, run_dir: str) -> No
                 "backend": record["provenance"]["backend"],
                 "summary": record["summary"],
                 "tensorflow_imported": tensorflow_imported,
+                "programs": programs,
             }
         )
     )
