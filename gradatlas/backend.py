@@ -147,7 +147,7 @@ def configure(seed: int) -> None:
 
         # packs of a study compile the same programs: a persistent cache takes most of the XLA
         # compile time out of each job's fixed cost ("off" disables it). Every program is kept, the
-        # small ones too: Keras runs its initializers op by op, ~30 programs of a few ms each that
+        # small ones too: Keras runs its initializers op by op, dozens of programs of a few ms that
         # every job compiled again (cold demo 74 -> 65 s; a job's start 0.5 s shorter)
         cache = os.environ.get(
             "GRADATLAS_XLA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "gradatlas", "xla")
