@@ -234,6 +234,14 @@ def steady_steps(r: dict, k: int) -> float:
     return k * r["n_train"] * len(seconds) / sum(seconds)
 
 
+def prepare_mnist(folder: Path) -> Path:
+    """MNIST from `MNIST`, prepared into `folder` as the pipeline prepares it; returns `folder`."""
+    from gradatlas import data
+
+    data.prepare(data.load("idx", MNIST), folder, {"source": "idx", "path": str(MNIST)})
+    return folder
+
+
 def steady_bare(r: dict, k: int) -> float:
     seconds = r["epoch_seconds"][1:] or r["epoch_seconds"]
     return k * r["n_train"] * len(seconds) / sum(seconds)
@@ -269,12 +277,9 @@ def main(argv=None) -> None:
         print(line, file=sys.stderr, flush=True)
         lines.append(line)
 
-    from gradatlas import data
-
     with tempfile.TemporaryDirectory(prefix="gradatlas-bench-") as tmp:
         tmp = Path(tmp)
-        prepared = tmp / "prepared"
-        data.prepare(data.load("idx", MNIST), prepared, {"source": "idx", "path": str(MNIST)})
+        prepared = prepare_mnist(tmp / "prepared")
         base = {
             "prepared": str(prepared),
             "train_subset": subset,

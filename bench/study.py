@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 import yaml
-from run import BATCH, MNIST, default_study, run_worker  # bench/run.py
+from run import BATCH, default_study, prepare_mnist, run_worker, steady_bare  # bench/run.py
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -135,12 +135,9 @@ def bare_slice() -> dict:
     """The slice's training steps in plain JAX: its two packs at once, one core each (see above)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from gradatlas import data
-
     epochs, packs = 10, [(act, 12) for act in SLICE["grid"]["activation"]]
     with tempfile.TemporaryDirectory(prefix="gradatlas-bench-") as tmp:
-        prepared = Path(tmp) / "prepared"
-        data.prepare(data.load("idx", MNIST), prepared, {"source": "idx", "path": str(MNIST)})
+        prepared = prepare_mnist(Path(tmp) / "prepared")
         jobs = [
             {"kind": "bare", "k": k, "activation": act, "prepared": str(prepared), "validation": 5_000}
             | {"train_subset": None, "epochs": 3}
@@ -148,8 +145,8 @@ def bare_slice() -> dict:
         ]
         with ThreadPoolExecutor(len(jobs)) as pool:
             results = list(pool.map(lambda job: run_worker(job, 1), jobs))
-    steady = max(sum(r["epoch_seconds"][1:]) / len(r["epoch_seconds"][1:]) for r in results)
     n_train = results[0]["n_train"]  # full batches only
+    steady = max(k * n_train / steady_bare(r, k) for r, (_, k) in zip(results, packs))  # the slower pack's epoch
     return {
         "name": "slice's steps in plain JAX",
         "runs": sum(k for _, k in packs),
